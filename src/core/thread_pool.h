@@ -1,0 +1,55 @@
+// A fork-join thread pool for data-parallel kernels. Workers spin briefly for new work (decode
+// steps arrive microseconds apart) and then sleep on a condition variable, so an idle or
+// oversubscribed machine is not burned by busy-waiting.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace vlm {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }  // the caller participates
+
+  // Runs fn(task_index) for task_index in [0, num_tasks); returns when all are done.
+  // Tasks are handed out dynamically. Nested calls from inside a task run serially.
+  void run(int64_t num_tasks, const std::function<void(int64_t)>& fn);
+
+  // Splits [0, n) into chunks of at least `grain` items and calls fn(begin, end) on each.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void worker_loop();
+  void drain();
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t num_tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int64_t> finished_{0};
+  std::atomic<uint64_t> generation_{0};
+  int busy_workers_ = 0;
+  bool stop_ = false;
+};
+
+// Number of physical cores (hyper-threads not counted), at least 1.
+int physical_core_count();
+
+// The process-wide pool used by kernels. Default size: physical_core_count(), or VLM_THREADS.
+ThreadPool& thread_pool();
+// Replaces the process-wide pool (must not be called while kernels run).
+void set_num_threads(int n);
+
+}  // namespace vlm

@@ -1,0 +1,1 @@
+// placeholder translation unit so the layer library exists before its first source lands

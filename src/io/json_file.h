@@ -1,0 +1,39 @@
+// Reading JSON files with errors that name the file, and typed field access that names the field.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/error.h"
+
+namespace vlm {
+
+using json = nlohmann::json;
+
+// Parses `path`; throws vlm::Error "<path>: ..." when missing or malformed.
+json read_json_file(const std::string& path);
+
+// cfg[key] as T, or `fallback` when absent/null; throws "<where>: field 'key' ..." on a wrong type.
+template <typename T>
+T json_get(const json& cfg, const std::string& key, const T& fallback, const std::string& where) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) return fallback;
+  try {
+    return it->template get<T>();
+  } catch (const json::exception&) {
+    fail(where, ": field '", key, "' has the wrong type (", it->type_name(), ")");
+  }
+}
+
+// cfg[key] as T; throws when absent or mistyped.
+template <typename T>
+T json_require(const json& cfg, const std::string& key, const std::string& where) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) fail(where, ": missing required field '", key, "'");
+  try {
+    return it->template get<T>();
+  } catch (const json::exception&) {
+    fail(where, ": field '", key, "' has the wrong type (", it->type_name(), ")");
+  }
+}
+
+}  // namespace vlm

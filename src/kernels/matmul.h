@@ -1,0 +1,47 @@
+// Matrix multiplication y = x · Wᵀ (+ bias) with float32 activations and weights stored as
+// f32, bf16, f16 or MLX affine-quantized integers (2, 3, 4, 5, 6, 8 bits).
+//
+// MLX packing: each weight row is a little-endian bit stream in uint32 words; element i
+// occupies bits [i*bits, (i+1)*bits) (3/5/6-bit values may straddle words). Dequantized value
+// = scale[g] * q + bias[g] for group g = i / group_size.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace vlm {
+
+class MatMulWeight {
+ public:
+  MatMulWeight() = default;
+  // W is [N, K] in F32, BF16 or F16. The tensor's storage is kept alive (zero-copy).
+  static MatMulWeight dense(const Tensor& w, const std::string& where);
+  // packed U32 [N, K*bits/32], scales/biases [N, K/group_size] in F32, BF16 or F16.
+  static MatMulWeight quantized(const Tensor& packed, const Tensor& scales, const Tensor& biases, int bits,
+                                int group_size, const std::string& where);
+
+  bool defined() const { return impl_ != nullptr; }
+  int64_t rows() const;  // N (output features)
+  int64_t cols() const;  // K (input features)
+  bool is_quantized() const;
+  int bits() const;  // 0 for dense
+  int group_size() const;
+  DType storage_dtype() const;  // element type of dense weights (U32 when quantized)
+  size_t weight_bytes() const;  // bytes streamed by one full pass over W
+
+  // out[K] = row r of W in float32.
+  void dequantize_row(int64_t r, float* out) const;
+  // y[M, N] = x[M, K] · Wᵀ (+ bias[N]); x and y row-major contiguous; multi-threaded.
+  void forward(const float* x, int64_t M, float* y, const float* bias = nullptr) const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Unpacks element i of an MLX-packed row (reference helper, also used by tests).
+uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits);
+
+}  // namespace vlm

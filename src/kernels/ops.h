@@ -1,0 +1,50 @@
+// Element-wise, normalisation, positional and attention kernels on contiguous float32 rows.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace vlm {
+
+// out[m, :] = x[m, :] / sqrt(mean(x²) + eps) * w   (Gemma: * (1 + w) when `one_plus_weight`).
+void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
+              bool one_plus_weight = false);
+// out[m, :] = (x - mean) / sqrt(var + eps) * w + b   (biased variance, as torch).
+void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out);
+
+void gelu_erf(float* x, int64_t n);    // x·Φ(x), exact
+void gelu_tanh(float* x, int64_t n);   // tanh approximation ("gelu_pytorch_tanh")
+void quick_gelu(float* x, int64_t n);  // x·sigmoid(1.702x)
+void silu(float* x, int64_t n);        // x·sigmoid(x)
+// gate[i] = silu(gate[i]) * up[i]  /  gelu_tanh(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+void gelu_tanh_mul(float* gate, const float* up, int64_t n);
+void add_inplace(float* x, const float* y, int64_t n);
+void scale_inplace(float* x, float s, int64_t n);
+void softmax_rows(float* x, int64_t rows, int64_t cols);
+
+// Rotary embedding, "rotate half" convention: for each of `heads` heads of width `head_dim`
+// in row t, x = x·cos[t] + rotate_half(x)·sin[t], with cos/sin tables [rows, head_dim].
+// `row_stride` is the distance (in floats) between consecutive rows of x.
+void apply_rope(float* x, int64_t rows, int64_t row_stride, int heads, int head_dim, const float* cos,
+                const float* sin);
+
+// Which keys a query may attend to. Query i sits at absolute key position q_offset + i.
+struct AttentionMask {
+  bool causal = true;
+  int64_t q_offset = 0;
+  int64_t prefix = 0;  // keys < prefix are visible to every query (prefix-LM, bidirectional)
+  // Block-diagonal (non-causal) attention: segment boundaries [0, b1, b2, ..., n]; a query sees
+  // only the keys of its own segment. Empty = no segments.
+  std::vector<int64_t> segments;
+};
+
+// Scaled dot-product attention with grouped-query heads.
+// q: [T, q_heads, head_dim] with row stride q_stride; k, v: [S, kv_heads, head_dim] with row
+// strides kv_stride; out: [T, q_heads, head_dim] contiguous. Query head h uses kv head
+// h / (q_heads / kv_heads). Computed with an online softmax over key tiles, so no more than a
+// tile of scores exists at a time.
+void attention(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
+               int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask,
+               float* out);
+
+}  // namespace vlm

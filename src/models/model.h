@@ -1,0 +1,76 @@
+// The interface every model family implements, and what its processor hands it.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "media/image.h"
+
+namespace vlm {
+
+// One part of a chat message: text, a decoded image, or a video as decoded (already sampled) frames.
+struct ContentPart {
+  enum class Kind { Text, Image, Video } kind = Kind::Text;
+  std::string text;
+  Image image;
+  std::vector<Image> frames;
+};
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::vector<ContentPart> content;
+};
+
+struct ProcessingOptions {
+  int resize_width = 0, resize_height = 0;  // 0 = model default
+  int64_t min_pixels = 0, max_pixels = 0;  // 0 = preprocessor_config.json
+  bool add_generation_prompt = true;
+};
+
+// What a processor produces: prompt ids plus model-specific vision tensors.
+struct ModelInput {
+  std::vector<int32_t> ids;
+  std::vector<Tensor> images;  // per image (Qwen2-VL: F32 patches [t*h*w, 1176]; PaliGemma: F32 [3, H, W])
+  std::vector<std::array<int64_t, 3>> image_grids;  // Qwen2-VL: {t, h, w} per image
+  std::vector<Tensor> videos;
+  std::vector<std::array<int64_t, 3>> video_grids;
+  std::string prompt_text;  // rendered prompt, for display/debugging
+};
+
+class Processor {
+ public:
+  virtual ~Processor() = default;
+  virtual ModelInput prepare(const std::vector<ChatMessage>& messages, const ProcessingOptions& options) const = 0;
+};
+
+// State of one generation: KV cache and positions.
+class Sequence {
+ public:
+  virtual ~Sequence() = default;
+  // Runs the prompt (vision encoder included); returns the logits of its last position [vocab].
+  virtual std::vector<float> prefill(const ModelInput& input) = 0;
+  // Appends one token; returns its logits [vocab].
+  virtual std::vector<float> step(int32_t token) = 0;
+  virtual int64_t length() const = 0;        // tokens processed so far
+  virtual double vision_ms() const = 0;      // time spent in the vision encoder during prefill
+};
+
+struct ModelInfo {
+  std::string model_type;
+  int64_t vocab_size = 0;
+  int64_t context_length = 0;     // max_position_embeddings
+  std::vector<int32_t> eos_ids;   // from config.json (generation_config.json is merged by the loader)
+  int64_t num_parameters = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelInfo& info() const = 0;
+  virtual std::unique_ptr<Sequence> start() const = 0;
+};
+
+}  // namespace vlm
