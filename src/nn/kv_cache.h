@@ -2,6 +2,7 @@
 // Usage per forward step of n new tokens: for each layer, append(layer, k, v, n) then read
 // keys(layer)/values(layer) over length()+n rows; finally advance(n).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
