@@ -30,6 +30,9 @@ QuantConfig QuantConfig::from_model_config(const json& config, const std::string
   if (!section || section->is_null()) return q;
   std::string w = where + ": quantization";
   if (!section->is_object()) fail(w, " is not an object");
+  // Hugging Face quantizers (AWQ, GPTQ, bitsandbytes...) describe other tensor formats; they are
+  // not MLX affine quantization, and their modules carry no ".scales" to dispatch on.
+  if (section->contains("quant_method")) return q;
   if (section->contains("bits") || section->contains("group_size")) q.global_ = parse_spec(*section, w);
   for (auto& [key, value] : section->items()) {
     if (value.is_boolean()) {

@@ -4,17 +4,9 @@
 #include <cstring>
 #include <vector>
 
-#include "core/thread_pool.h"
+#include "kernels/matmul_internal.h"
 
 namespace vlm {
-
-struct MatMulWeight::Impl {
-  int64_t N = 0, K = 0;
-  bool quantized = false;
-  int bits = 0, group = 0;
-  Tensor w;  // dense [N, K] or packed [N, K*bits/32]
-  Tensor scales, biases;  // [N, K/group]
-};
 
 uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits) {
   int64_t bit = i * bits;
@@ -26,6 +18,14 @@ uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits) {
 }
 
 namespace {
+bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+// Below this many activation rows, streaming the weights once per row block (GEMV) beats
+// dequantizing them into panels (GEMM).
+constexpr int64_t kGemvMaxRows = 6;
+}  // namespace
+
+namespace matmul_detail {
+
 float load_float(DType t, const void* base, int64_t i) {
   switch (t) {
     case DType::F32: return static_cast<const float*>(base)[i];
@@ -34,8 +34,45 @@ float load_float(DType t, const void* base, int64_t i) {
     default: return 0.f;
   }
 }
-bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
-}  // namespace
+
+void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_t n, float* out) {
+  if (!p.quantized) {
+    const char* base = static_cast<const char*>(p.w.raw()) + r * p.K * int64_t(dtype_size(p.w.dtype()));
+    if (p.w.dtype() == DType::F32) {
+      std::memcpy(out, reinterpret_cast<const float*>(base) + k0, size_t(n) * sizeof(float));
+      return;
+    }
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(base) + k0;
+    if (p.w.dtype() == DType::BF16) {
+      for (int64_t k = 0; k < n; ++k) out[k] = bf16_to_f32(h[k]);
+    } else {
+      for (int64_t k = 0; k < n; ++k) out[k] = f16_to_f32(h[k]);
+    }
+    return;
+  }
+  const uint32_t* row = p.w.data<uint32_t>() + r * p.w.dim(1);
+  const int bits = p.bits;
+  const uint32_t mask = (1u << bits) - 1;
+  const int64_t groups = p.K / p.group;
+  const int64_t end = k0 + n;
+  for (int64_t k = k0; k < end;) {
+    const int64_t g = k / p.group;
+    const int64_t gend = std::min(end, (g + 1) * p.group);
+    const float s = load_float(p.scales.dtype(), p.scales.raw(), r * groups + g);
+    const float b = load_float(p.biases.dtype(), p.biases.raw(), r * groups + g);
+    if (32 % bits == 0) {  // whole words: no value straddles a word boundary
+      const int e = 32 / bits;
+      for (; k < gend && k % e != 0; ++k) out[k - k0] = s * float(mlx_unpack(row, k, bits)) + b;
+      for (; k + e <= gend; k += e) {
+        const uint32_t w = row[k / e];
+        for (int j = 0; j < e; ++j) out[k - k0 + j] = s * float((w >> (j * bits)) & mask) + b;
+      }
+    }
+    for (; k < gend; ++k) out[k - k0] = s * float(mlx_unpack(row, k, bits)) + b;
+  }
+}
+
+}  // namespace matmul_detail
 
 MatMulWeight MatMulWeight::dense(const Tensor& w, const std::string& where) {
   if (w.ndim() != 2) fail(where, ": weight must be 2-D, got shape ", shape_str(w.shape()));
@@ -99,40 +136,17 @@ size_t MatMulWeight::weight_bytes() const {
 void MatMulWeight::dequantize_row(int64_t r, float* out) const {
   const Impl& p = *impl_;
   if (r < 0 || r >= p.N) fail("MatMulWeight::dequantize_row: row ", r, " out of range [0, ", p.N, ")");
-  if (!p.quantized) {
-    const char* base = static_cast<const char*>(p.w.raw()) + r * p.K * int64_t(dtype_size(p.w.dtype()));
-    for (int64_t k = 0; k < p.K; ++k) out[k] = load_float(p.w.dtype(), base, k);
-    return;
-  }
-  const uint32_t* row = p.w.data<uint32_t>() + r * p.w.dim(1);
-  int64_t groups = p.K / p.group;
-  for (int64_t g = 0; g < groups; ++g) {
-    float s = load_float(p.scales.dtype(), p.scales.raw(), r * groups + g);
-    float b = load_float(p.biases.dtype(), p.biases.raw(), r * groups + g);
-    for (int64_t j = 0; j < p.group; ++j) {
-      int64_t k = g * p.group + j;
-      out[k] = s * float(mlx_unpack(row, k, p.bits)) + b;
-    }
-  }
+  matmul_detail::dequantize_range(p, r, 0, p.K, out);
 }
 
 void MatMulWeight::forward(const float* x, int64_t M, float* y, const float* bias) const {
-  const Impl& p = *impl_;
-  const int64_t N = p.N, K = p.K;
-  // Blocks of output features; each block dequantizes a row once and reuses it for all M rows.
-  thread_pool().parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
-    std::vector<float> wrow(static_cast<size_t>(K));
-    for (int64_t n = n0; n < n1; ++n) {
-      dequantize_row(n, wrow.data());
-      float b = bias ? bias[n] : 0.f;
-      for (int64_t m = 0; m < M; ++m) {
-        const float* xr = x + m * K;
-        float acc = 0.f;
-        for (int64_t k = 0; k < K; ++k) acc += xr[k] * wrow[k];
-        y[m * N + n] = acc + b;
-      }
-    }
-  });
+  if (!impl_) fail("MatMulWeight::forward: weight is not defined");
+  if (M <= 0 || impl_->N == 0) return;
+  if (M <= kGemvMaxRows) {
+    matmul_detail::gemv(*impl_, x, M, y, bias);
+  } else {
+    matmul_detail::gemm(*impl_, x, M, y, bias);
+  }
 }
 
 }  // namespace vlm

@@ -1,0 +1,34 @@
+// Internal state of MatMulWeight and the entry points of its SIMD kernels (matmul_gemv.cpp,
+// matmul_gemm.cpp). Not part of the public API.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kernels/matmul.h"
+
+namespace vlm {
+
+struct MatMulWeight::Impl {
+  int64_t N = 0, K = 0;
+  bool quantized = false;
+  int bits = 0, group = 0;
+  Tensor w;               // dense [N, K] or packed [N, K*bits/32]
+  Tensor scales, biases;  // [N, K/group]
+};
+
+namespace matmul_detail {
+
+// Scalar f32 value i of a float tensor buffer of type t (F32/BF16/F16).
+float load_float(DType t, const void* base, int64_t i);
+
+// Row r, columns [k0, k0 + n) of W as float32 (n and k0 multiples of 32/bits words when
+// quantized is not required; any range works).
+void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_t n, float* out);
+
+// y[M, N] = x · Wᵀ (+ bias) for small M: weights streamed once per block of activation rows.
+void gemv(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+// Same for large M: weights dequantized into cache-sized f32 panels reused across all rows.
+void gemm(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+
+}  // namespace matmul_detail
+}  // namespace vlm

@@ -1,0 +1,116 @@
+#include "nn/linear.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "nn/kv_cache.h"
+#include "nn/rope.h"
+
+namespace vlm::nn {
+namespace {
+
+namespace fs = std::filesystem;
+const std::string kShared = VLM_SHARED_DIR;
+
+// The 4-bit mlx directory holds the same weights as the bf16 one, quantized: dequantized rows
+// must lie within one quantization step (|scale|) of the originals.
+TEST(Linear, QuantizedFixtureMatchesBf16WithinOneStep) {
+  std::string bf16_dir = kShared + "/fixtures/qwen2_vl/tiny-bf16";
+  std::string q_dir = kShared + "/fixtures/qwen2_vl/tiny-mlx-4bit";
+  if (!fs::exists(bf16_dir)) GTEST_SKIP() << "shared fixtures absent";
+  Checkpoint ref = Checkpoint::open(bf16_dir);
+  Checkpoint q = Checkpoint::open(q_dir);
+  struct Case { std::string hf, mlx; int64_t out, in; };
+  for (const Case& c : {Case{"model.layers.0.mlp.up_proj", "language_model.model.layers.0.mlp.up_proj", 128, 64},
+                        Case{"model.layers.1.mlp.down_proj", "language_model.model.layers.1.mlp.down_proj", 64, 128},
+                        Case{"model.embed_tokens", "language_model.model.embed_tokens", 151936, 64}}) {
+    MatMulWeight a = load_matmul_weight(ref, c.hf, c.out, c.in);
+    MatMulWeight b = load_matmul_weight(q, c.mlx, c.out, c.in);
+    EXPECT_FALSE(a.is_quantized());
+    ASSERT_TRUE(b.is_quantized());
+    EXPECT_EQ(b.bits(), 4);
+    EXPECT_EQ(b.group_size(), 64);
+    Tensor scales = q.get(c.mlx + ".scales").to(DType::F32);
+    std::vector<float> ra(size_t(c.in)), rb(size_t(c.in));
+    for (int64_t r = 0; r < std::min<int64_t>(c.out, 300); ++r) {
+      a.dequantize_row(r, ra.data());
+      b.dequantize_row(r, rb.data());
+      for (int64_t k = 0; k < c.in; ++k) {
+        float step = std::abs(scales.data<float>()[r * (c.in / 64) + k / 64]);
+        ASSERT_LE(std::abs(ra[size_t(k)] - rb[size_t(k)]), step * 1.0001f + 1e-6f) << c.mlx << " r=" << r << " k=" << k;
+      }
+    }
+  }
+}
+
+TEST(Linear, ShapeMismatchNamesTensor) {
+  std::string dir = kShared + "/fixtures/qwen2_vl/tiny-mlx-4bit";
+  if (!fs::exists(dir)) GTEST_SKIP() << "shared fixtures absent";
+  Checkpoint q = Checkpoint::open(dir);
+  try {
+    Linear::load(q, "language_model.model.layers.0.mlp.up_proj", 64, 256, false);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("language_model.model.layers.0.mlp.up_proj"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Linear::load(q, "language_model.model.layers.0.mlp.nope", 64, 128, false), Error);
+}
+
+TEST(Linear, ForwardAddsBias) {
+  Tensor w = Tensor::from_floats({1, 2, 3, 4, 5, 6}, {2, 3});
+  Linear l = Linear::from_weight(MatMulWeight::dense(w, "w"), {10, 20});
+  auto y = l.forward(std::vector<float>{1, 1, 1, 0, 1, 0}, 2);
+  EXPECT_EQ(y, (std::vector<float>{16, 35, 12, 25}));
+}
+
+TEST(Embedding, LookupRejectsOutOfRangeIds) {
+  Tensor w = Tensor::from_floats({1, 2, 3, 4}, {2, 2});
+  MatMulWeight m = MatMulWeight::dense(w, "emb");
+  std::vector<float> out(2);
+  m.dequantize_row(1, out.data());
+  EXPECT_EQ(out, (std::vector<float>{3, 4}));
+  EXPECT_THROW(m.dequantize_row(2, out.data()), Error);
+}
+
+TEST(KVCache, GrowsAndKeepsRows) {
+  KVCache c(2, 1, 2, 1);
+  for (int step = 0; step < 10; ++step) {
+    float k[2] = {float(step), 0}, v[2] = {0, float(step)};
+    for (int l = 0; l < 2; ++l) c.append(l, k, v, 1);
+    c.advance(1);
+  }
+  EXPECT_EQ(c.length(), 10);
+  EXPECT_GE(c.capacity(), 10);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(c.keys(1)[i * 2], float(i));
+    EXPECT_EQ(c.values(0)[i * 2 + 1], float(i));
+  }
+  c.truncate(3);
+  EXPECT_EQ(c.length(), 3);
+}
+
+TEST(Rope, MropeWithEqualAxesIsPlainRope) {
+  auto inv = rope_inv_freq(16, 1e6);
+  std::vector<int64_t> pos = {0, 1, 5, 40, 1000};
+  RopeTables a = rope_tables(pos, inv);
+  RopeTables b = mrope_tables({pos, pos, pos}, inv, {2, 3, 3});
+  EXPECT_EQ(a.cos, b.cos);
+  EXPECT_EQ(a.sin, b.sin);
+  EXPECT_THROW(mrope_tables({pos, pos, pos}, inv, {2, 3, 4}), Error);
+}
+
+TEST(Rope, MropeTakesSectionsFromAxes) {
+  auto inv = rope_inv_freq(16, 10000);
+  RopeTables t = mrope_tables({std::vector<int64_t>{1}, std::vector<int64_t>{2}, std::vector<int64_t>{3}}, inv, {2, 3, 3});
+  // Frequencies 0-1 from T (pos 1), 2-4 from H (pos 2), 5-7 from W (pos 3); second half mirrors.
+  for (int j = 0; j < 8; ++j) {
+    int pos = j < 2 ? 1 : j < 5 ? 2 : 3;
+    EXPECT_FLOAT_EQ(t.cos[size_t(j)], std::cos(float(pos) * inv[size_t(j)]));
+    EXPECT_FLOAT_EQ(t.sin[size_t(j + 8)], std::sin(float(pos) * inv[size_t(j)]));
+  }
+}
+
+}  // namespace
+}  // namespace vlm::nn
