@@ -1,11 +1,14 @@
 // JPEG via libjpeg-turbo with Pillow's settings (default islow IDCT, fancy upsampling, JCS_RGB
 // output). libjpeg reports errors through a callback that must not return; we longjmp out of it,
 // and the setjmp lives in run_decoder(), a C-style function that holds no object with a destructor.
-#include <jpeglib.h>
-
 #include <csetjmp>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
+
+// jpeglib.h needs size_t and FILE declared first.
+#include <jerror.h>
+#include <jpeglib.h>
 
 #include "core/error.h"
 #include "media/decoders.h"

@@ -64,4 +64,16 @@ std::vector<std::pair<size_t, size_t>> find_all_literal(std::string_view s, std:
   return out;
 }
 
+Pattern::Pattern(const json& p, const std::string& where) {
+  if (p.is_string()) {
+    literal = p.get<std::string>();
+  } else if (p.is_object() && p.contains("String")) {
+    literal = json_require<std::string>(p, "String", where);
+  } else if (p.is_object() && p.contains("Regex")) {
+    regex = std::make_unique<Regex>(json_require<std::string>(p, "Regex", where));
+  } else {
+    fail(where, ": pattern must be {\"String\": ...} or {\"Regex\": ...}");
+  }
+}
+
 }  // namespace vlm::text

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "io/json_file.h"
+
 namespace vlm::text {
 
 class Regex {
@@ -21,5 +23,15 @@ class Regex {
 
 // Every [begin, end) occurrence of a literal `needle` (non-overlapping, left to right).
 std::vector<std::pair<size_t, size_t>> find_all_literal(std::string_view s, std::string_view needle);
+
+// A tokenizer.json pattern: {"String": "..."} (literal) or {"Regex": "..."}.
+struct Pattern {
+  Pattern(const json& cfg, const std::string& where);
+  std::vector<std::pair<size_t, size_t>> find(std::string_view s) const {
+    return regex ? regex->find_all(s) : find_all_literal(s, literal);
+  }
+  std::string literal;
+  std::unique_ptr<Regex> regex;
+};
 
 }  // namespace vlm::text

@@ -114,3 +114,51 @@ TEST(Rope, MropeTakesSectionsFromAxes) {
 
 }  // namespace
 }  // namespace vlm::nn
+
+#include "nn/quantize.h"
+#include <random>
+
+namespace vlm::nn {
+namespace {
+
+TEST(MlxQuantize, RoundTripWithinHalfStepForEveryBitWidth) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    for (int group : {32, 64, 128}) {
+      const int64_t rows = 5, cols = 256;
+      std::vector<float> w(size_t(rows * cols));
+      for (auto& v : w) v = dist(rng);
+      MlxQuantized q = mlx_quantize(w.data(), rows, cols, bits, group, DType::F32);
+      MatMulWeight m = MatMulWeight::quantized(q.packed, q.scales, q.biases, bits, group, "test");
+      std::vector<float> row(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        m.dequantize_row(r, row.data());
+        for (int64_t k = 0; k < cols; ++k) {
+          float step = std::abs(q.scales.data<float>()[r * (cols / group) + k / group]);
+          ASSERT_LE(std::abs(row[size_t(k)] - w[size_t(r * cols + k)]), 0.5f * step + 1e-5f)
+              << "bits=" << bits << " group=" << group;
+        }
+      }
+    }
+  }
+}
+
+TEST(MlxQuantize, ReproducesFixtureQuantization) {
+  // Re-quantizing the bf16 fixture weights must give the bytes of the 4-bit mlx directory.
+  std::string bf16_dir = kShared + "/fixtures/qwen2_vl/tiny-bf16";
+  if (!fs::exists(bf16_dir)) GTEST_SKIP() << "shared fixtures absent";
+  Checkpoint ref = Checkpoint::open(bf16_dir);
+  Checkpoint mlx = Checkpoint::open(kShared + "/fixtures/qwen2_vl/tiny-mlx-4bit");
+  Tensor w = ref.get("model.layers.0.mlp.gate_proj.weight").to(DType::F32);
+  MlxQuantized q = mlx_quantize(w.data<float>(), w.dim(0), w.dim(1), 4, 64, DType::BF16);
+  Tensor packed = mlx.get("language_model.model.layers.0.mlp.gate_proj.weight");
+  ASSERT_EQ(packed.shape(), q.packed.shape());
+  int64_t differing = 0;
+  for (int64_t i = 0; i < packed.numel(); ++i) differing += packed.data<uint32_t>()[i] != q.packed.data<uint32_t>()[i];
+  EXPECT_EQ(differing, 0);
+  EXPECT_EQ(mlx.get("language_model.model.layers.0.mlp.gate_proj.scales").to_floats(), q.scales.to_floats());
+}
+
+}  // namespace
+}  // namespace vlm::nn

@@ -1,0 +1,244 @@
+// vlm.cpp public C++ API: load a vision-language model, turn user input (text, images, videos) into model
+// input, and generate text with streaming.
+//
+//   auto ctx = vlm::ModelContext::load("mlx-community/Qwen2-VL-2B-Instruct-4bit");
+//   vlm::UserInput in = vlm::UserInput::from_prompt("Describe the image.", {"cat.jpg"});
+//   vlm::GenerationParams p;
+//   p.max_tokens = 64;
+//   auto r = ctx.generate(ctx.prepare(in), p, [](std::string_view text, int32_t) {
+//     std::cout << text << std::flush;
+//     return true;  // false stops early ("cancelled")
+//   });
+//
+// Errors are thrown as std::runtime_error (vlm::Error) with a message naming the file/field at fault.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vlm {
+
+// ---------------------------------------------------------------------------------------------
+// Generation parameters and results.
+
+struct SamplingParams {
+  float temperature = 0.0f;  // <= 0: greedy (argmax)
+  float top_p = 1.0f;        // nucleus sampling; 1 = off
+  int top_k = 0;             // 0 = off
+  float min_p = 0.0f;        // 0 = off; keeps tokens with p >= min_p * p_max
+  float repetition_penalty = 1.0f;   // 1 = off; HF semantics (divide positive logits, multiply negative)
+  int repetition_context_size = 20;  // last N tokens (prompt included) penalised; <= 0: all of them
+  std::optional<uint64_t> seed;      // absent: seeded from std::random_device
+};
+
+struct GenerationParams {
+  int max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<std::string> stop;       // stop strings (may span tokens; never emitted)
+  std::vector<int32_t> extra_eos_ids;  // in addition to the model's EOS ids
+  bool ignore_eos = false;             // keep generating through EOS (benchmarks)
+  bool logprobs = false;               // record the log-probability of each generated token
+  int top_logprobs = 0;                // ... and of the N most likely alternatives
+};
+
+struct TopLogprob {
+  int32_t id = 0;
+  std::string token;  // vocabulary string (e.g. "Ġthe")
+  float logprob = 0;
+};
+
+struct TokenLogprob {
+  int32_t id = 0;
+  std::string token;
+  float logprob = 0;  // log_softmax of the model's raw logits at this step
+  std::vector<TopLogprob> top;
+};
+
+struct GenerationStats {
+  int64_t prompt_tokens = 0;
+  double prompt_ms = 0;  // prefill, vision encoder included
+  double prompt_tps = 0;
+  int64_t generated_tokens = 0;
+  double generation_ms = 0;  // from the end of prefill to the last token
+  double generation_tps = 0;
+  double image_encode_ms = 0;
+  int64_t peak_memory_bytes = 0;  // VmHWM of this process
+};
+
+struct GenerationResult {
+  std::string text;
+  std::vector<int32_t> token_ids;  // generated ids, the final EOS included when generation stopped on it
+  std::string finish_reason;       // "stop", "length" or "cancelled"
+  GenerationStats stats;
+  std::vector<TokenLogprob> logprobs;  // one per generated token when GenerationParams::logprobs
+};
+
+// Receives text as it becomes final (possibly empty while a partial UTF-8 character or a possible stop
+// string is held back) and the token id that produced it (-1 for the final flush). Return false to stop.
+using StreamCallback = std::function<bool(std::string_view text, int32_t token_id)>;
+
+// ---------------------------------------------------------------------------------------------
+// User input.
+
+struct ImageSource {
+  std::string path;            // a file, or
+  std::vector<uint8_t> bytes;  // an encoded image (JPEG, PNG, WebP, GIF, BMP), or
+  int width = 0, height = 0;   // a decoded 8-bit RGB image (rgb = height * width * 3, row-major)
+  std::vector<uint8_t> rgb;
+};
+
+struct VideoSource {
+  std::string path;                      // a video file, or
+  std::vector<std::string> frame_paths;  // already extracted frames (one image per frame)
+};
+
+struct UserInput {
+  struct Part {
+    enum class Type { Text, Image, Video } type = Type::Text;
+    std::string text;
+    ImageSource image;
+    VideoSource video;
+
+    static Part text_part(std::string text);
+    static Part image_path(std::string path);
+    static Part image_bytes(std::vector<uint8_t> bytes);
+    static Part image_rgb(int width, int height, std::vector<uint8_t> rgb);
+    static Part video_path(std::string path);
+    static Part video_frames(std::vector<std::string> frame_paths);
+  };
+  struct Message {
+    std::string role;  // "system", "user", "assistant"
+    std::vector<Part> content;
+  };
+  struct Options {
+    int resize_width = 0, resize_height = 0;  // 0: the processor's default size
+    int64_t min_pixels = 0, max_pixels = 0;   // 0: preprocessor_config.json
+    double fps = 2.0;                         // video frame sampling rate
+    int max_frames = 0;                       // 0: no limit
+    bool add_generation_prompt = true;
+  };
+
+  std::vector<Message> messages;
+  Options options;
+
+  // One user turn: the images first, then the text; an optional system turn before it.
+  static UserInput from_prompt(const std::string& prompt, const std::vector<std::string>& image_paths = {},
+                               const std::string& system = "");
+};
+
+// ---------------------------------------------------------------------------------------------
+// Model ids, defaults and metadata.
+
+struct ModelDefaults {
+  std::string prompt = "Describe the image in English";
+  int max_tokens = 256;
+  float temperature = 0.0f;
+  std::string description;
+};
+
+// Defaults per Hugging Face model id (built in: mlx-community/paligemma-3b-mix-448-8bit,
+// mlx-community/Qwen2-VL-2B-Instruct-4bit); extensible at run time.
+void register_model_defaults(const std::string& model_id, const ModelDefaults& defaults);
+std::optional<ModelDefaults> find_model_defaults(const std::string& model_id);
+std::vector<std::pair<std::string, ModelDefaults>> known_models();
+std::vector<std::string> supported_model_types();  // config.json model_type values with an implementation
+
+struct LoadOptions {
+  bool offline = false;        // never download (also HF_HUB_OFFLINE=1)
+  std::string revision;        // hub revision; "" = main
+  int threads = 0;             // 0: physical cores (or VLM_THREADS)
+};
+
+// A local directory as is; a hub id ("org/name") resolved through the Hugging Face cache, downloading what
+// is missing unless offline. Errors say how to get the model.
+std::string resolve_model_dir(const std::string& id_or_dir, const LoadOptions& options = {});
+// Downloads (or finds in the cache) a hub model; returns its local directory.
+std::string download_model(const std::string& model_id, const LoadOptions& options = {});
+
+struct ModelFileInfo {
+  std::string name;
+  int64_t bytes = 0;
+};
+struct ModelSummary {
+  std::string dir;
+  std::string model_type;
+  std::vector<std::string> architectures;
+  int64_t num_parameters = 0;  // quantized weights counted unpacked
+  bool quantized = false;
+  int quant_bits = 0, quant_group_size = 0;
+  int64_t context_length = 0;
+  std::vector<ModelFileInfo> files;
+};
+// Reads config.json and the weight headers only (no weights loaded).
+ModelSummary inspect_model(const std::string& id_or_dir, const LoadOptions& options = {});
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer and chat template of a model directory (no weights needed).
+
+class TextProcessor {
+ public:
+  static TextProcessor load(const std::string& id_or_dir, const LoadOptions& options = {});
+
+  std::vector<int32_t> encode(const std::string& text, bool add_special_tokens = true) const;
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+  std::string token_string(int32_t id) const;
+  // Renders the model's chat template; `messages_json` is a JSON list of {role, content}.
+  std::string apply_chat_template(const std::string& messages_json, bool add_generation_prompt = true) const;
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+// ---------------------------------------------------------------------------------------------
+// A loaded model: weights, tokenizer, processor and configuration.
+
+// Model input made by ModelContext::prepare (prompt ids and vision tensors).
+class PreparedInput {
+ public:
+  const std::vector<int32_t>& ids() const;
+  const std::string& prompt_text() const;
+  int64_t num_images() const;
+  int64_t num_videos() const;
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+struct ModelInfoSummary {
+  std::string dir;
+  std::string model_type;
+  int64_t vocab_size = 0;
+  int64_t context_length = 0;
+  int64_t num_parameters = 0;
+  std::vector<int32_t> eos_ids;  // config.json + generation_config.json + tokenizer
+  double load_ms = 0;
+};
+
+class ModelContext {
+ public:
+  static ModelContext load(const std::string& id_or_dir, const LoadOptions& options = {});
+
+  const ModelInfoSummary& info() const;
+  const TextProcessor& text() const;
+
+  PreparedInput prepare(const UserInput& input) const;
+  // Throws when the prompt does not fit the model's context.
+  GenerationResult generate(const PreparedInput& input, const GenerationParams& params,
+                            const StreamCallback& on_text = nullptr) const;
+  GenerationResult generate(const UserInput& input, const GenerationParams& params,
+                            const StreamCallback& on_text = nullptr) const;
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+// Peak resident memory of this process (VmHWM from /proc/self/status), 0 when unknown.
+int64_t peak_memory_bytes();
+// Number of threads the kernels use; 0 restores the default.
+void set_threads(int n);
+
+}  // namespace vlm

@@ -1,0 +1,37 @@
+// The generation loop: prefill, then sample / stream / step until EOS, a stop string, max_tokens,
+// the context limit or the caller's callback ends it.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "vlm/vlm.hpp"
+
+namespace vlm {
+
+// Incremental detokenization (StreamingDetokenizer in production; a fake in tests).
+class TextStream {
+ public:
+  virtual ~TextStream() = default;
+  virtual std::string push(int32_t id) = 0;  // newly completed text
+  virtual std::string flush() = 0;           // whatever is still held back
+};
+
+struct GenerationSetup {
+  const Model* model = nullptr;
+  TextStream* text = nullptr;
+  std::vector<int32_t> eos_ids;                     // the model's EOS ids (params add more)
+  std::function<std::string(int32_t)> token_string;  // vocabulary string, for logprobs (may be empty)
+};
+
+// Throws vlm::Error when the prompt is empty or longer than the model's context.
+GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput& input, const GenerationParams& params,
+                                 const StreamCallback& on_text = nullptr);
+
+// Peak resident set size (VmHWM) in bytes, 0 when /proc is unavailable.
+int64_t read_peak_rss_bytes();
+
+}  // namespace vlm

@@ -1,0 +1,118 @@
+// GEMM path of MatMulWeight::forward (prefill, vision encoders: many activation rows). Each task
+// owns a panel of NR output features: for each KC-wide slice of K it dequantizes the panel to
+// f32 in k-major order [KC][NR] (L1-sized) and sweeps all activation rows with an MR×NR
+// register-blocked outer-product kernel, so dequantization is amortised over M rows.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/matmul_gemm.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/matmul_internal.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace vlm::matmul_detail::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+constexpr int64_t kKC = 128;                       // K slice: panel of KC·NR floats stays in L1
+constexpr int kMR = HWY_MAX_BYTES >= 64 ? 8 : 6;  // activation rows per tile (2·MR accumulators)
+
+// Tile c[MR, NR] (+)= x[MR, kc] · panel[kc, NR]; xr holds the MR activation row pointers.
+template <int MR>
+HWY_INLINE void Tile(const float* const* xr, const float* panel, int64_t kc, float* c, int64_t ldc, bool accumulate,
+                     const float* bias) {
+  const DF d;
+  const int64_t NL = int64_t(hn::Lanes(d));
+  const int64_t NR = 2 * NL;
+  VF acc[MR][2];
+  for (int i = 0; i < MR; ++i) {
+    if (accumulate) {
+      acc[i][0] = hn::LoadU(d, c + i * ldc);
+      acc[i][1] = hn::LoadU(d, c + i * ldc + NL);
+    } else if (bias) {
+      acc[i][0] = hn::LoadU(d, bias);
+      acc[i][1] = hn::LoadU(d, bias + NL);
+    } else {
+      acc[i][0] = hn::Zero(d);
+      acc[i][1] = hn::Zero(d);
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const VF w0 = hn::Load(d, panel + k * NR);
+    const VF w1 = hn::Load(d, panel + k * NR + NL);
+    for (int i = 0; i < MR; ++i) {
+      const VF xb = hn::Set(d, xr[i][k]);
+      acc[i][0] = hn::MulAdd(xb, w0, acc[i][0]);
+      acc[i][1] = hn::MulAdd(xb, w1, acc[i][1]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    hn::StoreU(acc[i][0], d, c + i * ldc);
+    hn::StoreU(acc[i][1], d, c + i * ldc + NL);
+  }
+}
+
+void GemmImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+  const DF d;
+  const int64_t NL = int64_t(hn::Lanes(d));
+  const int64_t NR = 2 * NL;
+  const int64_t N = p.N, K = p.K;
+  const int64_t panels = (N + NR - 1) / NR;
+  thread_pool().run(panels, [&](int64_t pi) {
+    const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
+    thread_local std::vector<float, hwy::AlignedAllocator<float>> panel, rowbuf;
+    panel.resize(size_t(kKC * NR));
+    rowbuf.resize(size_t(kKC));
+    HWY_ALIGN float ctile[kMR * HWY_MAX_BYTES / 2];  // MR × NR edge tile
+    HWY_ALIGN float btile[HWY_MAX_BYTES / 2];
+    const float* bias_p = nullptr;
+    if (bias) {
+      std::fill(btile, btile + NR, 0.f);
+      std::copy(bias + n0, bias + n0 + nr, btile);
+      bias_p = btile;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t kc = std::min(kKC, K - k0);
+      for (int64_t r = 0; r < NR; ++r) {
+        if (r < nr) {
+          dequantize_range(p, n0 + r, k0, kc, rowbuf.data());
+          for (int64_t k = 0; k < kc; ++k) panel[size_t(k * NR + r)] = rowbuf[size_t(k)];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) panel[size_t(k * NR + r)] = 0.f;
+        }
+      }
+      const bool accumulate = k0 > 0;
+      for (int64_t m0 = 0; m0 < M; m0 += kMR) {
+        const int64_t mr = std::min<int64_t>(kMR, M - m0);
+        const float* xr[kMR];
+        for (int i = 0; i < kMR; ++i) xr[i] = x + (m0 + std::min<int64_t>(i, mr - 1)) * K + k0;
+        float* c = y + m0 * N + n0;
+        if (mr == kMR && nr == NR) {
+          Tile<kMR>(xr, panel.data(), kc, c, N, accumulate, bias_p);
+          continue;
+        }
+        // Edge tile: compute a full tile in a buffer and copy the valid part.
+        for (int64_t i = 0; i < mr && accumulate; ++i) std::copy(c + i * N, c + i * N + nr, ctile + i * NR);
+        Tile<kMR>(xr, panel.data(), kc, ctile, NR, accumulate, bias_p);
+        for (int64_t i = 0; i < mr; ++i) std::copy(ctile + i * NR, ctile + i * NR + nr, c + i * N);
+      }
+    }
+  });
+}
+
+}  // namespace vlm::matmul_detail::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace vlm::matmul_detail {
+HWY_EXPORT(GemmImpl);
+void gemm(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+  HWY_DYNAMIC_DISPATCH(GemmImpl)(p, x, M, y, bias);
+}
+}  // namespace vlm::matmul_detail
+#endif

@@ -1,0 +1,206 @@
+// Pillow's Image.resize for RGB uint8 (libImaging/Resample.c and Geometry.c's nearest scaling),
+// re-expressed: separable convolution with filter support scaled by the downscale factor,
+// coefficients in 22-bit fixed point, a uint8 intermediate after the horizontal pass, then the
+// vertical pass; only source rows the vertical pass reads are resampled horizontally.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "media/image.h"
+
+namespace vlm {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+double box_filter(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
+double bilinear_filter(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+double hamming_filter(double x) {
+  if (x < 0.0) x = -x;
+  if (x == 0.0) return 1.0;
+  if (x >= 1.0) return 0.0;
+  x *= M_PI;
+  // Pillow writes these constants as floats; their float values matter for bit-exactness.
+  return std::sin(x) / x * (double(0.54f) + double(0.46f) * std::cos(x));
+}
+double bicubic_filter(double x) {
+  constexpr double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+double sinc(double x) {
+  if (x == 0.0) return 1.0;
+  x *= M_PI;
+  return std::sin(x) / x;
+}
+double lanczos_filter(double x) { return -3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3) : 0.0; }
+
+struct Filter {
+  double (*fn)(double);
+  double support;
+};
+
+Filter filter_for(Resample r) {
+  switch (r) {
+    case Resample::Box: return {box_filter, 0.5};
+    case Resample::Bilinear: return {bilinear_filter, 1.0};
+    case Resample::Hamming: return {hamming_filter, 1.0};
+    case Resample::Bicubic: return {bicubic_filter, 2.0};
+    case Resample::Lanczos: return {lanczos_filter, 3.0};
+    default: fail("resize: unsupported filter");
+  }
+}
+
+// Per output index: first source index, tap count, and ksize fixed-point weights.
+struct Coeffs {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<int32_t> k;
+};
+
+Coeffs precompute_coeffs(int in_size, float in0, float in1, int out_size, const Filter& f) {
+  double scale = double(in1 - in0) / out_size;
+  double filterscale = scale < 1.0 ? 1.0 : scale;
+  double support = f.support * filterscale;
+  Coeffs c;
+  c.ksize = int(std::ceil(support)) * 2 + 1;
+  c.first.resize(out_size);
+  c.count.resize(out_size);
+  c.k.assign(size_t(out_size) * c.ksize, 0);
+  std::vector<double> w(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    double center = in0 + (xx + 0.5) * scale;
+    double ss = 1.0 / filterscale;
+    int xmin = int(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = int(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      w[x] = f.fn((x + xmin - center + 0.5) * ss);
+      ww += w[x];
+    }
+    int32_t* k = &c.k[size_t(xx) * c.ksize];
+    for (int x = 0; x < xmax; ++x) {
+      double v = ww != 0.0 ? w[x] / ww : w[x];
+      k[x] = v < 0 ? int32_t(-0.5 + v * (1 << kPrecisionBits)) : int32_t(0.5 + v * (1 << kPrecisionBits));
+    }
+    c.first[xx] = xmin;
+    c.count[xx] = xmax;
+  }
+  return c;
+}
+
+inline uint8_t clip8(int32_t v) {
+  v >>= kPrecisionBits;
+  return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+// Rows [row0, row0 + out_rows) of `in` resampled to out_w columns.
+void horizontal_pass(const uint8_t* in, int in_w, int row0, int out_rows, const Coeffs& c, int out_w, uint8_t* out) {
+  thread_pool().parallel_for(out_rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* src = in + size_t(row0 + r) * in_w * 3;
+      uint8_t* dst = out + size_t(r) * out_w * 3;
+      for (int xx = 0; xx < out_w; ++xx) {
+        const int32_t* k = &c.k[size_t(xx) * c.ksize];
+        const uint8_t* p = src + size_t(c.first[xx]) * 3;
+        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+        for (int t = 0, n = c.count[xx]; t < n; ++t, p += 3) {
+          s0 += p[0] * k[t];
+          s1 += p[1] * k[t];
+          s2 += p[2] * k[t];
+        }
+        dst[3 * xx] = clip8(s0);
+        dst[3 * xx + 1] = clip8(s1);
+        dst[3 * xx + 2] = clip8(s2);
+      }
+    }
+  });
+}
+
+// `first` indices are relative to `in`'s first row.
+void vertical_pass(const uint8_t* in, int w, const Coeffs& c, int out_h, uint8_t* out) {
+  const size_t row_len = size_t(w) * 3;
+  thread_pool().parallel_for(out_h, 4, [&](int64_t y0, int64_t y1) {
+    std::vector<int32_t> acc(row_len);
+    for (int64_t yy = y0; yy < y1; ++yy) {
+      std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
+      const int32_t* k = &c.k[size_t(yy) * c.ksize];
+      int32_t* a = acc.data();
+      for (int t = 0, n = c.count[yy]; t < n; ++t) {
+        const uint8_t* src = in + size_t(c.first[yy] + t) * row_len;
+        const int32_t kt = k[t];
+        for (size_t i = 0; i < row_len; ++i) a[i] += int32_t(src[i]) * kt;
+      }
+      uint8_t* dst = out + size_t(yy) * row_len;
+      for (size_t i = 0; i < row_len; ++i) dst[i] = clip8(a[i]);
+    }
+  });
+}
+
+// Geometry.c's ImagingScaleAffine with a = (in/out, 0, 0; 0, in/out, 0): the source coordinate is
+// accumulated in double, starting at half a step, and truncated.
+Image resize_nearest(const Image& img, int width, int height) {
+  auto table = [](int in_size, int out_size) {
+    double a = double(float(in_size) - 0.0f) / out_size;
+    std::vector<int> idx(out_size);
+    double o = 0.0 + a * 0.5;
+    for (int i = 0; i < out_size; ++i, o += a) idx[i] = std::min(o < 0.0 ? 0 : int(o), in_size - 1);
+    return idx;
+  };
+  std::vector<int> xs = table(img.width, width), ys = table(img.height, height);
+  Image out;
+  out.width = width;
+  out.height = height;
+  out.rgb.resize(size_t(width) * height * 3);
+  thread_pool().parallel_for(height, 16, [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      uint8_t* dst = &out.rgb[size_t(y) * width * 3];
+      for (int x = 0; x < width; ++x) std::memcpy(dst + 3 * x, img.pixel(xs[x], ys[y]), 3);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+Image resize(const Image& img, int width, int height, Resample filter) {
+  if (width <= 0 || height <= 0) fail("resize: target size must be positive, got ", width, "x", height);
+  if (img.width <= 0 || img.height <= 0 || img.rgb.size() != size_t(img.width) * img.height * 3)
+    fail("resize: invalid source image ", img.width, "x", img.height);
+  if (width == img.width && height == img.height) return img;  // Pillow returns a copy
+  if (filter == Resample::Nearest) return resize_nearest(img, width, height);
+  Filter f = filter_for(filter);
+  Coeffs ch = precompute_coeffs(img.width, 0.0f, float(img.width), width, f);
+  Coeffs cv = precompute_coeffs(img.height, 0.0f, float(img.height), height, f);
+  // Pillow's need_horizontal/need_vertical with the full box reduce to "size differs".
+  bool need_h = width != img.width, need_v = height != img.height;
+  Image out;
+  out.width = width;
+  out.height = height;
+  out.rgb.resize(size_t(width) * height * 3);
+  if (need_h && need_v) {
+    int row_first = cv.first[0];
+    int row_last = cv.first[height - 1] + cv.count[height - 1];
+    for (int& v : cv.first) v -= row_first;
+    std::vector<uint8_t> tmp(size_t(width) * (row_last - row_first) * 3);
+    horizontal_pass(img.rgb.data(), img.width, row_first, row_last - row_first, ch, width, tmp.data());
+    vertical_pass(tmp.data(), width, cv, height, out.rgb.data());
+  } else if (need_h) {
+    horizontal_pass(img.rgb.data(), img.width, 0, height, ch, width, out.rgb.data());
+  } else {
+    vertical_pass(img.rgb.data(), width, cv, height, out.rgb.data());
+  }
+  return out;
+}
+
+}  // namespace vlm

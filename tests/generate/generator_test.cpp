@@ -1,0 +1,216 @@
+#include "generate/generator.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "fake_model.h"
+#include "generate/sampler.h"
+
+namespace vlm {
+namespace {
+
+using testing::FakeModel;
+using testing::FakeScript;
+using testing::FakeText;
+
+ModelInput prompt(int n) {
+  ModelInput in;
+  for (int i = 0; i < n; ++i) in.ids.push_back(1 + i % 3);
+  return in;
+}
+
+// Ids 0..9 -> "a".."j"; 15 is EOS ("</s>" if it were ever decoded).
+FakeText letters() {
+  std::map<int32_t, std::string> m;
+  for (int i = 0; i < 10; ++i) m[i] = std::string(1, char('a' + i));
+  m[15] = "</s>";
+  return FakeText(m);
+}
+
+struct Run {
+  GenerationResult result;
+  std::string streamed;
+  int calls = 0;
+};
+
+Run run(const FakeModel& model, GenerationParams params, FakeText text, int prompt_len = 4,
+        std::function<bool(std::string_view, int32_t)> cb = nullptr) {
+  GenerationSetup setup;
+  setup.model = &model;
+  setup.text = &text;
+  setup.eos_ids = model.info().eos_ids;
+  setup.token_string = [](int32_t id) { return "t" + std::to_string(id); };
+  Run r;
+  r.result = generate_tokens(setup, prompt(prompt_len), params, [&](std::string_view s, int32_t id) {
+    r.streamed += s;
+    ++r.calls;
+    return cb ? cb(s, id) : true;
+  });
+  return r;
+}
+
+TEST(Generate, StopsOnEosAndKeepsItInTheIds) {
+  FakeModel m({.tokens = {0, 1, 2, 15, 3}, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 50;
+  Run r = run(m, p, letters());
+  EXPECT_EQ(r.result.text, "abc");
+  EXPECT_EQ(r.streamed, "abc");
+  EXPECT_EQ(r.result.token_ids, (std::vector<int32_t>{0, 1, 2, 15}));
+  EXPECT_EQ(r.result.finish_reason, "stop");
+  EXPECT_EQ(m.counters.prefills, 1);
+  EXPECT_EQ(m.counters.stepped, (std::vector<int32_t>{0, 1, 2}));  // EOS is never fed back
+  EXPECT_EQ(r.result.stats.prompt_tokens, 4);
+  EXPECT_EQ(r.result.stats.generated_tokens, 4);
+  EXPECT_DOUBLE_EQ(r.result.stats.image_encode_ms, 1.5);
+  EXPECT_GT(r.result.stats.peak_memory_bytes, 0);
+}
+
+TEST(Generate, ExtraEosAndIgnoreEos) {
+  FakeModel m({.tokens = {0, 1, 2, 15, 3}, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 50;
+  p.extra_eos_ids = {1};
+  Run r = run(m, p, letters());
+  EXPECT_EQ(r.result.token_ids, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(r.result.finish_reason, "stop");
+
+  FakeModel m2({.tokens = {0, 15, 2}, .eos_ids = {15}});
+  GenerationParams q;
+  q.max_tokens = 5;
+  q.ignore_eos = true;
+  Run r2 = run(m2, q, letters());
+  EXPECT_EQ(r2.result.token_ids, (std::vector<int32_t>{0, 15, 2, 0, 15}));
+  EXPECT_EQ(r2.result.finish_reason, "length");
+}
+
+TEST(Generate, MaxTokensGivesLength) {
+  FakeModel m({.tokens = {0, 1, 2}, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 7;
+  Run r = run(m, p, letters());
+  EXPECT_EQ(r.result.token_ids.size(), 7u);
+  EXPECT_EQ(r.result.text, "abcabca");
+  EXPECT_EQ(r.result.finish_reason, "length");
+  EXPECT_EQ(m.counters.steps, 6);  // the last token is not fed back
+  p.max_tokens = 0;
+  Run none = run(m, p, letters());
+  EXPECT_TRUE(none.result.token_ids.empty());
+  EXPECT_EQ(none.result.finish_reason, "length");
+}
+
+TEST(Generate, StopStringSpanningTokensIsNotEmitted) {
+  FakeModel m({.tokens = {0, 1, 2, 3, 4, 5}, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 50;
+  p.stop = {"cde"};
+  std::vector<std::string> pieces;
+  Run r = run(m, p, letters(), 4, [&](std::string_view s, int32_t) {
+    pieces.emplace_back(s);
+    return true;
+  });
+  EXPECT_EQ(r.result.text, "ab");
+  EXPECT_EQ(r.streamed, "ab");
+  EXPECT_EQ(r.result.finish_reason, "stop");
+  EXPECT_EQ(r.result.token_ids, (std::vector<int32_t>{0, 1, 2, 3, 4}));
+  // "c" and "cd" were held back: the callback saw "a", "b", "", "", "".
+  EXPECT_EQ(pieces, (std::vector<std::string>{"a", "b", "", "", ""}));
+}
+
+TEST(Generate, HeldBackTextIsReleasedAtTheEnd) {
+  FakeModel m({.tokens = {0, 1, 2}, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 3;
+  p.stop = {"cx"};
+  Run r = run(m, p, letters());
+  EXPECT_EQ(r.result.text, "abc");
+  EXPECT_EQ(r.streamed, "abc");
+  EXPECT_EQ(r.result.finish_reason, "length");
+}
+
+TEST(Generate, CallbackCanCancel) {
+  FakeModel m({.tokens = {0, 1, 2}, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 50;
+  int seen = 0;
+  Run r = run(m, p, letters(), 4, [&](std::string_view, int32_t) { return ++seen < 3; });
+  EXPECT_EQ(r.result.finish_reason, "cancelled");
+  EXPECT_EQ(r.result.token_ids.size(), 3u);
+  EXPECT_EQ(r.result.text, "abc");
+  EXPECT_EQ(m.counters.steps, 2);
+}
+
+TEST(Generate, PromptLongerThanContextIsAClearError) {
+  FakeModel m({.tokens = {0}, .context_length = 8, .eos_ids = {15}});
+  GenerationParams p;
+  try {
+    run(m, p, letters(), 9);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("9 tokens"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("context length of 8"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(run(m, p, letters(), 0), Error);
+}
+
+TEST(Generate, ContextLimitEndsGenerationWithLength) {
+  FakeModel m({.tokens = {0, 1, 2}, .context_length = 8, .eos_ids = {15}});
+  GenerationParams p;
+  p.max_tokens = 100;
+  Run r = run(m, p, letters(), 5);
+  EXPECT_EQ(r.result.token_ids.size(), 3u);  // 5 + 3 = 8 tokens fill the context
+  EXPECT_EQ(r.result.finish_reason, "length");
+}
+
+TEST(Generate, LogprobsAreLogSoftmaxWithTopAlternatives) {
+  std::vector<float> logits{1.0f, 3.0f, 2.0f, -1.0f};
+  FakeModel m({.vocab = 4, .fixed_logits = logits});
+  GenerationParams p;
+  p.max_tokens = 2;
+  p.logprobs = true;
+  p.top_logprobs = 2;
+  Run r = run(m, p, letters());
+  ASSERT_EQ(r.result.logprobs.size(), 2u);
+  double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + std::exp(-1.0);
+  const TokenLogprob& lp = r.result.logprobs[0];
+  EXPECT_EQ(lp.id, 1);
+  EXPECT_EQ(lp.token, "t1");
+  EXPECT_NEAR(lp.logprob, 3.0 - std::log(z), 1e-6);
+  ASSERT_EQ(lp.top.size(), 2u);
+  EXPECT_EQ(lp.top[0].id, 1);
+  EXPECT_EQ(lp.top[1].id, 2);
+  EXPECT_EQ(lp.top[1].token, "t2");
+  EXPECT_NEAR(lp.top[1].logprob, 2.0 - std::log(z), 1e-6);
+}
+
+TEST(Generate, LogprobsAreOfTheRawModelDistributionEvenWhenSampling) {
+  std::vector<float> logits{0.0f, 0.5f, 0.2f};
+  FakeModel m({.vocab = 3, .fixed_logits = logits});
+  GenerationParams p;
+  p.max_tokens = 20;
+  p.logprobs = true;
+  p.sampling.temperature = 0.7f;
+  p.sampling.seed = 3;
+  Run r = run(m, p, letters());
+  auto expected = log_softmax(logits);
+  for (const auto& lp : r.result.logprobs) EXPECT_FLOAT_EQ(lp.logprob, expected[size_t(lp.id)]);
+}
+
+TEST(Generate, SeededSamplingIsReproducible) {
+  std::vector<float> logits{0.0f, 0.1f, 0.2f, 0.3f, 0.1f, 0.0f};
+  FakeModel m({.vocab = 6, .fixed_logits = logits});
+  GenerationParams p;
+  p.max_tokens = 30;
+  p.sampling.temperature = 1.0f;
+  p.sampling.seed = 1234;
+  Run a = run(m, p, letters());
+  Run b = run(m, p, letters());
+  EXPECT_EQ(a.result.token_ids, b.result.token_ids);
+  p.sampling.seed = 1235;
+  Run c = run(m, p, letters());
+  EXPECT_NE(a.result.token_ids, c.result.token_ids);
+}
+
+}  // namespace
+}  // namespace vlm
