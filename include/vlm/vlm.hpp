@@ -128,6 +128,12 @@ struct UserInput {
   // One user turn: the images first, then the text; an optional system turn before it.
   static UserInput from_prompt(const std::string& prompt, const std::vector<std::string>& image_paths = {},
                                const std::string& system = "");
+  // A chat as a JSON list of {role, content}: content a string or a list of parts, OpenAI style
+  // ({"type":"text","text"}, {"type":"image_url","image_url":{"url"}} with a path, file:// or base64
+  // data: URL) or Hugging Face style ({"type":"image","image":PATH}, {"type":"video","video":PATH or
+  // [frame paths]}). Relative paths resolve against `base_dir`; errors name `source_name`.
+  static UserInput from_messages_json(const std::string& json_text, const std::string& base_dir = "",
+                                      const std::string& source_name = "messages");
 };
 
 // ---------------------------------------------------------------------------------------------

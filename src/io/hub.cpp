@@ -126,7 +126,9 @@ std::string trim(const std::string& s) {
 bool is_hex(const std::string& s, size_t len) {
   return s.size() == len && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
-bool is_commit_hash(const std::string& s) { return is_hex(s, 40); }
+bool is_commit_hash(const std::string& s) {
+  return is_hex(s, 40);
+}
 
 // Characters allowed in hub names; anything else (or "..") could escape the cache folder.
 bool safe_name(const std::string& s) {
@@ -207,7 +209,9 @@ class FileLock {
 class ProgressBar {
  public:
   ProgressBar(bool enabled, std::string name, int64_t total)
-      : on_(enabled && ::isatty(STDERR_FILENO)), name_(std::move(name)), total_(total) {}
+      : on_(enabled && ::isatty(STDERR_FILENO) && (total < 0 || total >= kMinSize)),
+        name_(std::move(name)),
+        total_(total) {}
   ~ProgressBar() {
     if (on_ && drawn_) std::fputc('\n', stderr);
   }
@@ -232,6 +236,7 @@ class ProgressBar {
   void set_start(int64_t done) { first_ = done; }
 
  private:
+  static constexpr int64_t kMinSize = 1 << 20;  // small JSON files would only add noise
   bool on_;
   std::string name_;
   int64_t total_;
@@ -441,9 +446,9 @@ HubOptions HubOptions::from_env() {
 
 const std::vector<std::string>& hub_model_json_files() {
   static const std::vector<std::string> files = {
-      "config.json",          "generation_config.json", "preprocessor_config.json", "processor_config.json",
-      "tokenizer.json",       "tokenizer_config.json",  "special_tokens_map.json",  "added_tokens.json",
-      "chat_template.json",   "chat_template.jinja"};
+      "config.json",        "generation_config.json", "preprocessor_config.json", "processor_config.json",
+      "tokenizer.json",     "tokenizer_config.json",  "special_tokens_map.json",  "added_tokens.json",
+      "chat_template.json", "chat_template.jinja"};
   return files;
 }
 

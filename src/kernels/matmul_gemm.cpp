@@ -65,9 +65,8 @@ void GemmImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, 
   const int64_t panels = (N + NR - 1) / NR;
   thread_pool().run(panels, [&](int64_t pi) {
     const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
-    thread_local std::vector<float, hwy::AlignedAllocator<float>> panel, rowbuf;
-    panel.resize(size_t(kKC * NR));
-    rowbuf.resize(size_t(kKC));
+    HWY_ALIGN float panel[kKC * HWY_MAX_BYTES / 2];  // [KC][NR]
+    float rowbuf[kKC];
     HWY_ALIGN float ctile[kMR * HWY_MAX_BYTES / 2];  // MR × NR edge tile
     HWY_ALIGN float btile[HWY_MAX_BYTES / 2];
     const float* bias_p = nullptr;
@@ -80,10 +79,10 @@ void GemmImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, 
       const int64_t kc = std::min(kKC, K - k0);
       for (int64_t r = 0; r < NR; ++r) {
         if (r < nr) {
-          dequantize_range(p, n0 + r, k0, kc, rowbuf.data());
-          for (int64_t k = 0; k < kc; ++k) panel[size_t(k * NR + r)] = rowbuf[size_t(k)];
+          dequantize_range(p, n0 + r, k0, kc, rowbuf);
+          for (int64_t k = 0; k < kc; ++k) panel[k * NR + r] = rowbuf[k];
         } else {
-          for (int64_t k = 0; k < kc; ++k) panel[size_t(k * NR + r)] = 0.f;
+          for (int64_t k = 0; k < kc; ++k) panel[k * NR + r] = 0.f;
         }
       }
       const bool accumulate = k0 > 0;
@@ -93,12 +92,12 @@ void GemmImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, 
         for (int i = 0; i < kMR; ++i) xr[i] = x + (m0 + std::min<int64_t>(i, mr - 1)) * K + k0;
         float* c = y + m0 * N + n0;
         if (mr == kMR && nr == NR) {
-          Tile<kMR>(xr, panel.data(), kc, c, N, accumulate, bias_p);
+          Tile<kMR>(xr, panel, kc, c, N, accumulate, bias_p);
           continue;
         }
         // Edge tile: compute a full tile in a buffer and copy the valid part.
         for (int64_t i = 0; i < mr && accumulate; ++i) std::copy(c + i * N, c + i * N + nr, ctile + i * NR);
-        Tile<kMR>(xr, panel.data(), kc, ctile, NR, accumulate, bias_p);
+        Tile<kMR>(xr, panel, kc, ctile, NR, accumulate, bias_p);
         for (int64_t i = 0; i < mr; ++i) std::copy(ctile + i * NR, ctile + i * NR + nr, c + i * N);
       }
     }

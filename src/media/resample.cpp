@@ -104,25 +104,66 @@ inline uint8_t clip8(int32_t v) {
   return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
+// Horizontal pass over blocks of kRows rows: the block is transposed so that the same pixel of
+// all kRows rows is contiguous, and each output sample accumulates a window of `win` taps as one
+// vector of kRows int32 lanes. Windows are padded to a fixed width with zero weights (exact in
+// integers), shifted left where they would run past the row end.
+constexpr int kRows = 8;
+
+struct HorizontalPlan {
+  int win = 0;
+  std::vector<int> start;
+  std::vector<int32_t> k;  // out_w * win
+};
+
+HorizontalPlan plan_horizontal(const Coeffs& c, int in_w, int out_w) {
+  HorizontalPlan p;
+  p.win = std::min(c.ksize, in_w);
+  p.start.resize(out_w);
+  p.k.assign(size_t(out_w) * p.win, 0);
+  for (int xx = 0; xx < out_w; ++xx) {
+    int s = std::min(c.first[xx], in_w - p.win);
+    p.start[xx] = s;
+    for (int t = 0; t < c.count[xx]; ++t) p.k[size_t(xx) * p.win + (c.first[xx] - s) + t] = c.k[size_t(xx) * c.ksize + t];
+  }
+  return p;
+}
+
+__attribute__((target_clones("avx2", "default"))) void horizontal_block(const uint8_t* tr, const HorizontalPlan& p,
+                                                                        int out_w, uint8_t* const* dst) {
+  const int win = p.win;
+  for (int xx = 0; xx < out_w; ++xx) {
+    const int32_t* k = &p.k[size_t(xx) * win];
+    for (int c = 0; c < 3; ++c) {
+      const uint8_t* src = tr + (size_t(p.start[xx]) * 3 + c) * kRows;
+      int32_t acc[kRows];
+      for (int r = 0; r < kRows; ++r) acc[r] = 1 << (kPrecisionBits - 1);
+      for (int t = 0; t < win; ++t, src += 3 * kRows) {
+        const int32_t kt = k[t];
+        for (int r = 0; r < kRows; ++r) acc[r] += int32_t(src[r]) * kt;
+      }
+      for (int r = 0; r < kRows; ++r) dst[r][3 * xx + c] = clip8(acc[r]);
+    }
+  }
+}
+
 // Rows [row0, row0 + out_rows) of `in` resampled to out_w columns.
 void horizontal_pass(const uint8_t* in, int in_w, int row0, int out_rows, const Coeffs& c, int out_w, uint8_t* out) {
-  thread_pool().parallel_for(out_rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* src = in + size_t(row0 + r) * in_w * 3;
-      uint8_t* dst = out + size_t(r) * out_w * 3;
-      for (int xx = 0; xx < out_w; ++xx) {
-        const int32_t* k = &c.k[size_t(xx) * c.ksize];
-        const uint8_t* p = src + size_t(c.first[xx]) * 3;
-        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-        for (int t = 0, n = c.count[xx]; t < n; ++t, p += 3) {
-          s0 += p[0] * k[t];
-          s1 += p[1] * k[t];
-          s2 += p[2] * k[t];
-        }
-        dst[3 * xx] = clip8(s0);
-        dst[3 * xx + 1] = clip8(s1);
-        dst[3 * xx + 2] = clip8(s2);
+  const HorizontalPlan plan = plan_horizontal(c, in_w, out_w);
+  const int64_t blocks = (out_rows + kRows - 1) / kRows;
+  const size_t row_len = size_t(in_w) * 3;
+  thread_pool().parallel_for(blocks, 2, [&](int64_t b0, int64_t b1) {
+    std::vector<uint8_t> tr(row_len * kRows);
+    std::vector<uint8_t> spare(size_t(out_w) * 3);  // sink for the padding rows of the last block
+    for (int64_t b = b0; b < b1; ++b) {
+      const int r0 = int(b) * kRows, rows = std::min(kRows, out_rows - r0);
+      uint8_t* dst[kRows];
+      for (int r = 0; r < kRows; ++r) {
+        const uint8_t* src = in + size_t(row0 + r0 + std::min(r, rows - 1)) * row_len;
+        for (size_t i = 0; i < row_len; ++i) tr[i * kRows + r] = src[i];
+        dst[r] = r < rows ? out + size_t(r0 + r) * out_w * 3 : spare.data();
       }
+      horizontal_block(tr.data(), plan, out_w, dst);
     }
   });
 }

@@ -4,6 +4,8 @@
 #include <map>
 #include <mutex>
 
+#include "models/qwen2_vl.h"
+
 namespace vlm {
 
 namespace {
@@ -18,6 +20,7 @@ struct BuiltinFamily {
 // One line per model family.
 std::vector<BuiltinFamily> builtin_families() {
   return {
+      {"qwen2_vl", "Qwen2VLProcessor", make_qwen2_vl_model, make_qwen2_vl_processor},
   };
 }
 

@@ -12,7 +12,18 @@ namespace vlm::text {
 
 void read_vocab_object(const JsonScanner& js, size_t at, Vocab& vocab) {
   std::string_view s = js.text();
-  vocab.reserve(s.size() / 16);
+  vocab.reserve(s.size() / 24);
+  // Batched like the merges (see Bpe::Bpe): hash and prefetch a group of keys before inserting them.
+  constexpr size_t kBatch = 64;
+  std::vector<std::string> keys(kBatch);
+  std::vector<int32_t> ids(kBatch);
+  std::vector<uint64_t> hashes(kBatch);
+  size_t fill = 0;
+  auto flush = [&] {
+    for (size_t k = 0; k < fill; ++k) vocab.prefetch(hashes[k] = Vocab::hash(keys[k]));
+    for (size_t k = 0; k < fill; ++k) vocab.add(keys[k], ids[k], hashes[k]);
+    fill = 0;
+  };
   js.for_each_member(at, [&](const std::string& key, size_t v) {
     int64_t id = 0;
     size_t i = v;
@@ -21,9 +32,12 @@ void read_vocab_object(const JsonScanner& js, size_t at, Vocab& vocab) {
     size_t b = i;
     while (i < s.size() && s[i] >= '0' && s[i] <= '9') id = id * 10 + (s[i++] - '0');
     if (i == b || neg || id > INT32_MAX) js.error(v, "vocab id must be a non-negative integer");
-    vocab.add(key, static_cast<int32_t>(id));
+    keys[fill] = key;
+    ids[fill] = static_cast<int32_t>(id);
+    if (++fill == kBatch) flush();
     return i;
   });
+  flush();
 }
 
 std::string byte_piece(uint8_t b) {
@@ -72,36 +86,55 @@ Bpe::Bpe(const ModelSpec& spec) {
 
   if (spec.merges_at == std::string::npos) return;
   const JsonScanner& js = *spec.js;
+  // Merges are resolved in batches: hash all three strings, prefetch their slots, then probe, so that
+  // the cache misses of ~1M random lookups overlap instead of serializing.
+  constexpr size_t kBatch = 64;
+  std::vector<std::string> a(kBatch), b(kBatch), merged(kBatch);
+  std::vector<uint64_t> ha(kBatch), hb(kBatch), hm(kBatch), keys(kBatch), values(kBatch);
+  size_t fill = 0;
   uint32_t rank = 0;
-  std::string a, b, merged;
+  auto resolve = [&] {
+    for (size_t k = 0; k < fill; ++k) {
+      ha[k] = Vocab::hash(a[k]), hb[k] = Vocab::hash(b[k]), hm[k] = Vocab::hash(merged[k]);
+      vocab_.prefetch(ha[k]), vocab_.prefetch(hb[k]), vocab_.prefetch(hm[k]);
+    }
+    for (size_t k = 0; k < fill; ++k, ++rank) {
+      int32_t ia = vocab_.find(a[k], ha[k]), ib = vocab_.find(b[k], hb[k]), im = vocab_.find(merged[k], hm[k]);
+      keys[k] = ~0ull;
+      if (ia < 0 || ib < 0 || im < 0) continue;
+      keys[k] = (static_cast<uint64_t>(ia) << 32) | static_cast<uint32_t>(ib);
+      values[k] = (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(im);
+      merges_.prefetch(keys[k]);
+    }
+    for (size_t k = 0; k < fill; ++k)
+      if (keys[k] != ~0ull) merges_.insert(keys[k], values[k]);
+    fill = 0;
+  };
   merges_.reserve(js.text().size() / 64);
   js.for_each_element(spec.merges_at, [&](size_t i) {
     size_t end;
+    std::string& ma = a[fill];
+    std::string& mb = b[fill];
     if (js.at(i) == '"') {
-      end = js.parse_string(i, a);
-      size_t sp = a.find(' ');
+      end = js.parse_string(i, ma);
+      size_t sp = ma.find(' ');
       // HF requires exactly two space-separated parts
-      if (sp == std::string::npos || a.find(' ', sp + 1) != std::string::npos)
+      if (sp == std::string::npos || ma.find(' ', sp + 1) != std::string::npos)
         js.error(i, "merge must be two tokens separated by one space");
-      b = a.substr(sp + 1);
-      a.resize(sp);
+      mb.assign(ma, sp + 1);
+      ma.resize(sp);
     } else {
       int k = 0;
-      end = js.for_each_element(i, [&](size_t e) { return js.parse_string(e, k++ == 0 ? a : b); });
+      end = js.for_each_element(i, [&](size_t e) { return js.parse_string(e, k++ == 0 ? ma : mb); });
       if (k != 2) js.error(i, "merge pair must have two tokens");
     }
-    int32_t ia = vocab_.find(a), ib = vocab_.find(b);
-    std::string_view tail(b);
+    std::string_view tail(mb);
     if (!prefix_.empty() && tail.substr(0, prefix_.size()) == prefix_) tail.remove_prefix(prefix_.size());
-    merged = a;
-    merged.append(tail);
-    int32_t im = vocab_.find(merged);
-    if (ia >= 0 && ib >= 0 && im >= 0)
-      merges_.insert((static_cast<uint64_t>(ia) << 32) | static_cast<uint32_t>(ib),
-                     (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(im));
-    ++rank;
+    merged[fill].assign(ma).append(tail);
+    if (++fill == kBatch) resolve();
     return end;
   });
+  resolve();
 }
 
 void Bpe::tokenize(std::string_view word, std::vector<int32_t>& out) const {

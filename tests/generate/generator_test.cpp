@@ -14,6 +14,21 @@ using testing::FakeModel;
 using testing::FakeScript;
 using testing::FakeText;
 
+FakeScript scripted(std::vector<int32_t> tokens, int64_t context_length = 0) {
+  FakeScript s;
+  s.tokens = std::move(tokens);
+  s.context_length = context_length;
+  s.eos_ids = {15};
+  return s;
+}
+
+FakeScript fixed(std::vector<float> logits) {
+  FakeScript s;
+  s.vocab = int64_t(logits.size());
+  s.fixed_logits = std::move(logits);
+  return s;
+}
+
 ModelInput prompt(int n) {
   ModelInput in;
   for (int i = 0; i < n; ++i) in.ids.push_back(1 + i % 3);
@@ -28,20 +43,20 @@ FakeText letters() {
   return FakeText(m);
 }
 
-struct Run {
+struct Outcome {
   GenerationResult result;
   std::string streamed;
   int calls = 0;
 };
 
-Run run(const FakeModel& model, GenerationParams params, FakeText text, int prompt_len = 4,
+Outcome run(const FakeModel& model, GenerationParams params, FakeText text, int prompt_len = 4,
         std::function<bool(std::string_view, int32_t)> cb = nullptr) {
   GenerationSetup setup;
   setup.model = &model;
   setup.text = &text;
   setup.eos_ids = model.info().eos_ids;
   setup.token_string = [](int32_t id) { return "t" + std::to_string(id); };
-  Run r;
+  Outcome r;
   r.result = generate_tokens(setup, prompt(prompt_len), params, [&](std::string_view s, int32_t id) {
     r.streamed += s;
     ++r.calls;
@@ -51,10 +66,10 @@ Run run(const FakeModel& model, GenerationParams params, FakeText text, int prom
 }
 
 TEST(Generate, StopsOnEosAndKeepsItInTheIds) {
-  FakeModel m({.tokens = {0, 1, 2, 15, 3}, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2, 15, 3}));
   GenerationParams p;
   p.max_tokens = 50;
-  Run r = run(m, p, letters());
+  Outcome r = run(m, p, letters());
   EXPECT_EQ(r.result.text, "abc");
   EXPECT_EQ(r.streamed, "abc");
   EXPECT_EQ(r.result.token_ids, (std::vector<int32_t>{0, 1, 2, 15}));
@@ -68,45 +83,45 @@ TEST(Generate, StopsOnEosAndKeepsItInTheIds) {
 }
 
 TEST(Generate, ExtraEosAndIgnoreEos) {
-  FakeModel m({.tokens = {0, 1, 2, 15, 3}, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2, 15, 3}));
   GenerationParams p;
   p.max_tokens = 50;
   p.extra_eos_ids = {1};
-  Run r = run(m, p, letters());
+  Outcome r = run(m, p, letters());
   EXPECT_EQ(r.result.token_ids, (std::vector<int32_t>{0, 1}));
   EXPECT_EQ(r.result.finish_reason, "stop");
 
-  FakeModel m2({.tokens = {0, 15, 2}, .eos_ids = {15}});
+  FakeModel m2(scripted({0, 15, 2}));
   GenerationParams q;
   q.max_tokens = 5;
   q.ignore_eos = true;
-  Run r2 = run(m2, q, letters());
+  Outcome r2 = run(m2, q, letters());
   EXPECT_EQ(r2.result.token_ids, (std::vector<int32_t>{0, 15, 2, 0, 15}));
   EXPECT_EQ(r2.result.finish_reason, "length");
 }
 
 TEST(Generate, MaxTokensGivesLength) {
-  FakeModel m({.tokens = {0, 1, 2}, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2}));
   GenerationParams p;
   p.max_tokens = 7;
-  Run r = run(m, p, letters());
+  Outcome r = run(m, p, letters());
   EXPECT_EQ(r.result.token_ids.size(), 7u);
   EXPECT_EQ(r.result.text, "abcabca");
   EXPECT_EQ(r.result.finish_reason, "length");
   EXPECT_EQ(m.counters.steps, 6);  // the last token is not fed back
   p.max_tokens = 0;
-  Run none = run(m, p, letters());
+  Outcome none = run(m, p, letters());
   EXPECT_TRUE(none.result.token_ids.empty());
   EXPECT_EQ(none.result.finish_reason, "length");
 }
 
 TEST(Generate, StopStringSpanningTokensIsNotEmitted) {
-  FakeModel m({.tokens = {0, 1, 2, 3, 4, 5}, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2, 3, 4, 5}));
   GenerationParams p;
   p.max_tokens = 50;
   p.stop = {"cde"};
   std::vector<std::string> pieces;
-  Run r = run(m, p, letters(), 4, [&](std::string_view s, int32_t) {
+  Outcome r = run(m, p, letters(), 4, [&](std::string_view s, int32_t) {
     pieces.emplace_back(s);
     return true;
   });
@@ -119,22 +134,22 @@ TEST(Generate, StopStringSpanningTokensIsNotEmitted) {
 }
 
 TEST(Generate, HeldBackTextIsReleasedAtTheEnd) {
-  FakeModel m({.tokens = {0, 1, 2}, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2}));
   GenerationParams p;
   p.max_tokens = 3;
   p.stop = {"cx"};
-  Run r = run(m, p, letters());
+  Outcome r = run(m, p, letters());
   EXPECT_EQ(r.result.text, "abc");
   EXPECT_EQ(r.streamed, "abc");
   EXPECT_EQ(r.result.finish_reason, "length");
 }
 
 TEST(Generate, CallbackCanCancel) {
-  FakeModel m({.tokens = {0, 1, 2}, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2}));
   GenerationParams p;
   p.max_tokens = 50;
   int seen = 0;
-  Run r = run(m, p, letters(), 4, [&](std::string_view, int32_t) { return ++seen < 3; });
+  Outcome r = run(m, p, letters(), 4, [&](std::string_view, int32_t) { return ++seen < 3; });
   EXPECT_EQ(r.result.finish_reason, "cancelled");
   EXPECT_EQ(r.result.token_ids.size(), 3u);
   EXPECT_EQ(r.result.text, "abc");
@@ -142,7 +157,7 @@ TEST(Generate, CallbackCanCancel) {
 }
 
 TEST(Generate, PromptLongerThanContextIsAClearError) {
-  FakeModel m({.tokens = {0}, .context_length = 8, .eos_ids = {15}});
+  FakeModel m(scripted({0}, 8));
   GenerationParams p;
   try {
     run(m, p, letters(), 9);
@@ -155,22 +170,22 @@ TEST(Generate, PromptLongerThanContextIsAClearError) {
 }
 
 TEST(Generate, ContextLimitEndsGenerationWithLength) {
-  FakeModel m({.tokens = {0, 1, 2}, .context_length = 8, .eos_ids = {15}});
+  FakeModel m(scripted({0, 1, 2}, 8));
   GenerationParams p;
   p.max_tokens = 100;
-  Run r = run(m, p, letters(), 5);
+  Outcome r = run(m, p, letters(), 5);
   EXPECT_EQ(r.result.token_ids.size(), 3u);  // 5 + 3 = 8 tokens fill the context
   EXPECT_EQ(r.result.finish_reason, "length");
 }
 
 TEST(Generate, LogprobsAreLogSoftmaxWithTopAlternatives) {
   std::vector<float> logits{1.0f, 3.0f, 2.0f, -1.0f};
-  FakeModel m({.vocab = 4, .fixed_logits = logits});
+  FakeModel m(fixed(logits));
   GenerationParams p;
   p.max_tokens = 2;
   p.logprobs = true;
   p.top_logprobs = 2;
-  Run r = run(m, p, letters());
+  Outcome r = run(m, p, letters());
   ASSERT_EQ(r.result.logprobs.size(), 2u);
   double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + std::exp(-1.0);
   const TokenLogprob& lp = r.result.logprobs[0];
@@ -186,29 +201,29 @@ TEST(Generate, LogprobsAreLogSoftmaxWithTopAlternatives) {
 
 TEST(Generate, LogprobsAreOfTheRawModelDistributionEvenWhenSampling) {
   std::vector<float> logits{0.0f, 0.5f, 0.2f};
-  FakeModel m({.vocab = 3, .fixed_logits = logits});
+  FakeModel m(fixed(logits));
   GenerationParams p;
   p.max_tokens = 20;
   p.logprobs = true;
   p.sampling.temperature = 0.7f;
   p.sampling.seed = 3;
-  Run r = run(m, p, letters());
+  Outcome r = run(m, p, letters());
   auto expected = log_softmax(logits);
   for (const auto& lp : r.result.logprobs) EXPECT_FLOAT_EQ(lp.logprob, expected[size_t(lp.id)]);
 }
 
 TEST(Generate, SeededSamplingIsReproducible) {
   std::vector<float> logits{0.0f, 0.1f, 0.2f, 0.3f, 0.1f, 0.0f};
-  FakeModel m({.vocab = 6, .fixed_logits = logits});
+  FakeModel m(fixed(logits));
   GenerationParams p;
   p.max_tokens = 30;
   p.sampling.temperature = 1.0f;
   p.sampling.seed = 1234;
-  Run a = run(m, p, letters());
-  Run b = run(m, p, letters());
+  Outcome a = run(m, p, letters());
+  Outcome b = run(m, p, letters());
   EXPECT_EQ(a.result.token_ids, b.result.token_ids);
   p.sampling.seed = 1235;
-  Run c = run(m, p, letters());
+  Outcome c = run(m, p, letters());
   EXPECT_NE(a.result.token_ids, c.result.token_ids);
 }
 

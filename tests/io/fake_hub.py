@@ -186,9 +186,12 @@ def main():
     p.add_argument("--ready", required=True)
     p.add_argument("--log", required=True)
     args = p.parse_args()
+    loaded = {}
     for spec in args.repo:
         repo_id, d = spec.split("=", 1)
-        repos[repo_id] = load_repo(d)
+        if d not in loaded:
+            loaded[d] = load_repo(d)
+        repos[repo_id] = loaded[d]
     gated = dict(s.split("=", 1) for s in args.gated)
     flaky = {k: int(v) for k, v in (s.split("=", 1) for s in args.flaky)}
     cdn_port = serve("cdn")

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -12,6 +14,7 @@
 #include <memory>
 
 #include "io/safetensors.h"
+#include "media/image.h"
 
 namespace vlm {
 namespace {
@@ -214,6 +217,165 @@ TEST(PaliGemma, FixturesPresent) {
   if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
   // 8 cases x 2 models + 2 pad cases x 2 models.
   EXPECT_EQ(all_case_models().size(), 20u);
+}
+
+
+// ---- From prompt text + image file through the processor ----
+
+const Tokenizer& tokenizer_for(const std::string& dir) {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> toks;
+  auto& t = toks[dir];
+  if (!t) t = std::make_unique<Tokenizer>(Tokenizer::from_dir(kFixtures + "/" + dir));
+  return *t;
+}
+
+std::unique_ptr<Processor> processor_for(const std::string& dir) {
+  std::string path = kFixtures + "/" + dir;
+  return make_paligemma_processor(path, tokenizer_for(dir), read_json_file(path + "/config.json"));
+}
+
+std::vector<ChatMessage> user_turn(const std::string& text, std::vector<Image> images) {
+  ChatMessage m;
+  m.role = "user";
+  for (auto& img : images) {
+    ContentPart part;
+    part.kind = ContentPart::Kind::Image;
+    part.image = std::move(img);
+    m.content.push_back(std::move(part));
+  }
+  ContentPart t;
+  t.text = text;
+  m.content.push_back(t);
+  return {m};
+}
+
+TEST(PaliGemmaProcessor, IdsAndPixelValuesMatchTheOracle) {
+  auto cases = all_case_models();
+  if (cases.empty()) GTEST_SKIP() << "shared fixtures absent";
+  std::string last_case;
+  for (const CaseModel& cm : cases) {
+    if (cm.case_name == last_case) continue;  // the processor output does not depend on the weights
+    last_case = cm.case_name;
+    SCOPED_TRACE(cm.case_name);
+    CaseData c = load_case(cm.case_name);
+    Image img = load_image(kFixtures + "/" + c.meta["image"]["file"].get<std::string>());
+    ModelInput in = processor_for(cm.model_dir)->prepare(user_turn(c.meta["prompt"], {img}), {});
+    EXPECT_EQ(in.ids, c.ints("input_ids"));
+    EXPECT_EQ(in.prompt_text, c.meta["prompt_string"].get<std::string>());
+    ASSERT_EQ(in.images.size(), 1u);
+    Tensor want = c.get("pixel_values");
+    ASSERT_EQ(in.images[0].shape(), (Shape{3, want.dim(2), want.dim(3)}));
+    // PNG decoding is exact; JPEG decoders may differ by a few LSB (README), i.e. 2/255 per LSB here.
+    bool jpeg = c.meta["image"]["format"] == "JPEG";
+    std::vector<float> got = in.images[0].to_floats(), ref = want.to_floats();
+    float worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    EXPECT_LE(worst, jpeg ? 4 * 2.f / 255.f : 1e-6f);
+  }
+}
+
+TEST(PaliGemmaProcessor, EndToEndGreedyIdsFromPromptAndImageFile) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  for (auto [case_name, dir, prefix] : {CaseModel{"caption_en_astronaut", "tiny-mlx-8bit", "mlx8."},
+                                        CaseModel{"pad_detect_cat_dog_chelsea_rgba", "tiny-mlx-8bit-2024", "mlx8-2024."}}) {
+    SCOPED_TRACE(case_name + " / " + dir);
+    CaseData c = load_case(case_name);
+    Image img = load_image(kFixtures + "/" + c.meta["image"]["file"].get<std::string>());
+    ModelInput in = processor_for(dir)->prepare(user_turn(c.meta["prompt"], {img}), {});
+    const PaliGemmaModel& model = model_for(dir);
+    std::unique_ptr<Sequence> seq = model.start();
+    std::vector<float> logits = seq->prefill(in);
+    std::vector<int32_t> ids;
+    for (int s = 0; s < 16; ++s) {
+      ids.push_back(argmax(logits.data(), int64_t(logits.size())));
+      logits = seq->step(ids.back());
+    }
+    EXPECT_EQ(ids, c.ints(prefix + "generated_ids"));
+    EXPECT_EQ(tokenizer_for(dir).decode(ids), c.meta["models"][dir]["generated_text"].get<std::string>());
+  }
+}
+
+TEST(PaliGemmaProcessor, RejectsZeroOrTwoImagesAndVideo) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  auto proc = processor_for("tiny-bf16");
+  Image img;
+  img.width = img.height = 20;
+  img.rgb.assign(20 * 20 * 3, 7);
+  EXPECT_THROW(proc->prepare(user_turn("caption en", {}), {}), Error);
+  EXPECT_THROW(proc->prepare(user_turn("caption en", {img, img}), {}), Error);
+  auto msgs = user_turn("caption en", {img});
+  ContentPart video;
+  video.kind = ContentPart::Kind::Video;
+  video.frames = {img};
+  msgs[0].content.push_back(video);
+  EXPECT_THROW(proc->prepare(msgs, {}), Error);
+  // Text parts of the last user turn are concatenated; earlier turns are not part of the prompt.
+  auto two = user_turn("ignored", {});
+  auto last = user_turn("caption ", {img});
+  ContentPart more;
+  more.text = "en";
+  last[0].content.push_back(more);
+  two.push_back(last[0]);
+  ModelInput in = proc->prepare(two, {});
+  std::vector<int32_t> tail(in.ids.end() - 3, in.ids.end());
+  EXPECT_EQ(tail, (std::vector<int32_t>{21209, 659, 108}));  // "caption en\n"
+  EXPECT_EQ(in.ids.size(), 20u);
+}
+
+// ---- Bad input to the model ----
+
+TEST(PaliGemma, RejectsImageTokenCountAndPixelShapeMismatch) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  const PaliGemmaModel& model = model_for("tiny-bf16");
+  std::vector<int32_t> ids(16, 257152);
+  ids.insert(ids.end(), {2, 21209, 659, 108});
+  Tensor px = Tensor::zeros(DType::F32, {3, 56, 56});
+  PaliGemmaSequence a(model);
+  EXPECT_THROW(a.prefill_hidden(ids, {}), Error);
+  PaliGemmaSequence b(model);
+  EXPECT_THROW(b.prefill_hidden(ids, {px, px}), Error);
+  PaliGemmaSequence c(model);
+  EXPECT_THROW(c.prefill_hidden(ids, {Tensor::zeros(DType::F32, {3, 64, 64})}), Error);
+  PaliGemmaSequence d(model);
+  EXPECT_THROW(d.prefill_hidden({2, 300000}, {}), Error);  // id outside the vocabulary
+  PaliGemmaSequence e(model);
+  EXPECT_THROW(e.step(5), Error);  // step before prefill
+  PaliGemmaSequence ok(model);
+  EXPECT_NO_THROW(ok.prefill_hidden(ids, {px}));
+}
+
+// A model dir whose config.json disagrees with the tensors must fail to load, naming the problem.
+TEST(PaliGemma, RejectsConfigTensorShapeMismatch) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  fs::path tmp = fs::temp_directory_path() / ("vlm_paligemma_bad_" + std::to_string(::getpid()));
+  struct Edit {
+    std::string section, key;
+    json value;
+    std::string expect;  // substring of the error
+  };
+  for (const Edit& e : {Edit{"vision_config", "hidden_size", 48, "patch_embedding"},
+                        Edit{"vision_config", "intermediate_size", 136, "fc1"},
+                        Edit{"text_config", "intermediate_size", 96, "gate_proj"},
+                        Edit{"text_config", "num_key_value_heads", 2, "k_proj"},
+                        Edit{"vision_config", "image_size", 84, "position_embedding"},
+                        Edit{"text_config", "num_attention_heads", 3, "q_proj"}}) {
+    for (const std::string src : {"tiny-bf16", "tiny-mlx-8bit-2024"}) {
+      SCOPED_TRACE(src + ": " + e.section + "." + e.key);
+      fs::remove_all(tmp);
+      fs::create_directories(tmp);
+      json cfg = read_json_file(kFixtures + "/" + src + "/config.json");
+      cfg[e.section][e.key] = e.value;
+      std::ofstream(tmp / "config.json") << cfg.dump();
+      fs::create_symlink(fs::absolute(kFixtures + "/" + src + "/model.safetensors"), tmp / "model.safetensors");
+      try {
+        PaliGemmaModel m(Checkpoint::open(tmp.string()));
+        ADD_FAILURE() << "loaded despite the mismatch";
+      } catch (const Error& err) {
+        EXPECT_NE(std::string(err.what()).find(e.expect), std::string::npos) << err.what();
+      }
+    }
+  }
+  fs::remove_all(tmp);
 }
 
 }  // namespace

@@ -1,0 +1,84 @@
+// MatMulWeight::forward at Qwen2-VL-2B shapes (hidden 1536, intermediate 8960, vocab 151936).
+// Counters: GB/s = weight bytes streamed per second, GFLOP/s = 2·M·N·K per second. Times are CPU
+// time of the calling thread: exact with VLM_THREADS=1, optimistic otherwise (use --benchmark_use_real_time... on an idle machine).
+#include <benchmark/benchmark.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+
+namespace {
+
+using vlm::DType;
+using vlm::MatMulWeight;
+using vlm::Tensor;
+
+enum Format { kBF16 = 0, kQ4 = 4, kQ8 = 8 };
+
+Tensor random_tensor(DType dt, vlm::Shape shape, float lo, float hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t = Tensor::empty(DType::F32, shape);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = u(rng);
+  return t.to(dt);
+}
+
+const MatMulWeight& weight(int format, int64_t N, int64_t K) {
+  static std::map<std::tuple<int, int64_t, int64_t>, MatMulWeight> cache;
+  auto key = std::make_tuple(format, N, K);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  MatMulWeight w;
+  if (format == kBF16) {
+    w = MatMulWeight::dense(random_tensor(DType::BF16, {N, K}, -0.05f, 0.05f, 1), "bench");
+  } else {
+    const int bits = format, group = 64;
+    Tensor packed = Tensor::empty(DType::U32, {N, K * bits / 32});
+    std::mt19937 rng(2);
+    uint32_t* p = packed.data<uint32_t>();
+    for (int64_t i = 0; i < packed.numel(); ++i) p[i] = rng();
+    Tensor s = random_tensor(DType::BF16, {N, K / group}, -0.01f, 0.01f, 3);
+    Tensor b = random_tensor(DType::BF16, {N, K / group}, -0.1f, 0.1f, 4);
+    w = MatMulWeight::quantized(packed, s, b, bits, group, "bench");
+  }
+  return cache.emplace(key, std::move(w)).first->second;
+}
+
+// Args: format, M, N, K.
+void BM_MatMul(benchmark::State& state) {
+  const int format = int(state.range(0));
+  const int64_t M = state.range(1), N = state.range(2), K = state.range(3);
+  const MatMulWeight& w = weight(format, N, K);
+  std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (auto& v : x) v = u(rng);
+  vlm::thread_pool();
+  for (auto _ : state) {
+    w.forward(x.data(), M, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(w.weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2e-9 * double(M) * double(N) * double(K), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64");
+}
+
+void Shapes(benchmark::internal::Benchmark* b) {
+  for (int f : {kBF16, kQ4, kQ8}) {
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
+      b->Args({f, 1, N, K});
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}}) b->Args({f, 512, N, K});
+  }
+}
+BENCHMARK(BM_MatMul)->Apply(Shapes)->ArgNames({"fmt", "M", "N", "K"})->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

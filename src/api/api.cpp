@@ -1,1 +1,0 @@
-// placeholder translation unit so the layer library exists before its first source lands

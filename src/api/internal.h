@@ -1,0 +1,42 @@
+// What the public handles of vlm.hpp hold, shared by the api sources.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "media/image.h"
+#include "models/model.h"
+#include "text/tokenizer.h"
+#include "vlm/vlm.hpp"
+
+namespace vlm {
+
+struct TextProcessor::Impl {
+  std::string dir;
+  Tokenizer tokenizer;
+};
+
+struct PreparedInput::Impl {
+  ModelInput input;
+};
+
+struct ModelContext::Impl {
+  std::string dir;
+  std::shared_ptr<Checkpoint> checkpoint;  // weights may be borrowed from its mappings
+  TextProcessor text;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Processor> processor;
+  ModelInfoSummary info;
+};
+
+// UserInput -> the processor's messages: images decoded, videos decoded and sampled.
+std::vector<ChatMessage> to_chat_messages(const UserInput& input);
+ProcessingOptions to_processing_options(const UserInput::Options& options);
+Image decode_image_source(const ImageSource& src);
+
+// EOS ids of a model directory: the model's own list, config.json, generation_config.json and the
+// tokenizer's eos token, in that order, without duplicates.
+std::vector<int32_t> collect_eos_ids(const std::string& dir, const ModelInfo& info, const Tokenizer& tokenizer);
+
+}  // namespace vlm

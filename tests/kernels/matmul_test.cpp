@@ -1,0 +1,213 @@
+// MatMulWeight against a double-precision scalar reference with an independent MLX packer.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "hwy/targets.h"
+#include "kernels/matmul.h"
+
+namespace vlm {
+namespace {
+
+// Value i occupies bits [i*bits, (i+1)*bits) of a little-endian stream of uint32 words.
+std::vector<uint32_t> pack_mlx(const std::vector<uint32_t>& q, int bits) {
+  std::vector<uint32_t> words(q.size() * size_t(bits) / 32, 0);
+  for (size_t i = 0; i < q.size(); ++i)
+    for (int b = 0; b < bits; ++b)
+      if ((q[i] >> b) & 1u) {
+        size_t bit = i * size_t(bits) + size_t(b);
+        words[bit / 32] |= 1u << (bit % 32);
+      }
+  return words;
+}
+
+// A float tensor in `dtype` plus the exact values it holds.
+struct FloatTensor {
+  Tensor t;
+  std::vector<double> v;
+};
+FloatTensor make_floats(std::mt19937& rng, Shape shape, DType dtype, float lo, float hi, bool random_sign = false) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> f(size_t(shape_numel(shape)));
+  for (auto& x : f) x = random_sign && (rng() & 1) ? -u(rng) : u(rng);
+  FloatTensor r;
+  r.t = Tensor::from_floats(f, shape).to(dtype);
+  for (float x : r.t.to_floats()) r.v.push_back(x);
+  return r;
+}
+
+struct RefWeight {
+  MatMulWeight w;
+  std::vector<double> dense;  // [N, K] exact dequantized values
+  std::vector<double> mag;    // [N, K] |s·q| + |b| (error scale of the factorised form)
+};
+
+RefWeight make_dense(std::mt19937& rng, int64_t N, int64_t K, DType dtype) {
+  FloatTensor w = make_floats(rng, {N, K}, dtype, -1.f, 1.f);
+  RefWeight r{MatMulWeight::dense(w.t, "test"), w.v, {}};
+  for (double v : w.v) r.mag.push_back(std::fabs(v));
+  return r;
+}
+
+RefWeight make_quant(std::mt19937& rng, int64_t N, int64_t K, int bits, int group, DType sdtype) {
+  std::vector<uint32_t> packed;
+  std::vector<std::vector<uint32_t>> q(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) {
+    q[size_t(n)].resize(size_t(K));
+    for (auto& v : q[size_t(n)]) v = rng() % (1u << bits);
+    auto row = pack_mlx(q[size_t(n)], bits);
+    packed.insert(packed.end(), row.begin(), row.end());
+  }
+  Tensor pt = Tensor::empty(DType::U32, {N, K * bits / 32});
+  std::copy(packed.begin(), packed.end(), pt.data<uint32_t>());
+  const int64_t G = K / group;
+  FloatTensor s = make_floats(rng, {N, G}, sdtype, 0.001f, 0.05f, /*random_sign=*/true);
+  FloatTensor b = make_floats(rng, {N, G}, sdtype, -0.3f, 0.3f);
+  RefWeight r{MatMulWeight::quantized(pt, s.t, b.t, bits, group, "test"), {}, {}};
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      double sv = s.v[size_t(n * G + k / group)], bv = b.v[size_t(n * G + k / group)];
+      double qv = q[size_t(n)][size_t(k)];
+      r.dense.push_back(sv * qv + bv);
+      r.mag.push_back(std::fabs(sv * qv) + std::fabs(bv));
+    }
+  return r;
+}
+
+std::vector<float> random_vec(std::mt19937& rng, int64_t n) {
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool with_bias, const std::string& what) {
+  const int64_t N = r.w.rows(), K = r.w.cols();
+  std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N);
+  std::vector<float> y(size_t(M * N), NAN);
+  r.w.forward(x.data(), M, y.data(), with_bias ? bias.data() : nullptr);
+  int bad = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = with_bias ? bias[size_t(n)] : 0.0, scale = 1e-3 + std::fabs(ref);
+      for (int64_t k = 0; k < K; ++k) {
+        ref += double(x[size_t(m * K + k)]) * r.dense[size_t(n * K + k)];
+        scale += std::fabs(x[size_t(m * K + k)]) * r.mag[size_t(n * K + k)];
+      }
+      double got = y[size_t(m * N + n)];
+      if (!(std::fabs(got - ref) <= 2e-6 * scale) && ++bad <= 3)
+        ADD_FAILURE() << what << " M=" << M << " m=" << m << " n=" << n << ": got " << got << " want " << ref
+                      << " (scale " << scale << ")";
+    }
+}
+
+TEST(MatMul, DenseAllDtypesAndShapes) {
+  std::mt19937 rng(1);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16})
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 7}, {33, 100}, {67, 259}, {40, 512}}) {
+      RefWeight r = make_dense(rng, N, K, dt);
+      for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 64, 129})
+        check_forward(r, M, rng, M % 2 == 1, std::string(dtype_name(dt)) + " N=" + std::to_string(N) +
+                                                " K=" + std::to_string(K));
+    }
+}
+
+TEST(MatMul, QuantizedEveryBitsGroupAndScaleType) {
+  std::mt19937 rng(2);
+  for (int bits : {2, 3, 4, 5, 6, 8})
+    for (int group : {32, 64, 128})
+      for (DType st : {DType::F16, DType::BF16, DType::F32}) {
+        const int64_t K = group == 128 ? 640 : group * 9, N = 37;
+        RefWeight r = make_quant(rng, N, K, bits, group, st);
+        for (int64_t M : {1, 3, 7, 129})
+          check_forward(r, M, rng, M == 3, "bits=" + std::to_string(bits) + " group=" + std::to_string(group) +
+                                               " scales=" + dtype_name(st));
+      }
+}
+
+TEST(MatMul, QuantizedManyRowCounts) {
+  std::mt19937 rng(3);
+  for (int bits : {4, 8, 3}) {
+    RefWeight r = make_quant(rng, 70, 1024, bits, 64, DType::BF16);
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 64, 129}) check_forward(r, M, rng, true, "bits=" + std::to_string(bits));
+  }
+  // Single group per row and a K smaller than one SIMD block of words.
+  RefWeight small = make_quant(rng, 3, 32, 4, 32, DType::F16);
+  for (int64_t M : {1, 2, 9}) check_forward(small, M, rng, false, "tiny");
+}
+
+TEST(MatMul, DequantizeRowMatchesReference) {
+  std::mt19937 rng(4);
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    RefWeight r = make_quant(rng, 5, 256, bits, 32, DType::F32);
+    std::vector<float> row(256);
+    for (int64_t n = 0; n < 5; ++n) {
+      r.w.dequantize_row(n, row.data());
+      for (int64_t k = 0; k < 256; ++k) ASSERT_NEAR(row[size_t(k)], r.dense[size_t(n * 256 + k)], 1e-6) << bits;
+    }
+  }
+  RefWeight d = make_dense(rng, 3, 19, DType::BF16);
+  std::vector<float> row(19);
+  d.w.dequantize_row(2, row.data());
+  for (int64_t k = 0; k < 19; ++k) EXPECT_EQ(row[size_t(k)], float(d.dense[size_t(2 * 19 + k)]));
+  EXPECT_THROW(d.w.dequantize_row(3, row.data()), Error);
+}
+
+TEST(MatMul, MlxUnpackMatchesPacker) {
+  std::mt19937 rng(5);
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    std::vector<uint32_t> q(96);
+    for (auto& v : q) v = rng() % (1u << bits);
+    auto words = pack_mlx(q, bits);
+    for (size_t i = 0; i < q.size(); ++i) ASSERT_EQ(mlx_unpack(words.data(), int64_t(i), bits), q[i]) << bits;
+  }
+}
+
+TEST(MatMul, ThreadCountIndependent) {
+  std::mt19937 rng(6);
+  RefWeight q = make_quant(rng, 300, 512, 4, 64, DType::F16);
+  RefWeight d = make_dense(rng, 300, 512, DType::BF16);
+  for (const RefWeight* r : {&q, &d})
+    for (int64_t M : {1, 3, 100}) {
+      std::vector<float> x = random_vec(rng, M * 512), y1(size_t(M * 300)), y2(size_t(M * 300));
+      set_num_threads(1);
+      r->w.forward(x.data(), M, y1.data());
+      set_num_threads(2);
+      r->w.forward(x.data(), M, y2.data());
+      for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y1[i], y2[i], 1e-5 * (1 + std::fabs(y1[i]))) << M;
+    }
+  set_num_threads(0);
+}
+
+// Every SIMD target compiled in and supported here (AVX-512, AVX2, SSE4, emulated 128-bit...)
+// has different vector widths, hence different block/tail splits in the quantized kernels.
+TEST(MatMul, EverySimdTarget) {
+  std::mt19937 rng(7);
+  std::vector<RefWeight> ws;
+  for (int bits : {2, 4, 8, 6}) ws.push_back(make_quant(rng, 19, 512, bits, bits == 2 ? 32 : 64, DType::BF16));
+  ws.push_back(make_quant(rng, 9, 384, 4, 128, DType::F16));
+  ws.push_back(make_dense(rng, 21, 77, DType::F16));
+  ws.push_back(make_dense(rng, 21, 77, DType::BF16));
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (const auto& w : ws)
+      for (int64_t M : {1, 2, 5, 13}) check_forward(w, M, rng, true, std::string("target ") + hwy::TargetName(target));
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+TEST(MatMul, RejectsBadShapes) {
+  Tensor packed = Tensor::zeros(DType::U32, {4, 8});  // K = 64 at 4 bits
+  Tensor s = Tensor::zeros(DType::F16, {4, 2});
+  EXPECT_THROW(MatMulWeight::quantized(packed, s, s, 4, 64, "w"), Error);  // wants [4, 1]
+  EXPECT_THROW(MatMulWeight::quantized(packed, s, s, 7, 32, "w"), Error);
+  EXPECT_NO_THROW(MatMulWeight::quantized(packed, s, s, 4, 32, "w"));
+  EXPECT_THROW(MatMulWeight::dense(Tensor::zeros(DType::U8, {2, 2}), "w"), Error);
+  EXPECT_THROW(MatMulWeight::dense(Tensor::zeros(DType::F32, {2, 2, 2}), "w"), Error);
+}
+
+}  // namespace
+}  // namespace vlm

@@ -1,0 +1,166 @@
+// Qwen2-VL model against the oracle fixtures (shared/fixtures/qwen2_vl): every case in every
+// checkpoint layout, fed with the stored ids / pixel values / grids.
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+
+#include "qwen2_vl_fixtures.h"
+
+namespace vlm {
+namespace {
+
+using namespace qwen2vl_test;
+
+class Qwen2VLCaseModel : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+ protected:
+  void SetUp() override {
+    if (!have_fixtures()) GTEST_SKIP() << "no fixtures at " << fixture_dir();
+  }
+};
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, float tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  EXPECT_LE(max_abs_diff(got.data(), want.data(), got.size()), tol) << what;
+}
+
+// (d) Intermediates of one forward pass equal the reference within float32 noise.
+TEST_P(Qwen2VLCaseModel, MatchesStoredTensors) {
+  auto [case_name, model_name] = GetParam();
+  Case c = load_case(case_name);
+  const Qwen2VLModel& m = model(model_name);
+  ModelInput in = stored_input(c);
+  Qwen2VLTrace t = m.forward(in, 8);
+  const std::string p = model_name + ".";
+  const int64_t L = int64_t(in.ids.size()), H = m.config().hidden_size, V = m.config().vocab_size;
+
+  int vision_checked = 0;
+  for (auto [kind, trace, features] : {std::make_tuple("image", &t.image, &t.image_features),
+                                       std::make_tuple("video", &t.video, &t.video_features)}) {
+    std::string k = p + kind;
+    if (!c.has(k + "_patch_embed")) continue;
+    expect_close(trace->patch_embed, c.floats(k + "_patch_embed"), 1e-4f, k + "_patch_embed");
+    expect_close(trace->blocks_out, c.floats(k + "_blocks_out"), 1e-4f, k + "_blocks_out");
+    expect_close(*features, c.floats(k + "_features"), 1e-4f, k + "_features");
+    ++vision_checked;
+  }
+  EXPECT_EQ(vision_checked, int(!in.images.empty()) + int(!in.videos.empty()));
+
+  std::vector<float> layers = c.floats(p + "layer_out_last8");
+  ASSERT_EQ(t.layer_out.size(), size_t(m.config().num_layers));
+  for (size_t l = 0; l < t.layer_out.size(); ++l) {
+    const float* got = t.layer_out[l].data() + (L - 8) * H;
+    EXPECT_LE(max_abs_diff(got, layers.data() + l * 8 * H, size_t(8 * H)), 1e-3f) << "layer " << l;
+  }
+  std::vector<float> hidden = c.floats(p + "hidden_last8");
+  EXPECT_LE(max_abs_diff(t.hidden.data() + (L - 8) * H, hidden.data(), size_t(8 * H)), 1e-3f) << "hidden_last8";
+
+  ASSERT_EQ(t.logits.size(), size_t(8 * V));
+  std::vector<int64_t> cols = c.ints("logits_cols");
+  std::vector<float> want = c.floats(p + "logits_last8");
+  std::vector<float> want_max = c.floats(p + "logits_last8_max"), want_lse = c.floats(p + "logits_last8_logsumexp");
+  std::vector<int64_t> want_argmax = c.ints(p + "logits_last8_argmax");
+  float worst = 0;
+  for (int64_t r = 0; r < 8; ++r) {
+    const float* row = t.logits.data() + r * V;
+    for (size_t j = 0; j < cols.size(); ++j)
+      worst = std::max(worst, std::abs(row[cols[j]] - want[size_t(r) * cols.size() + j]));
+    const float* best = std::max_element(row, row + V);
+    double sum = 0;
+    for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - double(*best));
+    EXPECT_EQ(best - row, want_argmax[size_t(r)]) << "argmax of row " << r;
+    EXPECT_NEAR(*best, want_max[size_t(r)], 2e-3f) << "max of row " << r;
+    EXPECT_NEAR(double(*best) + std::log(sum), want_lse[size_t(r)], 2e-3) << "logsumexp of row " << r;
+  }
+  EXPECT_LE(worst, 2e-3f) << "logits_last8 at logits_cols";
+}
+
+int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
+
+// (e) 16 greedy tokens through the KV cache equal the reference; every cached step's logits equal
+// a full recomputation over prompt + generated tokens.
+TEST_P(Qwen2VLCaseModel, GreedyWithKVCacheMatchesReferenceAndRecompute) {
+  auto [case_name, model_name] = GetParam();
+  Case c = load_case(case_name);
+  const Qwen2VLModel& m = model(model_name);
+  ModelInput in = stored_input(c);
+  const int64_t V = m.config().vocab_size;
+
+  auto seq = m.start();
+  std::vector<float> logits = seq->prefill(in);
+  ASSERT_EQ(int64_t(logits.size()), V);
+  std::vector<std::vector<float>> step_logits;
+  std::vector<int64_t> generated;
+  for (int i = 0; i < 16; ++i) {
+    step_logits.push_back(logits);
+    int32_t tok = argmax(logits);
+    generated.push_back(tok);
+    if (i < 15) logits = seq->step(tok);
+  }
+  EXPECT_EQ(generated, c.ints(model_name + ".generated_ids"));
+  EXPECT_EQ(seq->length(), int64_t(in.ids.size()) + 15);
+
+  ModelInput full = in;
+  for (int i = 0; i < 15; ++i) full.ids.push_back(int32_t(generated[size_t(i)]));
+  Qwen2VLTrace t = m.forward(full, 16);
+  for (int i = 0; i < 16; ++i)
+    EXPECT_LE(max_abs_diff(t.logits.data() + i * V, step_logits[size_t(i)].data(), size_t(V)), 1e-3f) << "step " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCases, Qwen2VLCaseModel,
+                         ::testing::Combine(::testing::ValuesIn(case_names()), ::testing::ValuesIn(model_names())),
+                         [](const auto& info) {
+                           std::string s = std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+class Qwen2VLCase : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!have_fixtures()) GTEST_SKIP() << "no fixtures at " << fixture_dir();
+  }
+};
+
+// (c) get_rope_index from ids + grids, exact.
+TEST_P(Qwen2VLCase, PositionIdsAndRopeDelta) {
+  Case c = load_case(GetParam());
+  ModelInput in = stored_input(c);
+  MRopeIndex idx = qwen2vl_rope_index(in.ids, in.image_grids, in.video_grids, model("tiny-bf16").config());
+  std::vector<int64_t> want = c.ints("position_ids");
+  const size_t L = in.ids.size();
+  ASSERT_EQ(want.size(), 3 * L);
+  for (size_t a = 0; a < 3; ++a)
+    EXPECT_EQ(idx.positions[a], std::vector<int64_t>(want.begin() + a * L, want.begin() + (a + 1) * L)) << "axis " << a;
+  EXPECT_EQ(idx.delta, c.ints("rope_delta")[0]);
+  EXPECT_EQ(idx.delta, c.meta["rope_delta"].get<int64_t>());
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCases, Qwen2VLCase, ::testing::ValuesIn(case_names()));
+
+// The transformers docstring example (a video of 3x2x2 merged tokens, then text), after 3 text tokens.
+TEST(Qwen2VLRopeIndex, VideoThenTextAndTextOnly) {
+  Qwen2VLConfig cfg;
+  cfg.vision.spatial_merge_size = 1;  // the docstring's grid is in merged units
+  std::vector<int32_t> ids = {1, 2, cfg.vision_start_token_id};
+  for (int i = 0; i < 12; ++i) ids.push_back(cfg.video_token_id);
+  for (int i = 0; i < 5; ++i) ids.push_back(7);
+  MRopeIndex idx = qwen2vl_rope_index(ids, {}, {{3, 2, 2}}, cfg);
+  std::vector<int64_t> t = {0, 1, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 7, 8, 9, 10};
+  std::vector<int64_t> h = {0, 1, 2, 3, 3, 4, 4, 3, 3, 4, 4, 3, 3, 4, 4, 6, 7, 8, 9, 10};
+  std::vector<int64_t> w = {0, 1, 2, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 6, 7, 8, 9, 10};
+  EXPECT_EQ(idx.positions[0], t);
+  EXPECT_EQ(idx.positions[1], h);
+  EXPECT_EQ(idx.positions[2], w);
+  EXPECT_EQ(idx.delta, 11 - 20);
+
+  MRopeIndex text = qwen2vl_rope_index({5, 6, 7, 8}, {}, {}, cfg);
+  for (auto& row : text.positions) EXPECT_EQ(row, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(text.delta, 0);
+  // Pads that do not match the grid are an error, not a silent misalignment.
+  std::vector<int32_t> short_video = {cfg.vision_start_token_id, cfg.video_token_id, cfg.video_token_id};
+  EXPECT_THROW(qwen2vl_rope_index(short_video, {}, {{3, 2, 2}}, cfg), Error);
+  EXPECT_THROW(qwen2vl_rope_index({cfg.vision_start_token_id, cfg.image_token_id}, {}, {}, cfg), Error);
+}
+
+}  // namespace
+}  // namespace vlm
