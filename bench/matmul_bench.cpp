@@ -72,6 +72,7 @@ void BM_MatMul(benchmark::State& state) {
 
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int f : {kBF16, kQ4, kQ8}) {
+    b->Args({f, 1, 256, 1536});  // L2-resident: compute-bound speed
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
       b->Args({f, 1, N, K});
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}}) b->Args({f, 512, N, K});

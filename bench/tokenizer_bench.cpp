@@ -76,6 +76,24 @@ void BM_EncodeQwen(benchmark::State& state) {
 }
 BENCHMARK(BM_EncodeQwen)->Arg(4)->Unit(benchmark::kMillisecond);
 
+// The same text as independent paragraphs (prompt-sized inputs, the common case).
+void BM_EncodeQwenParagraphs(benchmark::State& state) {
+  auto tok = vlm::Tokenizer::from_json(qwen_json(), qwen_config());
+  std::string text = mixed_text(static_cast<size_t>(state.range(0)) << 20);
+  std::vector<std::string_view> paras;
+  for (size_t b = 0; b < text.size();) {
+    size_t e = text.find("\n\n", b);
+    e = e == std::string::npos ? text.size() : e + 2;
+    paras.push_back(std::string_view(text).substr(b, e - b));
+    b = e;
+  }
+  for (auto _ : state)
+    for (auto p : paras) benchmark::DoNotOptimize(tok.encode(p, false).data());
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * text.size()));
+  state.counters["paragraphs"] = static_cast<double>(paras.size());
+}
+BENCHMARK(BM_EncodeQwenParagraphs)->Arg(4)->Unit(benchmark::kMillisecond);
+
 void BM_EncodeGemma(benchmark::State& state) {
   auto tok = vlm::Tokenizer::from_json(gemma_json());
   std::string text = mixed_text(static_cast<size_t>(state.range(0)) << 20);

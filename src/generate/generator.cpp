@@ -58,9 +58,13 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   const ModelInfo& info = setup.model->info();
   const int64_t n_prompt = int64_t(input.ids.size());
   if (n_prompt == 0) fail("generate: the prompt is empty (no tokens)");
-  if (info.context_length > 0 && n_prompt > info.context_length)
-    fail("the prompt has ", n_prompt, " tokens, more than the model's context length of ", info.context_length,
-         " (", info.model_type, "); shorten the prompt or use fewer or smaller images (e.g. --resize / max_pixels)");
+  if (info.context_length > 0 && n_prompt > info.context_length) {
+    std::ostringstream msg;
+    msg << "the prompt has " << n_prompt << " tokens, more than the model's context length of "
+        << info.context_length << " (" << info.model_type
+        << "); shorten the prompt or use fewer or smaller images (e.g. --resize / max_pixels)";
+    throw ContextOverflowError(msg.str());
+  }
   if (params.max_tokens < 0) fail("generate: max_tokens must be >= 0 (got ", params.max_tokens, ")");
 
   std::vector<int32_t> eos = setup.eos_ids;

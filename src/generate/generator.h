@@ -7,10 +7,17 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "models/model.h"
 #include "vlm/vlm.hpp"
 
 namespace vlm {
+
+// The prompt does not fit the model's context (callers map it to a distinct status).
+class ContextOverflowError : public Error {
+ public:
+  using Error::Error;
+};
 
 // Incremental detokenization (StreamingDetokenizer in production; a fake in tests).
 class TextStream {

@@ -233,7 +233,10 @@ class ProgressBar {
     }
     std::fflush(stderr);
   }
-  void set_start(int64_t done) { first_ = done; }
+  void set_start(int64_t done) {
+    first_ = done;
+    start_ = std::chrono::steady_clock::now();
+  }
 
  private:
   static constexpr int64_t kMinSize = 1 << 20;  // small JSON files would only add noise
@@ -503,7 +506,7 @@ std::string download_file(const std::string& repo_id, const std::string& filenam
   } catch (const http::NetworkError& e) {
     std::string p = cached_file(repo_dir, opts.revision, filename, &absent, &why);
     if (!p.empty() || (absent && optional)) {
-      std::fprintf(stderr, "warning: %s; using the cached %s\n", e.what(), what.c_str());
+      if (!p.empty()) std::fprintf(stderr, "warning: %s; using the cached %s\n", e.what(), what.c_str());
       return p;
     }
     fail(e.what(), " (and ", what, " is not in the hub cache; set HF_HUB_OFFLINE=1 to use only the cache)");

@@ -110,13 +110,27 @@ struct QuantCtx {
   const float* xs;  // [M, groups] per-group sums of x
 };
 
+// n values of a float buffer of type t, starting at element i, to f32.
+HWY_INLINE void ToFloats(DType t, const void* base, int64_t i, int64_t n, float* out) {
+  const DF d;
+  const int64_t NL = int64_t(hn::Lanes(d));
+  int64_t g = 0;
+  if (t == DType::F32) {
+    std::copy_n(static_cast<const float*>(base) + i, n, out);
+    return;
+  }
+  if (t == DType::BF16) {
+    for (; g + NL <= n; g += NL) hn::StoreU(LoadW<WFmt::kBF16>(d, base, i + g), d, out + g);
+  } else {
+    for (; g + NL <= n; g += NL) hn::StoreU(LoadW<WFmt::kF16>(d, base, i + g), d, out + g);
+  }
+  for (; g < n; ++g) out[g] = load_float(t, base, i + g);
+}
+
 // Converts scales/biases of row r to f32 (they are tiny next to the packed values).
 HWY_INLINE void RowScales(const MatMulWeight::Impl& p, int64_t r, int64_t groups, float* s, float* b) {
-  const DType st = p.scales.dtype(), bt = p.biases.dtype();
-  for (int64_t g = 0; g < groups; ++g) {
-    s[g] = load_float(st, p.scales.raw(), r * groups + g);
-    b[g] = load_float(bt, p.biases.raw(), r * groups + g);
-  }
+  ToFloats(p.scales.dtype(), p.scales.raw(), r * groups, groups, s);
+  ToFloats(p.biases.dtype(), p.biases.raw(), r * groups, groups, b);
 }
 
 template <int BITS, int MB, int R>

@@ -70,7 +70,8 @@ Image decode_gif(const uint8_t* data, size_t size, const std::string& src, const
   int transparency = -1;
   for (;;) {
     GifRecordType type;
-    if (DGifGetRecordType(gif, &type) == GIF_ERROR) fail(src, ": corrupt or truncated GIF: ", GifErrorString(gif->Error));
+    if (DGifGetRecordType(gif, &type) == GIF_ERROR)
+      fail(src, ": corrupt or truncated GIF: ", GifErrorString(gif->Error));
     if (type == TERMINATE_RECORD_TYPE) fail(src, ": GIF without any image");
     if (type == EXTENSION_RECORD_TYPE) {
       int code = 0;
@@ -125,8 +126,12 @@ Image decode_gif(const uint8_t* data, size_t size, const std::string& src, const
 }
 
 namespace {
-uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24); }
-uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+uint32_t le32(const uint8_t* p) {
+  return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24);
+}
+uint16_t le16(const uint8_t* p) {
+  return uint16_t(p[0] | (p[1] << 8));
+}
 }  // namespace
 
 Image decode_bmp(const uint8_t* data, size_t size, const std::string& src, const ImageLimits& limits) {

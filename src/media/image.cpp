@@ -23,17 +23,24 @@ uint32_t rd32(const uint8_t* p, bool le) {
   return le ? p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24)
             : (uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
 }
-uint16_t rd16(const uint8_t* p, bool le) { return le ? uint16_t(p[0] | (p[1] << 8)) : uint16_t((p[0] << 8) | p[1]); }
-uint32_t be32(const uint8_t* p) { return rd32(p, false); }
+uint16_t rd16(const uint8_t* p, bool le) {
+  return le ? uint16_t(p[0] | (p[1] << 8)) : uint16_t((p[0] << 8) | p[1]);
+}
+uint32_t be32(const uint8_t* p) {
+  return rd32(p, false);
+}
 }  // namespace
 
 int exif_orientation(const uint8_t* d, size_t n) {
   if (n >= 6 && std::memcmp(d, "Exif\0\0", 6) == 0) d += 6, n -= 6;
   if (n < 8) return 1;
   bool le;
-  if (d[0] == 'I' && d[1] == 'I') le = true;
-  else if (d[0] == 'M' && d[1] == 'M') le = false;
-  else return 1;
+  if (d[0] == 'I' && d[1] == 'I')
+    le = true;
+  else if (d[0] == 'M' && d[1] == 'M')
+    le = false;
+  else
+    return 1;
   uint32_t ifd = rd32(d + 4, le);
   if (ifd > n || n - ifd < 2) return 1;
   int count = rd16(d + ifd, le);
@@ -52,7 +59,10 @@ ByteSpan find_exif_jpeg(const uint8_t* d, size_t n) {
   size_t i = 2;
   while (i + 4 <= n && d[i] == 0xFF) {
     int marker = d[i + 1];
-    if (marker == 0xFF) { ++i; continue; }
+    if (marker == 0xFF) {
+      ++i;
+      continue;
+    }
     if (marker == 0xDA || marker == 0xD9) break;  // start of scan: no more headers
     size_t len = (size_t(d[i + 2]) << 8) | d[i + 3];
     if (len < 2 || i + 2 + len > n) break;
@@ -97,13 +107,13 @@ Image apply_orientation(const Image& img, int orientation) {
     for (int ox = 0; ox < out.width; ++ox) {
       int ix, iy;
       switch (orientation) {
-        case 2: ix = W - 1 - ox, iy = oy; break;           // FLIP_LEFT_RIGHT
-        case 3: ix = W - 1 - ox, iy = H - 1 - oy; break;   // ROTATE_180
-        case 4: ix = ox, iy = H - 1 - oy; break;           // FLIP_TOP_BOTTOM
-        case 5: ix = oy, iy = ox; break;                   // TRANSPOSE
-        case 6: ix = oy, iy = H - 1 - ox; break;           // ROTATE_270
-        case 7: ix = W - 1 - oy, iy = H - 1 - ox; break;   // TRANSVERSE
-        default: ix = W - 1 - oy, iy = ox; break;          // 8: ROTATE_90
+        case 2: ix = W - 1 - ox, iy = oy; break;          // FLIP_LEFT_RIGHT
+        case 3: ix = W - 1 - ox, iy = H - 1 - oy; break;  // ROTATE_180
+        case 4: ix = ox, iy = H - 1 - oy; break;          // FLIP_TOP_BOTTOM
+        case 5: ix = oy, iy = ox; break;                  // TRANSPOSE
+        case 6: ix = oy, iy = H - 1 - ox; break;          // ROTATE_270
+        case 7: ix = W - 1 - oy, iy = H - 1 - ox; break;  // TRANSVERSE
+        default: ix = W - 1 - oy, iy = ox; break;         // 8: ROTATE_90
       }
       std::memcpy(&out.rgb[(size_t(oy) * out.width + ox) * 3], img.pixel(ix, iy), 3);
     }

@@ -81,7 +81,8 @@ Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2V
   const int P = cfg.patch_size, T = cfg.temporal_patch_size, M = cfg.merge_size;
   auto [H, W] = qwen2vl_smart_resize(frames[0].height, frames[0].width, P * M, cfg.min_pixels, cfg.max_pixels);
   std::vector<std::vector<float>> planes;  // CHW per frame
-  for (const Image& f : frames) planes.push_back(rescale_normalize_chw(resize(f, W, H, Resample::Bicubic), cfg.mean, cfg.std));
+  for (const Image& f : frames)
+    planes.push_back(rescale_normalize_chw(resize(f, W, H, Resample::Bicubic), cfg.mean, cfg.std));
   while (planes.size() % T) planes.push_back(planes.back());  // a still image repeats to T frames
   const int64_t gt = int64_t(planes.size()) / T, gh = H / P, gw = W / P;
   const int64_t row_len = 3 * int64_t(T) * P * P;
@@ -103,8 +104,7 @@ Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2V
             for (int c = 0; c < 3; ++c)
               for (int tt = 0; tt < T; ++tt) {
                 const float* src = planes[t * T + tt].data() + c * plane;
-                for (int py = 0; py < P; ++py, dst += P)
-                  std::copy_n(src + (y0 + py) * W + x0, P, dst);
+                for (int py = 0; py < P; ++py, dst += P) std::copy_n(src + (y0 + py) * W + x0, P, dst);
               }
           }
   return out;

@@ -32,7 +32,7 @@ struct Qwen2VLImageConfig {
 std::array<int, 2> qwen2vl_smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels);
 
 struct Qwen2VLPatches {
-  Tensor pixel_values;             // F32 [t*h*w, C*temporal*patch*patch]
+  Tensor pixel_values;              // F32 [t*h*w, C*temporal*patch*patch]
   std::array<int64_t, 3> grid_thw;  // {t, h, w} in patches
   int resized_height = 0, resized_width = 0;
 };

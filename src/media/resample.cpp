@@ -10,12 +10,18 @@
 #include "core/thread_pool.h"
 #include "media/image.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace vlm {
 namespace {
 
 constexpr int kPrecisionBits = 32 - 8 - 2;
 
-double box_filter(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
+double box_filter(double x) {
+  return x > -0.5 && x <= 0.5 ? 1.0 : 0.0;
+}
 double bilinear_filter(double x) {
   x = std::fabs(x);
   return x < 1.0 ? 1.0 - x : 0.0;
@@ -40,7 +46,9 @@ double sinc(double x) {
   x *= M_PI;
   return std::sin(x) / x;
 }
-double lanczos_filter(double x) { return -3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3) : 0.0; }
+double lanczos_filter(double x) {
+  return -3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3) : 0.0;
+}
 
 struct Filter {
   double (*fn)(double);
@@ -124,7 +132,8 @@ HorizontalPlan plan_horizontal(const Coeffs& c, int in_w, int out_w) {
   for (int xx = 0; xx < out_w; ++xx) {
     int s = std::min(c.first[xx], in_w - p.win);
     p.start[xx] = s;
-    for (int t = 0; t < c.count[xx]; ++t) p.k[size_t(xx) * p.win + (c.first[xx] - s) + t] = c.k[size_t(xx) * c.ksize + t];
+    for (int t = 0; t < c.count[xx]; ++t)
+      p.k[size_t(xx) * p.win + (c.first[xx] - s) + t] = c.k[size_t(xx) * c.ksize + t];
   }
   return p;
 }
@@ -147,6 +156,28 @@ __attribute__((target_clones("avx2", "default"))) void horizontal_block(const ui
   }
 }
 
+// tr[i * kRows + r] = rows[r][i] for i < n.
+void transpose_rows(const uint8_t* const* rows, size_t n, uint8_t* tr) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 8 <= n; i += 8) {
+    __m128i r[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(rows[k] + i));
+    __m128i a0 = _mm_unpacklo_epi8(r[0], r[1]), a1 = _mm_unpacklo_epi8(r[2], r[3]);
+    __m128i a2 = _mm_unpacklo_epi8(r[4], r[5]), a3 = _mm_unpacklo_epi8(r[6], r[7]);
+    __m128i b0 = _mm_unpacklo_epi16(a0, a1), b1 = _mm_unpackhi_epi16(a0, a1);
+    __m128i b2 = _mm_unpacklo_epi16(a2, a3), b3 = _mm_unpackhi_epi16(a2, a3);
+    auto* out = reinterpret_cast<__m128i*>(tr + i * kRows);
+    _mm_storeu_si128(out + 0, _mm_unpacklo_epi32(b0, b2));
+    _mm_storeu_si128(out + 1, _mm_unpackhi_epi32(b0, b2));
+    _mm_storeu_si128(out + 2, _mm_unpacklo_epi32(b1, b3));
+    _mm_storeu_si128(out + 3, _mm_unpackhi_epi32(b1, b3));
+  }
+#endif
+  for (; i < n; ++i)
+    for (int r = 0; r < kRows; ++r) tr[i * kRows + r] = rows[r][i];
+}
+
 // Rows [row0, row0 + out_rows) of `in` resampled to out_w columns.
 void horizontal_pass(const uint8_t* in, int in_w, int row0, int out_rows, const Coeffs& c, int out_w, uint8_t* out) {
   const HorizontalPlan plan = plan_horizontal(c, in_w, out_w);
@@ -158,14 +189,20 @@ void horizontal_pass(const uint8_t* in, int in_w, int row0, int out_rows, const 
     for (int64_t b = b0; b < b1; ++b) {
       const int r0 = int(b) * kRows, rows = std::min(kRows, out_rows - r0);
       uint8_t* dst[kRows];
+      const uint8_t* src[kRows];
       for (int r = 0; r < kRows; ++r) {
-        const uint8_t* src = in + size_t(row0 + r0 + std::min(r, rows - 1)) * row_len;
-        for (size_t i = 0; i < row_len; ++i) tr[i * kRows + r] = src[i];
+        src[r] = in + size_t(row0 + r0 + std::min(r, rows - 1)) * row_len;
         dst[r] = r < rows ? out + size_t(r0 + r) * out_w * 3 : spare.data();
       }
+      transpose_rows(src, row_len, tr.data());
       horizontal_block(tr.data(), plan, out_w, dst);
     }
   });
+}
+
+__attribute__((target_clones("avx2", "default"))) void accumulate_row(int32_t* acc, const uint8_t* src, size_t n,
+                                                                      int32_t k) {
+  for (size_t i = 0; i < n; ++i) acc[i] += int32_t(src[i]) * k;
 }
 
 // `first` indices are relative to `in`'s first row.
@@ -178,9 +215,7 @@ void vertical_pass(const uint8_t* in, int w, const Coeffs& c, int out_h, uint8_t
       const int32_t* k = &c.k[size_t(yy) * c.ksize];
       int32_t* a = acc.data();
       for (int t = 0, n = c.count[yy]; t < n; ++t) {
-        const uint8_t* src = in + size_t(c.first[yy] + t) * row_len;
-        const int32_t kt = k[t];
-        for (size_t i = 0; i < row_len; ++i) a[i] += int32_t(src[i]) * kt;
+        accumulate_row(a, in + size_t(c.first[yy] + t) * row_len, row_len, k[t]);
       }
       uint8_t* dst = out + size_t(yy) * row_len;
       for (size_t i = 0; i < row_len; ++i) dst[i] = clip8(a[i]);

@@ -49,15 +49,22 @@ FormatPtr open_input(const std::string& path, int* stream) {
   int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
   if (rc < 0) fail(path, ": cannot open video: ", av_error(rc));
   FormatPtr fmt(raw);
-  if ((rc = avformat_find_stream_info(fmt.get(), nullptr)) < 0) fail(path, ": cannot read video stream info: ", av_error(rc));
+  if ((rc = avformat_find_stream_info(fmt.get(), nullptr)) < 0)
+    fail(path, ": cannot read video stream info: ", av_error(rc));
   *stream = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
   if (*stream < 0) fail(path, ": no decodable video stream");
   return fmt;
 }
 
-int64_t floor_by(double v, int f) { return int64_t(std::floor(v / f)) * f; }
-int64_t ceil_by(double v, int f) { return int64_t(std::ceil(v / f)) * f; }
-int64_t round_by(double v, int f) { return int64_t(std::nearbyint(v / f)) * f; }
+int64_t floor_by(double v, int f) {
+  return int64_t(std::floor(v / f)) * f;
+}
+int64_t ceil_by(double v, int f) {
+  return int64_t(std::ceil(v / f)) * f;
+}
+int64_t round_by(double v, int f) {
+  return int64_t(std::nearbyint(v / f)) * f;
+}
 
 }  // namespace
 

@@ -10,8 +10,8 @@
 namespace vlm {
 
 struct VideoSampling {
-  double fps = 2.0;             // frames sampled per second of video
-  int nframes = 0;              // if > 0: exactly this many frames (rounded to temporal_patch_size)
+  double fps = 2.0;  // frames sampled per second of video
+  int nframes = 0;   // if > 0: exactly this many frames (rounded to temporal_patch_size)
   int min_frames = 4;
   int max_frames = 768;
   int temporal_patch_size = 2;  // the frame count is a multiple of this (qwen-vl-utils FRAME_FACTOR)

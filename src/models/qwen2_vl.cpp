@@ -151,7 +151,9 @@ std::unique_ptr<Qwen2VLModel> Qwen2VLModel::load(const Checkpoint& ckpt) {
   return model;
 }
 
-std::unique_ptr<Sequence> Qwen2VLModel::start() const { return std::make_unique<Qwen2VLSequence>(*this); }
+std::unique_ptr<Sequence> Qwen2VLModel::start() const {
+  return std::make_unique<Qwen2VLSequence>(*this);
+}
 
 nn::KVCache Qwen2VLModel::make_cache(int64_t capacity) const {
   return nn::KVCache(int(cfg_.num_layers), int(cfg_.num_kv_heads), int(cfg_.head_dim), capacity);
@@ -267,6 +269,8 @@ Qwen2VLTrace Qwen2VLModel::forward(const ModelInput& input, int64_t logits_rows)
   return t;
 }
 
-std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint) { return Qwen2VLModel::load(checkpoint); }
+std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint) {
+  return Qwen2VLModel::load(checkpoint);
+}
 
 }  // namespace vlm

@@ -56,11 +56,13 @@ Qwen2VLConfig Qwen2VLConfig::from_json(const json& j, const std::string& where) 
   c.image_token_id = json_get<int32_t>(j, "image_token_id", 151655, where);
   c.video_token_id = json_get<int32_t>(j, "video_token_id", 151656, where);
   c.vision_start_token_id = json_get<int32_t>(j, "vision_start_token_id", 151652, where);
-  if (c.hidden_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.num_kv_heads <= 0 ||
-      c.intermediate_size <= 0 || c.vocab_size <= 0)
-    fail(where, ": hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size and "
+  if (c.hidden_size <= 0 || c.num_layers <= 0 || c.num_heads <= 0 || c.num_kv_heads <= 0 || c.intermediate_size <= 0 ||
+      c.vocab_size <= 0)
+    fail(where,
+         ": hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size and "
          "vocab_size must be positive");
-  if (c.hidden_size % c.num_heads) fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ", c.num_heads);
+  if (c.hidden_size % c.num_heads)
+    fail(where, ": hidden_size ", c.hidden_size, " is not a multiple of num_attention_heads ", c.num_heads);
   if (c.num_heads % c.num_kv_heads)
     fail(where, ": num_attention_heads ", c.num_heads, " is not a multiple of num_key_value_heads ", c.num_kv_heads);
   c.head_dim = c.hidden_size / c.num_heads;  // Qwen2-VL ignores any head_dim key
@@ -129,9 +131,11 @@ MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector
     video_nums += ids[size_t(i + 1)] == cfg.video_token_id;
   }
   if (image_nums > int64_t(image_grids.size()))
-    fail("qwen2_vl positions: the prompt has ", image_nums, " images but ", image_grids.size(), " image grids were given");
+    fail("qwen2_vl positions: the prompt has ", image_nums, " images but ", image_grids.size(),
+         " image grids were given");
   if (video_nums > int64_t(video_grids.size()))
-    fail("qwen2_vl positions: the prompt has ", video_nums, " videos but ", video_grids.size(), " video grids were given");
+    fail("qwen2_vl positions: the prompt has ", video_nums, " videos but ", video_grids.size(),
+         " video grids were given");
   auto push = [&](int64_t t, int64_t h, int64_t w) {
     out.positions[0].push_back(t);
     out.positions[1].push_back(h);

@@ -37,9 +37,7 @@ class Qwen2VLProcessor : public Processor {
       json content = json::array();
       for (const ContentPart& part : m.content) {
         switch (part.kind) {
-          case ContentPart::Kind::Text:
-            content.push_back({{"type", "text"}, {"text", part.text}});
-            break;
+          case ContentPart::Kind::Text: content.push_back({{"type", "text"}, {"text", part.text}}); break;
           case ContentPart::Kind::Image: {
             content.push_back({{"type", "image"}});
             Qwen2VLPatches p = qwen2vl_preprocess({sized(part.image, options, icfg)}, icfg);

@@ -33,10 +33,14 @@ MatMulWeight load_patch_embed(const Checkpoint& ckpt, const std::string& name, c
 }
 
 void activate(const std::string& act, float* x, int64_t n) {
-  if (act == "quick_gelu") quick_gelu(x, n);
-  else if (act == "gelu") gelu_erf(x, n);
-  else if (act == "gelu_pytorch_tanh" || act == "gelu_new") gelu_tanh(x, n);
-  else silu(x, n);  // the config parser admits only these four
+  if (act == "quick_gelu")
+    quick_gelu(x, n);
+  else if (act == "gelu")
+    gelu_erf(x, n);
+  else if (act == "gelu_pytorch_tanh" || act == "gelu_new")
+    gelu_tanh(x, n);
+  else
+    silu(x, n);  // the config parser admits only these four
 }
 
 }  // namespace

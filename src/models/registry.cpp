@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 
+#include "models/paligemma.h"
 #include "models/qwen2_vl.h"
 
 namespace vlm {
@@ -21,6 +22,7 @@ struct BuiltinFamily {
 std::vector<BuiltinFamily> builtin_families() {
   return {
       {"qwen2_vl", "Qwen2VLProcessor", make_qwen2_vl_model, make_qwen2_vl_processor},
+      {"paligemma", "PaliGemmaProcessor", make_paligemma_model, make_paligemma_processor},
   };
 }
 

@@ -204,7 +204,9 @@ class Renderer {
               if (a.positional.empty()) fail("loop.cycle() needs at least one argument");
               return a.positional[static_cast<size_t>(i) % a.positional.size()];
             }));
-      (*frame)["loop"] = loop;
+      // Each iteration gets a fresh scope: a `set` in one iteration is not seen by the next (jinja2).
+      scope_.back() = std::make_shared<Frame>();
+      (*scope_.back())["loop"] = loop;
       assign(*n.target, items[static_cast<size_t>(i)]);
       if (render_body(n.body) == Flow::Break) break;
     }
@@ -270,7 +272,7 @@ class Renderer {
     }
     List varargs;
     for (size_t i = m.params.size(); i < a.positional.size(); ++i) varargs.push_back(a.positional[i]);
-    (*frame)["varargs"] = Value(std::move(varargs));
+    (*frame)["varargs"] = Value::tuple(std::move(varargs));
     Value kwargs = Value::new_dict();
     for (const auto& [k, v] : a.keyword) {
       if (k == "caller") {
@@ -358,7 +360,7 @@ class Renderer {
       case ExprKind::Tuple: {
         List out;
         for (const auto& x : e.args) out.push_back(eval(*x));
-        return Value(std::move(out));
+        return e.kind == ExprKind::Tuple ? Value::tuple(std::move(out)) : Value(std::move(out));
       }
       case ExprKind::Dict: {
         Value d = Value::new_dict();

@@ -107,7 +107,7 @@ Value round_value(const Value& v, int64_t precision, const std::string& method) 
   if (method == "ceil") return Value(std::ceil(d * scale) / scale);
   if (method == "floor") return Value(std::floor(d * scale) / scale);
   if (method != "common") fail("round: method must be common, ceil or floor");
-  if (v.is_int() || v.is_bool()) return Value(v.as_double());
+  if (v.is_int() || v.is_bool()) return Value(v.as_int());  // Python round(int, n) stays int
   if (precision == 0) return Value(std::nearbyint(d));
   char buf[512];
   std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(std::clamp<int64_t>(precision, 0, 300)), d);
@@ -215,7 +215,7 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
     return Value(to_json(in, o));
   }
   if (name == "string") return in.is_string() ? in : Value(to_str(in));
-  if (name == "safe" || (name == "list" && in.is_list())) return in;
+  if (name == "safe") return in;
   if (name == "list") return Value(iterate(in, "list"));
   if (name == "trim") return Value(str_strip(to_str(in), args.get(0, "chars").is_string() ? &args.get(0, "chars").str() : nullptr, true, true));
   if (name == "upper") return Value(str_upper(to_str(in)));
@@ -251,7 +251,10 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
     return Value(std::move(out));
   }
   if (name == "reverse") {
-    if (in.is_string()) return Value(utf8_encode(std::u32string(utf8_decode(in.str()).rbegin(), utf8_decode(in.str()).rend())));
+    if (in.is_string()) {
+      std::u32string u = utf8_decode(in.str());
+      return Value(utf8_encode(std::u32string(u.rbegin(), u.rend())));
+    }
     List items = iterate(in, "reverse");
     std::reverse(items.begin(), items.end());
     return Value(std::move(items));
@@ -265,7 +268,7 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
     std::string by = to_str(args.get(1, "by", Value("key")));
     bool reverse = args.get(2, "reverse", Value(false)).truthy();
     List pairs;
-    for (const auto& [k, v] : in.dict().items) pairs.emplace_back(List{k, v});
+    for (const auto& [k, v] : in.dict().items) pairs.push_back(Value::tuple(List{k, v}));
     return Value(sorted(pairs, reverse, cs, Value(int64_t{by == "value" ? 1 : 0})));
   }
   if (name == "unique") {
@@ -302,7 +305,14 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
   if (name == "select" || name == "reject") return Value(select(iterate(in, name.c_str()), args, false, name == "select"));
   if (name == "selectattr" || name == "rejectattr")
     return Value(select(iterate(in, name.c_str()), args, true, name == "selectattr"));
-  if (name == "attr") return get_attr(in, to_str(args.get(0, "name")));
+  if (name == "attr") {
+    // Python getattr only: dict keys are not attributes (namespace attributes are).
+    if (in.is_dict() && !in.dict().is_namespace) {
+      Value m = get_attr(in, to_str(args.get(0, "name")));
+      return m.is_function() ? m : Value::undefined();
+    }
+    return get_attr(in, to_str(args.get(0, "name")));
+  }
   if (name == "int") return to_int(in, args.get(0, "default", Value(int64_t{0})), to_index(args.get(1, "base", Value(10)), "base"));
   if (name == "float") return to_float(in, args.get(0, "default", Value(0.0)));
   if (name == "abs") {
@@ -422,10 +432,10 @@ bool apply_test(const std::string& name, const Value& v, CallArgs& args) {
   if (name == "in") return contains(args.get(0, "seq"), v);
   if (name == "sameas") {
     Value o = arg();
-    if (v.is_none() || v.is_bool() || v.is_undefined()) return v.kind() == o.kind() && values_equal(v, o);
+    // Identity: containers by pointer; scalars by value (CPython caches small ints and literals).
     if (v.is_list() && o.is_list()) return v.list_ptr() == o.list_ptr();
     if (v.is_dict() && o.is_dict()) return v.dict_ptr() == o.dict_ptr();
-    return false;
+    return v.kind() == o.kind() && values_equal(v, o);
   }
   fail("no test named '", name, "'");
 }

@@ -212,7 +212,7 @@ Value dict_method(const Value& d, const std::string& name) {
     return Value::function("dict." + name, [d, name](CallArgs&) {
       List out;
       for (const auto& [k, v] : d.dict().items) {
-        if (name == "items") out.emplace_back(List{k, v});
+        if (name == "items") out.push_back(Value::tuple(List{k, v}));
         else out.push_back(name == "keys" ? k : v);
       }
       return Value(std::move(out));

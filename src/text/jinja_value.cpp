@@ -215,13 +215,14 @@ std::string to_repr(const Value& v) {
     case Value::Kind::Undefined: return "Undefined";
     case Value::Kind::String: return str_repr(v.str());
     case Value::Kind::List: {
-      std::string out = "[";
+      std::string out = v.is_tuple() ? "(" : "[";
       bool first = true;
       for (const Value& x : v.list()) {
         if (!first) out += ", ";
         first = false;
         out += to_repr(x);
       }
+      if (v.is_tuple()) return out + (v.list().size() == 1 ? ",)" : ")");
       return out + "]";
     }
     case Value::Kind::Dict: {

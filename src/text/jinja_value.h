@@ -41,6 +41,13 @@ class Value {
   Value(std::string_view s) : v_(std::string(s)) {}
   Value(const char* s) : v_(std::string(s)) {}
   Value(List l) : v_(std::make_shared<List>(std::move(l))) {}
+  // Python tuple: a list that prints as (a, b) (tuple literals, dict.items(), dictsort pairs).
+  static Value tuple(List l) {
+    Value v(std::move(l));
+    v.tuple_ = true;
+    return v;
+  }
+  bool is_tuple() const { return tuple_ && is_list(); }
   Value(std::shared_ptr<List> l) : v_(std::move(l)) {}
   Value(std::shared_ptr<Dict> d) : v_(std::move(d)) {}
   Value(std::shared_ptr<Function> f) : v_(std::move(f)) {}
@@ -90,6 +97,7 @@ class Value {
   std::variant<UndefinedTag, NoneTag, bool, int64_t, double, std::string, std::shared_ptr<List>, std::shared_ptr<Dict>,
                std::shared_ptr<Function>>
       v_;
+  bool tuple_ = false;
 };
 
 // An insertion-ordered dict (Python 3.7+ semantics). Linear lookup: chat-template dicts are tiny.

@@ -159,10 +159,9 @@ bool is_chinese_char(int32_t cp) {
 
 bool is_combining_mark(int32_t cp) { return utf8proc_category(cp) == UTF8PROC_CATEGORY_MN; }
 
-std::string unicode_normalize(std::string_view s, NormForm form) {
-  bool ascii = true;
-  for (char c : s) ascii &= static_cast<unsigned char>(c) < 0x80;
-  if (ascii) return std::string(s);  // every normal form leaves ASCII unchanged
+namespace {
+
+std::string utf8proc_normalize(std::string_view s, NormForm form) {
   int opts = UTF8PROC_STABLE;
   switch (form) {
     case NormForm::kNFC: opts |= UTF8PROC_COMPOSE; break;
@@ -176,6 +175,46 @@ std::string unicode_normalize(std::string_view s, NormForm form) {
   if (n < 0) fail("unicode normalization failed: ", utf8proc_errmsg(n));
   std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> holder(out, &std::free);
   return std::string(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+}
+
+// Characters that are unchanged by the normal form, have combining class 0 and never combine with a
+// preceding character: a normalization boundary lies before each, so text between them normalizes alone.
+bool is_stable_starter(int32_t cp, NormForm form) {
+  if (cp < 0xA0) return true;
+  if (form != NormForm::kNFC) return false;
+  return cp < 0x300 || (cp >= 0x3040 && cp <= 0x3096) || (cp >= 0x30A0 && cp <= 0x30FF) ||
+         (cp >= 0x3000 && cp <= 0x3029) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x4E00 && cp <= 0x9FFF) ||
+         (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xFF01 && cp <= 0xFF5E);
+}
+
+}  // namespace
+
+std::string unicode_normalize(std::string_view s, NormForm form) {
+  // Only the stretches that contain an unstable character go through utf8proc (the slow part).
+  std::string out;
+  size_t clean_from = 0;  // start of text not yet copied
+  size_t seg = 0;         // start of the current boundary-to-boundary segment
+  bool dirty = false;
+  size_t len;
+  for (size_t i = 0; i < s.size(); i += len) {
+    int32_t cp = static_cast<unsigned char>(s[i]) < 0x80 ? (len = 1, s[i]) : utf8_decode(s, i, &len);
+    if (is_stable_starter(cp, form)) {
+      if (dirty) {
+        out.append(s.substr(clean_from, seg - clean_from));
+        out += utf8proc_normalize(s.substr(seg, i - seg), form);
+        clean_from = i;
+        dirty = false;
+      }
+      seg = i;
+    } else {
+      dirty = true;
+    }
+  }
+  if (clean_from == 0 && !dirty) return std::string(s);
+  out.append(s.substr(clean_from, seg - clean_from));
+  if (dirty) out += utf8proc_normalize(s.substr(seg), form);
+  else out.append(s.substr(seg));
+  return out;
 }
 
 std::string to_lowercase(std::string_view s) {

@@ -36,9 +36,9 @@ Image pattern_image(int w, int h, int seed) {
   return img;
 }
 
-const std::map<std::string, Resample> kFilters = {
-    {"nearest", Resample::Nearest}, {"box", Resample::Box},         {"bilinear", Resample::Bilinear},
-    {"hamming", Resample::Hamming}, {"bicubic", Resample::Bicubic}, {"lanczos", Resample::Lanczos}};
+const std::map<std::string, Resample> kFilters = {{"nearest", Resample::Nearest},   {"box", Resample::Box},
+                                                  {"bilinear", Resample::Bilinear}, {"hamming", Resample::Hamming},
+                                                  {"bicubic", Resample::Bicubic},   {"lanczos", Resample::Lanczos}};
 
 TEST(Resize, MatchesPillowGoldens) {
   json g = read_json_file(test::media_test_dir() + "/resize_goldens.json");
@@ -70,7 +70,8 @@ TEST(Resize, LivePillowRandomSizes) {
   std::string script = dir + "/vlm_resize_live.py", out = dir + "/vlm_resize_live.txt";
   std::ofstream(script) << R"(
 import hashlib, random, sys
-sys.path.insert(0, ')" << test::media_test_dir() << R"(')
+sys.path.insert(0, ')" << test::media_test_dir()
+                        << R"(')
 from make_resize_goldens import pattern_image, FILTERS
 rng = random.Random(1234)
 for i in range(40):

@@ -1,11 +1,12 @@
 // Video frame sampling and FFmpeg decoding, against frames extracted by the ffmpeg command.
+#include "media/video.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <fstream>
 
 #include "core/error.h"
-#include "media/video.h"
 #include "media_test_util.h"
 
 namespace vlm {

@@ -16,14 +16,20 @@
 
 namespace vlm::qwen2vl_test {
 
-inline std::string shared_dir() { return VLM_SHARED_DIR; }
-inline std::string fixture_dir() { return shared_dir() + "/fixtures/qwen2_vl"; }
-inline bool have_fixtures() { return std::filesystem::is_directory(fixture_dir() + "/cases"); }
+inline std::string shared_dir() {
+  return VLM_SHARED_DIR;
+}
+inline std::string fixture_dir() {
+  return shared_dir() + "/fixtures/qwen2_vl";
+}
+inline bool have_fixtures() {
+  return std::filesystem::is_directory(fixture_dir() + "/cases");
+}
 
 inline const std::vector<std::string>& case_names() {
-  static const std::vector<std::string> names = {"01_text_only",   "02_one_image",       "03_two_images",
-                                                 "04_tall_image",  "05_wide_image",      "06_video_4frames",
-                                                 "07_multi_turn",  "08_system_text_image_text"};
+  static const std::vector<std::string> names = {
+      "01_text_only",  "02_one_image",     "03_two_images", "04_tall_image",
+      "05_wide_image", "06_video_4frames", "07_multi_turn", "08_system_text_image_text"};
   return names;
 }
 inline const std::vector<std::string>& model_names() {

@@ -32,7 +32,9 @@ class TempDir {
   fs::path path_;
 };
 
-json bf16_config() { return read_json_file(fixture_dir() + "/tiny-bf16/config.json"); }
+json bf16_config() {
+  return read_json_file(fixture_dir() + "/tiny-bf16/config.json");
+}
 
 void write_config(const TempDir& dir, const json& config) {
   std::ofstream(dir.str() + "/config.json") << config.dump(2);
@@ -40,10 +42,10 @@ void write_config(const TempDir& dir, const json& config) {
 
 // Rewrites the tiny-bf16 weights: `edit` returns the (possibly renamed / replaced) tensor, or
 // nullopt to drop it. `vocab` > 0 keeps only that many embedding rows (small files for load errors).
-void write_weights(const TempDir& dir,
-                   const std::function<std::optional<std::pair<std::string, Tensor>>(const std::string&, const Tensor&)>&
-                       edit,
-                   int64_t vocab = 0, std::vector<std::pair<std::string, Tensor>> extra = {}) {
+void write_weights(
+    const TempDir& dir,
+    const std::function<std::optional<std::pair<std::string, Tensor>>(const std::string&, const Tensor&)>& edit,
+    int64_t vocab = 0, std::vector<std::pair<std::string, Tensor>> extra = {}) {
   auto src = SafetensorsFile::open(fixture_dir() + "/tiny-bf16/model.safetensors");
   std::vector<std::pair<std::string, Tensor>> out = std::move(extra);
   for (auto& [name, entry] : src->entries()) {
@@ -166,15 +168,14 @@ TEST_F(Qwen2VLLoad, NewerTransformersLayoutAndUntiedHead) {
   cfg["tie_word_embeddings"] = false;
   write_config(dir, cfg);
   auto src = SafetensorsFile::open(fixture_dir() + "/tiny-bf16/model.safetensors");
-  write_weights(
-      dir,
-      [&](const std::string& n, const Tensor& t) -> std::optional<std::pair<std::string, Tensor>> {
-        if (n.rfind("visual.", 0) == 0) return std::make_pair("model." + n, t);
-        return std::make_pair("model.language_model." + n.substr(6), t);
-      },
-      0,
-      {{"model.visual.rotary_pos_emb.inv_freq", Tensor::from_floats({1, 2}, {2})},
-       {"lm_head.weight", src->tensor("model.embed_tokens.weight")}});
+  write_weights(dir,
+                [&](const std::string& n, const Tensor& t) -> std::optional<std::pair<std::string, Tensor>> {
+                  if (n.rfind("visual.", 0) == 0) return std::make_pair("model." + n, t);
+                  return std::make_pair("model.language_model." + n.substr(6), t);
+                },
+                0,
+                {{"model.visual.rotary_pos_emb.inv_freq", Tensor::from_floats({1, 2}, {2})},
+                 {"lm_head.weight", src->tensor("model.embed_tokens.weight")}});
   auto m = Qwen2VLModel::load(Checkpoint::open(dir.str()));
   Case c = load_case("02_one_image");
   ModelInput in = stored_input(c);

@@ -44,8 +44,12 @@ std::vector<ChatMessage> to_messages(const json& messages, const std::string& ba
   return out;
 }
 
+// Tokenizers are loaded once per directory (the 7 MB tokenizer.json dominates the test time).
 std::unique_ptr<Processor> processor_for(const std::string& dir, Tokenizer& tok) {
-  tok = Tokenizer::from_dir(dir);
+  static std::map<std::string, Tokenizer> cache;
+  auto it = cache.find(dir);
+  if (it == cache.end()) it = cache.emplace(dir, Tokenizer::from_dir(dir)).first;
+  tok = it->second;
   return create_processor(dir, tok, read_json_file(dir + "/config.json"));
 }
 
@@ -124,7 +128,8 @@ TEST(Qwen2VLProcessor, OptionsAndMismatches) {
   plain.add_generation_prompt = false;
   in = proc->prepare({ChatMessage{"user", {text}}}, plain);
   EXPECT_TRUE(in.images.empty());
-  EXPECT_EQ(tok.decode(in.ids), "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+  EXPECT_EQ(tok.decode(in.ids),
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
   ContentPart empty_video;
   empty_video.kind = ContentPart::Kind::Video;
   EXPECT_THROW(proc->prepare({ChatMessage{"user", {empty_video}}}, {}), Error);

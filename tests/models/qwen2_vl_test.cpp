@@ -34,8 +34,8 @@ TEST_P(Qwen2VLCaseModel, MatchesStoredTensors) {
   const int64_t L = int64_t(in.ids.size()), H = m.config().hidden_size, V = m.config().vocab_size;
 
   int vision_checked = 0;
-  for (auto [kind, trace, features] : {std::make_tuple("image", &t.image, &t.image_features),
-                                       std::make_tuple("video", &t.video, &t.video_features)}) {
+  for (auto [kind, trace, features] :
+       {std::make_tuple("image", &t.image, &t.image_features), std::make_tuple("video", &t.video, &t.video_features)}) {
     std::string k = p + kind;
     if (!c.has(k + "_patch_embed")) continue;
     expect_close(trace->patch_embed, c.floats(k + "_patch_embed"), 1e-4f, k + "_patch_embed");
@@ -74,7 +74,9 @@ TEST_P(Qwen2VLCaseModel, MatchesStoredTensors) {
   EXPECT_LE(worst, 2e-3f) << "logits_last8 at logits_cols";
 }
 
-int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
+int32_t argmax(const std::vector<float>& v) {
+  return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+}
 
 // (e) 16 greedy tokens through the KV cache equal the reference; every cached step's logits equal
 // a full recomputation over prompt + generated tokens.

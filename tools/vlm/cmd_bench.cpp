@@ -1,0 +1,87 @@
+// `vlm bench`: one end-to-end run with a synthetic prompt of N tokens (plus an optional image) and M
+// greedy tokens generated without stopping at EOS; reports load time, prompt and decode speed, image
+// encoding time and peak memory.
+#include <chrono>
+#include <cstdio>
+
+#include "common.h"
+
+namespace vlm::cli {
+
+namespace {
+
+// A text of exactly n tokens when encoded alone (" the" repeated, cut to n ids and decoded back).
+std::string synthetic_text(const TextProcessor& tp, int64_t n) {
+  if (n <= 0) return "";
+  std::string text;
+  for (int64_t i = 0; i < n; ++i) text += " the";
+  std::vector<int32_t> ids = tp.encode(text, false);
+  if (int64_t(ids.size()) > n) ids.resize(size_t(n));
+  return tp.decode(ids, true);
+}
+
+}  // namespace
+
+int run_bench(const std::vector<std::string>& argv) {
+  Command cmd{"bench", "Time one end-to-end run: load, prompt (prefill), decode; report speed and memory.", "", {}};
+  cmd.options = {
+      {"model", true, false, "model directory or Hugging Face id", "DIR|ID"},
+      {"image", true, false, "image included in the prompt", "PATH"},
+      {"prompt-tokens", true, false, "synthetic text tokens in the prompt (default 128)", "N"},
+      {"gen-tokens", true, false, "tokens generated greedily, EOS ignored (default 64)", "M"},
+      {"json", false, false, "print JSON"},
+  };
+  for (auto& o : processing_options()) cmd.options.push_back(o);
+  for (auto& o : runtime_options()) cmd.options.push_back(o);
+  Args args = Args::parse(cmd, argv);
+  if (int rc = help_requested(cmd, args); rc >= 0) return rc;
+  std::string model = args.require("model");
+  int64_t n_prompt = args.get_int("prompt-tokens", 0, 1 << 20).value_or(128);
+  int64_t n_gen = args.get_int("gen-tokens", 1, 1 << 20).value_or(64);
+  UserInput::Options opts = input_options(args);
+  LoadOptions lo = load_options(args);
+
+  ModelContext ctx = ModelContext::load(model, lo);
+  std::string text = synthetic_text(ctx.text(), n_prompt);
+  std::vector<std::string> images;
+  if (auto img = args.get("image")) images.push_back(*img);
+  UserInput in = UserInput::from_prompt(text, images);
+  in.options = opts;
+  auto t0 = std::chrono::steady_clock::now();
+  PreparedInput prepared = ctx.prepare(in);
+  double prepare_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  GenerationParams p;
+  p.max_tokens = int(n_gen);
+  p.ignore_eos = true;
+  p.sampling.temperature = 0;
+  GenerationResult r = ctx.generate(prepared, p);
+  const GenerationStats& s = r.stats;
+
+  if (args.flag("json")) {
+    nlohmann::json j = {{"model", model},
+                        {"model_type", ctx.info().model_type},
+                        {"load_ms", ctx.info().load_ms},
+                        {"preprocess_ms", prepare_ms},
+                        {"prompt_tokens", s.prompt_tokens},
+                        {"prompt_ms", s.prompt_ms},
+                        {"prompt_tps", s.prompt_tps},
+                        {"image_encode_ms", s.image_encode_ms},
+                        {"generated_tokens", s.generated_tokens},
+                        {"generation_ms", s.generation_ms},
+                        {"decode_tps", s.generation_tps},
+                        {"peak_rss_bytes", s.peak_memory_bytes}};
+    std::printf("%s\n", dump_json(j, 2).c_str());
+    return 0;
+  }
+  std::printf("model:         %s (%s)\n", model.c_str(), ctx.info().model_type.c_str());
+  std::printf("load:          %.1f ms\n", ctx.info().load_ms);
+  std::printf("preprocess:    %.1f ms\n", prepare_ms);
+  std::printf("prompt:        %lld tokens in %.1f ms, %.1f tokens/s\n", (long long)s.prompt_tokens, s.prompt_ms,
+              s.prompt_tps);
+  std::printf("image encode:  %.1f ms\n", s.image_encode_ms);
+  std::printf("decode:        %lld tokens, %.1f tokens/s\n", (long long)s.generated_tokens, s.generation_tps);
+  std::printf("peak RSS:      %s\n", human_bytes(s.peak_memory_bytes).c_str());
+  return 0;
+}
+
+}  // namespace vlm::cli
