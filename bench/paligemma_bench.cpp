@@ -125,3 +125,4 @@ void BM_DecodeStepOneLayer(benchmark::State& state) {
 BENCHMARK(BM_DecodeStepOneLayer)->Arg(1040)->Unit(benchmark::kMicrosecond)->UseRealTime()->Iterations(200);
 
 }  // namespace
+BENCHMARK_MAIN();

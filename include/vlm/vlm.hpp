@@ -193,7 +193,8 @@ class TextProcessor {
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
   std::string token_string(int32_t id) const;
   // Renders the model's chat template; `messages_json` is a JSON list of {role, content}.
-  std::string apply_chat_template(const std::string& messages_json, bool add_generation_prompt = true) const;
+  std::string apply_chat_template(const std::string& messages_json, bool add_generation_prompt = true,
+                                  bool add_vision_id = false) const;
 
   struct Impl;
   std::shared_ptr<Impl> impl;

@@ -87,7 +87,8 @@ std::string TextProcessor::decode(const std::vector<int32_t>& ids, bool skip_spe
 
 std::string TextProcessor::token_string(int32_t id) const { return tokenizer_of(*this).id_to_token(id); }
 
-std::string TextProcessor::apply_chat_template(const std::string& messages_json, bool add_generation_prompt) const {
+std::string TextProcessor::apply_chat_template(const std::string& messages_json, bool add_generation_prompt,
+                                               bool add_vision_id) const {
   const Tokenizer& tok = tokenizer_of(*this);
   std::string source = tok.chat_template();
   if (source.empty())
@@ -105,6 +106,7 @@ std::string TextProcessor::apply_chat_template(const std::string& messages_json,
               {"add_generation_prompt", add_generation_prompt},
               {"bos_token", tok.bos_token()},
               {"eos_token", tok.eos_token()}};
+  if (add_vision_id) ctx["add_vision_id"] = true;
   return render_chat_template(source, ctx);
 }
 

@@ -1,6 +1,7 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -22,7 +23,12 @@ bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DTyp
 // Below this many activation rows, streaming the weights once per row block (GEMV) beats
 // dequantizing them into panels (GEMM).
 constexpr int64_t kGemvMaxRows = 6;
+std::atomic<MatMulPrecision> g_precision{MatMulPrecision::kF32};
 }  // namespace
+
+void set_matmul_precision(MatMulPrecision p) { g_precision.store(p); }
+MatMulPrecision matmul_precision() { return g_precision.load(); }
+bool matmul_bf16_supported() { return matmul_detail::bf16_gemm_supported(); }
 
 namespace matmul_detail {
 
@@ -144,6 +150,9 @@ void MatMulWeight::forward(const float* x, int64_t M, float* y, const float* bia
   if (M <= 0 || impl_->N == 0) return;
   if (M <= kGemvMaxRows) {
     matmul_detail::gemv(*impl_, x, M, y, bias);
+  } else if (g_precision.load(std::memory_order_relaxed) == MatMulPrecision::kBF16 &&
+             matmul_detail::bf16_gemm_supported()) {
+    matmul_detail::gemm_bf16(*impl_, x, M, y, bias);
   } else {
     matmul_detail::gemm(*impl_, x, M, y, bias);
   }

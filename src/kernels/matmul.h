@@ -41,6 +41,16 @@ class MatMulWeight {
   std::shared_ptr<const Impl> impl_;
 };
 
+// Arithmetic of the GEMM path (M > a few rows). kF32 (default) accumulates exact float32
+// products. kBF16 rounds activations and weights to bfloat16 and uses AVX512_BF16 dot products
+// (~2x faster, ~3 significant digits per product); it is ignored on CPUs without AVX512_BF16
+// and never used for GEMV (decode), which is memory-bound anyway. Process-wide setting.
+enum class MatMulPrecision { kF32, kBF16 };
+void set_matmul_precision(MatMulPrecision p);
+MatMulPrecision matmul_precision();
+// True when kBF16 actually takes effect on this CPU.
+bool matmul_bf16_supported();
+
 // Unpacks element i of an MLX-packed row (reference helper, also used by tests).
 uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits);
 

@@ -30,5 +30,9 @@ void gemv(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, cons
 // Same for large M: weights dequantized into cache-sized f32 panels reused across all rows.
 void gemm(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
+// GEMM with bfloat16 dot products (AVX512_BF16); only call when bf16_gemm_supported().
+bool bf16_gemm_supported();
+void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+
 }  // namespace matmul_detail
 }  // namespace vlm

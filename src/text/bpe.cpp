@@ -1,7 +1,8 @@
 // Byte-pair encoding as in HF tokenizers' models/bpe: lowest-rank merge first (ties: leftmost), with
 // unk/fuse_unk, byte_fallback, continuing_subword_prefix / end_of_word_suffix and ignore_merges.
+#include <algorithm>
+#include <functional>
 #include <mutex>
-#include <queue>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -67,7 +68,11 @@ class Bpe : public Model {
   static constexpr size_t kCacheCapacity = 10000;
   static constexpr size_t kCacheMaxWord = 256;
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
 };
 
 Bpe::Bpe(const ModelSpec& spec) {
@@ -150,10 +155,9 @@ void Bpe::tokenize(std::string_view word, std::vector<int32_t>& out) const {
     merge_word(word, out);
     return;
   }
-  std::string key(word);
   {
     std::lock_guard<std::mutex> lock(cache_mu_);
-    auto it = cache_.find(key);
+    auto it = cache_.find(word);
     if (it != cache_.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
@@ -163,7 +167,7 @@ void Bpe::tokenize(std::string_view word, std::vector<int32_t>& out) const {
   merge_word(word, out);
   std::lock_guard<std::mutex> lock(cache_mu_);
   if (cache_.size() >= kCacheCapacity) cache_.clear();
-  cache_.emplace(std::move(key), std::vector<int32_t>(out.begin() + static_cast<ptrdiff_t>(start), out.end()));
+  cache_.emplace(std::string(word), std::vector<int32_t>(out.begin() + static_cast<ptrdiff_t>(start), out.end()));
 }
 
 struct Symbol {
@@ -222,16 +226,19 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
     syms[i].prev = i - 1;
     syms[i].next = i + 1 < n ? i + 1 : -1;
   }
-  thread_local std::vector<Candidate> heap_storage;
-  heap_storage.clear();
-  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap(std::greater<Candidate>(),
-                                                                                      std::move(heap_storage));
+  thread_local std::vector<Candidate> heap;
+  heap.clear();
+  const auto later = std::greater<Candidate>();
+  auto push = [&](int32_t pos, const uint64_t* m) {
+    heap.push_back({static_cast<uint32_t>(*m >> 32), pos, static_cast<int32_t>(*m & 0xffffffffu)});
+    std::push_heap(heap.begin(), heap.end(), later);
+  };
   for (int32_t i = 0; i + 1 < n; ++i)
-    if (const uint64_t* m = find_merge(syms[i].id, syms[i + 1].id))
-      heap.push({static_cast<uint32_t>(*m >> 32), i, static_cast<int32_t>(*m & 0xffffffffu)});
+    if (const uint64_t* m = find_merge(syms[i].id, syms[i + 1].id)) push(i, m);
   while (!heap.empty()) {
-    Candidate top = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), later);
+    Candidate top = heap.back();
+    heap.pop_back();
     Symbol& left = syms[top.pos];
     if (!left.alive || left.next < 0) continue;
     Symbol& right = syms[left.next];
@@ -242,11 +249,9 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
     left.next = right.next;
     if (right.next >= 0) syms[right.next].prev = top.pos;
     if (left.prev >= 0)
-      if (const uint64_t* pm = find_merge(syms[left.prev].id, left.id))
-        heap.push({static_cast<uint32_t>(*pm >> 32), left.prev, static_cast<int32_t>(*pm & 0xffffffffu)});
+      if (const uint64_t* pm = find_merge(syms[left.prev].id, left.id)) push(left.prev, pm);
     if (left.next >= 0)
-      if (const uint64_t* nm = find_merge(left.id, syms[left.next].id))
-        heap.push({static_cast<uint32_t>(*nm >> 32), top.pos, static_cast<int32_t>(*nm & 0xffffffffu)});
+      if (const uint64_t* nm = find_merge(left.id, syms[left.next].id)) push(top.pos, nm);
   }
   for (int32_t i = 0; i >= 0 && i < n; i = syms[i].next) out.push_back(syms[i].id);
 }

@@ -23,7 +23,6 @@ std::string render_jinja(const std::string& source, const nlohmann::json& contex
 // above dict iteration and `tojson` see keys alphabetically; Python keeps insertion order. Parse
 // contexts as ordered_json where key order matters (e.g. tool schemas printed with tojson).
 std::string render_chat_template(const std::string& source, const nlohmann::ordered_json& context);
-std::string render_jinja(const std::string& source, const nlohmann::ordered_json& context,
-                         const JinjaOptions& options);
+std::string render_jinja(const std::string& source, const nlohmann::ordered_json& context, const JinjaOptions& options);
 
 }  // namespace vlm

@@ -74,9 +74,8 @@ class Renderer {
     (*globals)["dict"] = Value::function("dict", [](CallArgs& a) { return make_dict(a, false); });
     (*globals)["namespace"] = Value::function("namespace", [](CallArgs& a) { return make_dict(a, true); });
     (*globals)["strftime_now"] = Value::function("strftime_now", strftime_now);
-    (*globals)["raise_exception"] = Value::function("raise_exception", [](CallArgs& a) -> Value {
-      fail("raise_exception: ", to_str(a.get(0, "message")));
-    });
+    (*globals)["raise_exception"] = Value::function(
+        "raise_exception", [](CallArgs& a) -> Value { fail("raise_exception: ", to_str(a.get(0, "message"))); });
     auto top = std::make_shared<Frame>();
     if (context.is_dict())
       for (const auto& [k, v] : context.dict().items) (*top)[to_str(k)] = v;
@@ -188,22 +187,24 @@ class Renderer {
       if (++iterations_ > limits_.max_loop_iterations)
         fail("chat template exceeded ", limits_.max_loop_iterations, " loop iterations");
       Value loop = Value::new_dict();
-      Dict& d = loop.dict();
-      d.set(Value("index"), Value(i + 1));
-      d.set(Value("index0"), Value(i));
-      d.set(Value("revindex"), Value(len - i));
-      d.set(Value("revindex0"), Value(len - i - 1));
-      d.set(Value("first"), Value(i == 0));
-      d.set(Value("last"), Value(i == len - 1));
-      d.set(Value("length"), Value(len));
-      d.set(Value("depth"), Value(1));
-      d.set(Value("depth0"), Value(0));
-      if (i > 0) d.set(Value("previtem"), items[static_cast<size_t>(i - 1)]);
-      if (i + 1 < len) d.set(Value("nextitem"), items[static_cast<size_t>(i + 1)]);
-      d.set(Value("cycle"), Value::function("loop.cycle", [i](CallArgs& a) {
-              if (a.positional.empty()) fail("loop.cycle() needs at least one argument");
-              return a.positional[static_cast<size_t>(i) % a.positional.size()];
-            }));
+      auto& d = loop.dict().items;
+      d.reserve(12);
+      auto put = [&](const char* k, Value v) { d.emplace_back(Value(k), std::move(v)); };
+      put("index", Value(i + 1));
+      put("index0", Value(i));
+      put("revindex", Value(len - i));
+      put("revindex0", Value(len - i - 1));
+      put("first", Value(i == 0));
+      put("last", Value(i == len - 1));
+      put("length", Value(len));
+      put("depth", Value(1));
+      put("depth0", Value(0));
+      if (i > 0) put("previtem", items[static_cast<size_t>(i - 1)]);
+      if (i + 1 < len) put("nextitem", items[static_cast<size_t>(i + 1)]);
+      put("cycle", Value::function("loop.cycle", [i](CallArgs& a) {
+            if (a.positional.empty()) fail("loop.cycle() needs at least one argument");
+            return a.positional[static_cast<size_t>(i) % a.positional.size()];
+          }));
       // Each iteration gets a fresh scope: a `set` in one iteration is not seen by the next (jinja2).
       scope_.back() = std::make_shared<Frame>();
       (*scope_.back())["loop"] = loop;
@@ -227,7 +228,8 @@ class Renderer {
       case ExprKind::GetAttr: {
         Value obj = eval(*target.args[0]);
         if (!obj.is_dict() || !obj.dict().is_namespace)
-          template_error(target.line, target.col, "cannot assign attribute '", target.name, "' on a non-namespace object");
+          template_error(target.line, target.col, "cannot assign attribute '", target.name,
+                         "' on a non-namespace object");
         obj.dict().set(Value(target.name), v);
         return;
       }

@@ -11,8 +11,8 @@ namespace vlm::jinja {
 
 struct RenderLimits {
   size_t max_output_bytes = size_t{64} << 20;
-  int max_call_depth = 200;                    // nested macro / caller invocations
-  uint64_t max_loop_iterations = 50'000'000;  // summed over all loops of one render
+  int max_call_depth = 200;                  // nested macro / caller invocations
+  uint64_t max_loop_iterations = 2'000'000;  // summed over all loops of one render
 };
 
 // `context` must be a dict; its entries shadow the built-in globals (range, namespace, dict,

@@ -1,10 +1,11 @@
 #include "text/jinja_filters.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <utf8proc.h>
 
 #include "core/error.h"
 #include "text/jinja_ops.h"
@@ -80,16 +81,20 @@ std::string jinja_title(const std::string& s) {
 }
 
 std::string indent(const std::string& s, const Value& width, bool first, bool blank) {
-  std::string ind = width.is_string() ? width.str() : std::string(static_cast<size_t>(std::max<int64_t>(0, to_index(width, "indent width"))), ' ');
+  std::string ind = width.is_string()
+                        ? width.str()
+                        : std::string(static_cast<size_t>(std::max<int64_t>(0, to_index(width, "indent width"))), ' ');
   CallArgs none;
   Value lines_v = get_attr(Value(s + "\n"), "splitlines");
   List lines = lines_v.func().fn(none).list();
   std::string rv;
-  if (blank) {
-    for (size_t i = 0; i < lines.size(); ++i) rv += (i ? "\n" + ind : "") + lines[i].str();
-  } else {
-    rv = lines.empty() ? "" : lines[0].str();
-    for (size_t i = 1; i < lines.size(); ++i) rv += "\n" + (lines[i].str().empty() ? "" : ind) + lines[i].str();
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string& line = lines[i].str();
+    if (i > 0) {
+      rv += '\n';
+      if (blank || !line.empty()) rv += ind;
+    }
+    rv += line;
   }
   return first ? ind + rv : rv;
 }
@@ -97,8 +102,9 @@ std::string indent(const std::string& s, const Value& width, bool first, bool bl
 bool is_word_char(char32_t c) {
   if (c == '_') return true;
   auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) || (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) ||
-         cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_MC;
+  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) || cat == UTF8PROC_CATEGORY_MN ||
+         cat == UTF8PROC_CATEGORY_MC;
 }
 
 Value round_value(const Value& v, int64_t precision, const std::string& method) {
@@ -217,7 +223,10 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
   if (name == "string") return in.is_string() ? in : Value(to_str(in));
   if (name == "safe") return in;
   if (name == "list") return Value(iterate(in, "list"));
-  if (name == "trim") return Value(str_strip(to_str(in), args.get(0, "chars").is_string() ? &args.get(0, "chars").str() : nullptr, true, true));
+  if (name == "trim") {
+    Value chars = args.get(0, "chars");
+    return Value(str_strip(to_str(in), chars.is_string() ? &chars.str() : nullptr, true, true));
+  }
   if (name == "upper") return Value(str_upper(to_str(in)));
   if (name == "lower") return Value(str_lower(to_str(in)));
   if (name == "capitalize") return Value(str_capitalize(to_str(in)));
@@ -302,7 +311,8 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
     for (const Value& v : iterate(in, "map")) out.push_back(apply_filter(filter, v, rest));
     return Value(std::move(out));
   }
-  if (name == "select" || name == "reject") return Value(select(iterate(in, name.c_str()), args, false, name == "select"));
+  if (name == "select" || name == "reject")
+    return Value(select(iterate(in, name.c_str()), args, false, name == "select"));
   if (name == "selectattr" || name == "rejectattr")
     return Value(select(iterate(in, name.c_str()), args, true, name == "selectattr"));
   if (name == "attr") {
@@ -313,7 +323,8 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
     }
     return get_attr(in, to_str(args.get(0, "name")));
   }
-  if (name == "int") return to_int(in, args.get(0, "default", Value(int64_t{0})), to_index(args.get(1, "base", Value(10)), "base"));
+  if (name == "int")
+    return to_int(in, args.get(0, "default", Value(int64_t{0})), to_index(args.get(1, "base", Value(10)), "base"));
   if (name == "float") return to_float(in, args.get(0, "default", Value(0.0)));
   if (name == "abs") {
     if (in.is_float()) return Value(std::fabs(in.as_double()));
@@ -322,7 +333,8 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
   }
   if (name == "round") {
     if (!in.is_number()) fail("round: expected a number, got ", in.type_name());
-    return round_value(in, to_index(args.get(0, "precision", Value(0)), "precision"), to_str(args.get(1, "method", Value("common"))));
+    return round_value(in, to_index(args.get(0, "precision", Value(0)), "precision"),
+                       to_str(args.get(1, "method", Value("common"))));
   }
   if (name == "sum") {
     Value attr = args.get(0, "attribute", Value::none());
@@ -337,7 +349,8 @@ Value apply_filter(const std::string& name, const Value& in, CallArgs& args) {
     int64_t marg = width - static_cast<int64_t>(u.size());
     if (marg <= 0) return Value(to_str(in));
     int64_t left = marg / 2 + (marg & width & 1);
-    return Value(std::string(static_cast<size_t>(left), ' ') + to_str(in) + std::string(static_cast<size_t>(marg - left), ' '));
+    return Value(std::string(static_cast<size_t>(left), ' ') + to_str(in) +
+                 std::string(static_cast<size_t>(marg - left), ' '));
   }
   if (name == "indent")
     return Value(indent(to_str(in), args.get(0, "width", Value(4)), args.get(1, "first", Value(false)).truthy(),

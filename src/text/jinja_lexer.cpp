@@ -9,9 +9,15 @@
 namespace vlm::jinja {
 namespace {
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+bool is_name_start(char c) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_';
+}
+bool is_name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+}
 
 // jinja2 normalizes every newline sequence to "\n" and drops one trailing newline by default.
 std::string normalize(const std::string& src, bool keep_trailing_newline) {
@@ -165,7 +171,8 @@ class Lexer {
       if (depth == 0) {
         char mod = '\0';
         size_t q = p;
-        if ((src_[q] == '-' || (!is_var && src_[q] == '+')) && q + 1 < src_.size() && src_[q + 1] == close) mod = src_[q++];
+        if ((src_[q] == '-' || (!is_var && src_[q] == '+')) && q + 1 < src_.size() && src_[q + 1] == close)
+          mod = src_[q++];
         if (src_[q] == close && q + 1 < src_.size() && src_[q + 1] == '}') {
           tokens_.push_back(Token{is_var ? TokenType::VarEnd : TokenType::BlockEnd, "", 0, 0, line, col});
           q += 2;
@@ -203,15 +210,17 @@ class Lexer {
 
   size_t lex_number(size_t p, bool integer_only, int line, int col) {
     auto digits = [&](size_t q) {
-      while (q < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[q])) ||
-                                 (src_[q] == '_' && q + 1 < src_.size() && std::isdigit(static_cast<unsigned char>(src_[q + 1])))))
+      while (q < src_.size() &&
+             (std::isdigit(static_cast<unsigned char>(src_[q])) ||
+              (src_[q] == '_' && q + 1 < src_.size() && std::isdigit(static_cast<unsigned char>(src_[q + 1])))))
         ++q;
       return q;
     };
     size_t b = p;
     p = digits(p);
     bool is_float = false;
-    if (!integer_only && p + 1 < src_.size() && src_[p] == '.' && std::isdigit(static_cast<unsigned char>(src_[p + 1]))) {
+    if (!integer_only && p + 1 < src_.size() && src_[p] == '.' &&
+        std::isdigit(static_cast<unsigned char>(src_[p + 1]))) {
       p = digits(p + 1);
       is_float = true;
     }
@@ -247,7 +256,8 @@ class Lexer {
       for (size_t i = 0; i < n; ++i) {
         char h = src_[p + i];
         if (!std::isxdigit(static_cast<unsigned char>(h))) template_error(line, col, "bad escape in string literal");
-        v = v * 16 + static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+        v = v * 16 +
+            static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
       }
       p += n;
       return v;

@@ -18,9 +18,15 @@ int64_t checked(F op_fn, int64_t x, int64_t y, const std::string& op) {
   if (op_fn(x, y, &r)) fail("integer overflow in '", op, "'");
   return r;
 }
-bool add_ovf(int64_t x, int64_t y, int64_t* r) { return __builtin_add_overflow(x, y, r); }
-bool sub_ovf(int64_t x, int64_t y, int64_t* r) { return __builtin_sub_overflow(x, y, r); }
-bool mul_ovf(int64_t x, int64_t y, int64_t* r) { return __builtin_mul_overflow(x, y, r); }
+bool add_ovf(int64_t x, int64_t y, int64_t* r) {
+  return __builtin_add_overflow(x, y, r);
+}
+bool sub_ovf(int64_t x, int64_t y, int64_t* r) {
+  return __builtin_sub_overflow(x, y, r);
+}
+bool mul_ovf(int64_t x, int64_t y, int64_t* r) {
+  return __builtin_mul_overflow(x, y, r);
+}
 
 Value repeat(const Value& seq, int64_t n) {
   if (n < 0) n = 0;
@@ -85,7 +91,8 @@ Value string_method(const std::string& s, const std::string& name) {
   auto bind = [&](NativeFn fn) { return Value::function("str." + name, std::move(fn)); };
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     bool l = name != "rstrip", r = name != "lstrip";
-    return bind([s, l, r, name](CallArgs& a) { return Value(str_strip(s, opt_str(a.get(0, "chars"), name.c_str()), l, r)); });
+    return bind(
+        [s, l, r, name](CallArgs& a) { return Value(str_strip(s, opt_str(a.get(0, "chars"), name.c_str()), l, r)); });
   }
   if (name == "upper") return bind([s](CallArgs&) { return Value(str_upper(s)); });
   if (name == "lower") return bind([s](CallArgs&) { return Value(str_lower(s)); });
@@ -99,7 +106,8 @@ Value string_method(const std::string& s, const std::string& name) {
       for (const Value& o : options) {
         if (!o.is_string()) fail("str.startswith/endswith argument must be str or a tuple of str");
         const std::string& x = o.str();
-        if (x.size() <= s.size() && (start ? s.compare(0, x.size(), x) : s.compare(s.size() - x.size(), x.size(), x)) == 0)
+        if (x.size() <= s.size() &&
+            (start ? s.compare(0, x.size(), x) : s.compare(s.size() - x.size(), x.size(), x)) == 0)
           return Value(true);
       }
       return Value(false);
@@ -108,7 +116,8 @@ Value string_method(const std::string& s, const std::string& name) {
   if (name == "split" || name == "rsplit") {
     bool right = name == "rsplit";
     return bind([s, right](CallArgs& a) {
-      const std::string* sep = opt_str(a.get(0, "sep"), "split");
+      Value sep_v = a.get(0, "sep");
+      const std::string* sep = opt_str(sep_v, "split");
       if (sep && sep->empty()) fail("str.split: empty separator");
       long maxsplit = static_cast<long>(to_index(a.get(1, "maxsplit", Value(-1)), "maxsplit"));
       std::vector<std::string> parts;
@@ -142,7 +151,8 @@ Value string_method(const std::string& s, const std::string& name) {
     return bind([s](CallArgs& a) {
       Value from = a.get(0, "old"), to = a.get(1, "new");
       if (!from.is_string() || !to.is_string()) fail("str.replace arguments must be str");
-      return Value(str_replace(s, from.str(), to.str(), static_cast<long>(to_index(a.get(2, "count", Value(-1)), "count"))));
+      return Value(
+          str_replace(s, from.str(), to.str(), static_cast<long>(to_index(a.get(2, "count", Value(-1)), "count"))));
     });
   if (name == "find" || name == "rfind" || name == "index" || name == "count") {
     return bind([s, name](CallArgs& a) {
@@ -176,7 +186,8 @@ Value string_method(const std::string& s, const std::string& name) {
       return Value(std::move(out));
     });
   if (name == "format") return bind([s](CallArgs& a) { return Value(brace_format(s, a)); });
-  if (name == "isdigit") return bind([s](CallArgs&) { return Value(all_chars(s, [](char32_t c) { return c >= '0' && c <= '9'; })); });
+  if (name == "isdigit")
+    return bind([s](CallArgs&) { return Value(all_chars(s, [](char32_t c) { return c >= '0' && c <= '9'; })); });
   if (name == "isspace") return bind([s](CallArgs&) { return Value(all_chars(s, is_space)); });
   if (name == "isalpha" || name == "isalnum")
     return bind([s, name](CallArgs&) {
@@ -212,8 +223,10 @@ Value dict_method(const Value& d, const std::string& name) {
     return Value::function("dict." + name, [d, name](CallArgs&) {
       List out;
       for (const auto& [k, v] : d.dict().items) {
-        if (name == "items") out.push_back(Value::tuple(List{k, v}));
-        else out.push_back(name == "keys" ? k : v);
+        if (name == "items")
+          out.push_back(Value::tuple(List{k, v}));
+        else
+          out.push_back(name == "keys" ? k : v);
       }
       return Value(std::move(out));
     });
@@ -419,9 +432,12 @@ std::string percent_format(const std::string& fmt, const Value& args) {
     }
     if (next >= list.size()) fail("format: not enough arguments for format string");
     const Value& v = list[next++];
-    if (c == 's') out += to_str(v);
-    else if (c == 'r') out += to_repr(v);
-    else if (c == 'd' || c == 'i') out += std::to_string(v.is_float() ? static_cast<int64_t>(v.as_double()) : to_index(v, "%d"));
+    if (c == 's')
+      out += to_str(v);
+    else if (c == 'r')
+      out += to_repr(v);
+    else if (c == 'd' || c == 'i')
+      out += std::to_string(v.is_float() ? static_cast<int64_t>(v.as_double()) : to_index(v, "%d"));
     else if (c == 'f') {
       char buf[64];
       std::snprintf(buf, sizeof buf, "%f", v.as_double());
@@ -439,7 +455,7 @@ std::string brace_format(const std::string& fmt, const CallArgs& args) {
   size_t auto_index = 0;
   for (size_t i = 0; i < fmt.size(); ++i) {
     char c = fmt[i];
-    if (c == '}' ) {
+    if (c == '}') {
       if (i + 1 < fmt.size() && fmt[i + 1] == '}') ++i;
       out += '}';
       continue;

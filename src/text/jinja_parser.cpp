@@ -93,7 +93,11 @@ class Parser {
     while (true) {
       const Token& t = cur();
       if (t.type == TokenType::Eof) {
-        if (ends.size()) error_here("unexpected end of template, expected '{% ", *ends.begin(), " %}'");
+        if (ends.size()) {
+          std::string names;
+          for (std::string_view e : ends) names += (names.empty() ? "'" : ", '") + std::string(e) + "'";
+          error_here("unexpected end of template, expected one of ", names);
+        }
         return body;
       }
       if (t.type == TokenType::Text) {
@@ -355,9 +359,8 @@ class Parser {
     ExprPtr cmp;
     while (true) {
       std::string op;
-      if (cur().type == TokenType::Operator &&
-          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == "<=" || cur().text == ">" ||
-           cur().text == ">=")) {
+      if (cur().type == TokenType::Operator && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
+                                                cur().text == "<=" || cur().text == ">" || cur().text == ">=")) {
         op = next().text;
       } else if (accept_name("in")) {
         op = "in";

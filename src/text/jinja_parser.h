@@ -54,10 +54,10 @@ using Body = std::vector<NodePtr>;
 struct Node {
   NodeKind kind;
   int line = 0, col = 0;
-  std::string text;     // Text: literal output
-  ExprPtr expr;         // Output value, For iterable, Set value, CallBlock call, FilterBlock/SetBlock filter
-  ExprPtr target;       // For / Set / SetBlock target
-  ExprPtr condition;    // For: inline `if` filter
+  std::string text;   // Text: literal output
+  ExprPtr expr;       // Output value, For iterable, Set value, CallBlock call, FilterBlock/SetBlock filter
+  ExprPtr target;     // For / Set / SetBlock target
+  ExprPtr condition;  // For: inline `if` filter
   std::vector<std::pair<ExprPtr, Body>> branches;  // If: (condition, body); a null condition is `else`
   Body body, else_body;
   std::string name;                 // Macro name

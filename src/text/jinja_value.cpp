@@ -14,7 +14,9 @@ Value Value::function(std::string name, NativeFn fn) {
   return Value(std::make_shared<Function>(Function{std::move(name), std::move(fn)}));
 }
 
-Value Value::new_dict() { return Value(std::make_shared<Dict>()); }
+Value Value::new_dict() {
+  return Value(std::make_shared<Dict>());
+}
 
 int64_t Value::as_int() const {
   if (is_bool()) return as_bool() ? 1 : 0;
@@ -383,7 +385,11 @@ static Value convert_json(const J& j) {
   }
 }
 
-Value from_json(const nlohmann::json& j) { return convert_json(j); }
-Value from_json(const nlohmann::ordered_json& j) { return convert_json(j); }
+Value from_json(const nlohmann::json& j) {
+  return convert_json(j);
+}
+Value from_json(const nlohmann::ordered_json& j) {
+  return convert_json(j);
+}
 
 }  // namespace vlm::jinja

@@ -79,7 +79,7 @@ class Value {
   bool is_function() const { return kind() == Kind::Function; }
 
   bool as_bool() const { return std::get<bool>(v_); }
-  int64_t as_int() const;  // bool or int
+  int64_t as_int() const;    // bool or int
   double as_double() const;  // any number
   const std::string& str() const { return std::get<std::string>(v_); }
   const List& list() const { return *std::get<std::shared_ptr<List>>(v_); }

@@ -1,6 +1,7 @@
 #include "text/pre_tokenizer.h"
 
 #include <algorithm>
+#include <array>
 #include <functional>
 
 #include "core/error.h"
@@ -142,11 +143,19 @@ class ByteLevel : public PreTokenizer {
     if (use_regex_)
       split_all(pieces, SplitBehavior::kIsolated,
                 [&](const std::string& s) { return ranges_to_matches(s.size(), regex_->find_all(s)); });
+    static const auto table = [] {  // byte -> its 1-2 byte UTF-8 stand-in, without string indirection
+      std::array<std::array<char, 3>, 256> t{};
+      for (int b = 0; b < 256; ++b) {
+        const std::string& u = byte_to_unicode(static_cast<uint8_t>(b));
+        t[b] = {u[0], u.size() > 1 ? u[1] : '\0', static_cast<char>(u.size())};
+      }
+      return t;
+    }();
+    std::string mapped;
     for (Piece& p : pieces) {
-      std::string mapped;
-      mapped.reserve(p.text.size() * 2);
-      for (unsigned char c : p.text) mapped += byte_to_unicode(c);
-      p.text = std::move(mapped);
+      mapped.clear();
+      for (unsigned char c : p.text) mapped.append(table[c].data(), static_cast<size_t>(table[c][2]));
+      p.text.swap(mapped);
     }
   }
 

@@ -19,8 +19,9 @@ std::string error_of(const std::string& src, const nlohmann::json& ctx = nlohman
 }
 
 TEST(ChatErrors, SyntaxErrorsNameLineAndColumn) {
-  EXPECT_NE(error_of("line1\n  {{ 1 + }}").find("line 2, column 10"), std::string::npos) << error_of("line1\n  {{ 1 + }}");
-  EXPECT_NE(error_of("{% if x %}\nno end").find("endif"), std::string::npos);
+  EXPECT_NE(error_of("line1\n  {{ 1 + }}").find("line 2, column 10"), std::string::npos)
+      << error_of("line1\n  {{ 1 + }}");
+  EXPECT_NE(error_of("{% if x %}\nno end").find("'endif'"), std::string::npos) << error_of("{% if x %}\nno end");
   EXPECT_NE(error_of("ab\n{% frobnicate %}").find("line 2, column 4"), std::string::npos);
   EXPECT_NE(error_of("{{ 'unterminated }}").find("unterminated string"), std::string::npos);
   EXPECT_NE(error_of("{{ x @ y }}").find("unexpected character"), std::string::npos);
@@ -29,7 +30,7 @@ TEST(ChatErrors, SyntaxErrorsNameLineAndColumn) {
 
 TEST(ChatErrors, RuntimeErrorsNameTheirLocation) {
   std::string e = error_of("ok\n\n   {{ 1 + 'a' }}");
-  EXPECT_NE(e.find("line 3, column 8"), std::string::npos) << e;
+  EXPECT_NE(e.find("line 3, column 9"), std::string::npos) << e;
   EXPECT_NE(e.find("unsupported operand"), std::string::npos) << e;
   e = error_of("{{ x | nosuch }}", {{"x", 1}});
   EXPECT_NE(e.find("no filter named 'nosuch'"), std::string::npos) << e;
@@ -43,13 +44,18 @@ TEST(ChatErrors, RaiseExceptionCarriesTheMessage) {
 }
 
 TEST(ChatErrors, PathologicalTemplatesFailCleanly) {
-  EXPECT_NE(error_of(std::string(5000, '(') + "1" + std::string(5000, ')')).find("nesting"), std::string::npos);
-  EXPECT_NE(error_of("{{ '{{' }}" + std::string(3000, '[')).find("error"), std::string::npos);
+  EXPECT_NE(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").find("nesting"),
+            std::string::npos);
+  EXPECT_NE(error_of("{{ '{{' }}{{" + std::string(3000, '[')).find("chat template error"), std::string::npos);
+  std::string deep_blocks;
+  for (int i = 0; i < 1000; ++i) deep_blocks += "{% if true %}";
+  EXPECT_NE(error_of(deep_blocks).find("nesting"), std::string::npos);
   EXPECT_NE(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").find("recursion"), std::string::npos);
   EXPECT_NE(error_of("{{ 'x' * 100000000000 }}").find("too large"), std::string::npos);
   EXPECT_NE(error_of("{{ range(10000000000) | length }}").find("too long"), std::string::npos);
-  EXPECT_NE(error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").find("iterations"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").find("iterations"),
+      std::string::npos);
   EXPECT_NE(error_of("{% set s = 'xxxxxxxxxxxxxxxx' * 1000000 %}{% for i in range(100) %}{{ s }}{% endfor %}")
                 .find("output exceeds"),
             std::string::npos);

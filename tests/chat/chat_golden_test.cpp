@@ -46,7 +46,8 @@ TEST(ChatGolden, AllCasesMatchPythonJinja2) {
     opt.lstrip_blocks = o.value("lstrip_blocks", true);
     opt.keep_trailing_newline = o.value("keep_trailing_newline", false);
     if (c.contains("error")) {
-      EXPECT_THROW(vlm::render_jinja(source, c["context"], opt), vlm::Error) << name << ": jinja2 raised " << c["error"];
+      EXPECT_THROW(vlm::render_jinja(source, c["context"], opt), vlm::Error)
+          << name << ": jinja2 raised " << c["error"];
       ++errors;
       continue;
     }

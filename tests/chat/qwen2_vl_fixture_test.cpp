@@ -10,7 +10,9 @@
 
 namespace {
 
-std::string shared_dir() { return VLM_SHARED_DIR; }
+std::string shared_dir() {
+  return VLM_SHARED_DIR;
+}
 
 TEST(ChatTemplateFixture, Qwen2VlRendersEveryCase) {
   std::string tpl_path = shared_dir() + "/assets/qwen2-vl-2b-instruct/chat_template.json";

@@ -84,7 +84,8 @@ std::vector<float> random_vec(std::mt19937& rng, int64_t n) {
   return v;
 }
 
-void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool with_bias, const std::string& what) {
+void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool with_bias, const std::string& what,
+                   double tol = 2e-6) {
   const int64_t N = r.w.rows(), K = r.w.cols();
   std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N);
   std::vector<float> y(size_t(M * N), NAN);
@@ -98,7 +99,7 @@ void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool with_b
         scale += std::fabs(x[size_t(m * K + k)]) * r.mag[size_t(n * K + k)];
       }
       double got = y[size_t(m * N + n)];
-      if (!(std::fabs(got - ref) <= 2e-6 * scale) && ++bad <= 3)
+      if (!(std::fabs(got - ref) <= tol * scale) && ++bad <= 3)
         ADD_FAILURE() << what << " M=" << M << " m=" << m << " n=" << n << ": got " << got << " want " << ref
                       << " (scale " << scale << ")";
     }
@@ -197,6 +198,22 @@ TEST(MatMul, EverySimdTarget) {
       for (int64_t M : {1, 2, 5, 13}) check_forward(w, M, rng, true, std::string("target ") + hwy::TargetName(target));
   }
   hwy::SetSupportedTargetsForTest(0);
+}
+
+// Opt-in bf16 dot products: every operand rounded to 8 significant bits, so ~0.4% per product.
+TEST(MatMul, Bf16PrecisionMode) {
+  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+  std::mt19937 rng(8);
+  std::vector<RefWeight> ws;
+  ws.push_back(make_quant(rng, 45, 640, 4, 64, DType::BF16));
+  ws.push_back(make_quant(rng, 33, 384, 3, 128, DType::F32));
+  ws.push_back(make_dense(rng, 70, 259, DType::BF16));  // odd K: zero-padded last pair
+  ws.push_back(make_dense(rng, 64, 512, DType::F32));
+  set_matmul_precision(MatMulPrecision::kBF16);
+  for (const auto& w : ws)
+    for (int64_t M : {1, 7, 8, 64, 129}) check_forward(w, M, rng, M % 2 == 1, "bf16 mode", 8e-3);
+  set_matmul_precision(MatMulPrecision::kF32);
+  EXPECT_EQ(matmul_precision(), MatMulPrecision::kF32);
 }
 
 TEST(MatMul, RejectsBadShapes) {

@@ -116,6 +116,25 @@ INSTANTIATE_TEST_SUITE_P(AllCases, Qwen2VLCaseModel,
                            return s;
                          });
 
+// Block-diagonal vision attention: two images encoded together equal each encoded alone.
+TEST(Qwen2VLVision, ImagesTogetherEqualImagesAlone) {
+  if (!have_fixtures()) GTEST_SKIP() << "no fixtures at " << fixture_dir();
+  Case c = load_case("03_two_images");
+  const Qwen2VLModel& m = model("tiny-bf16");
+  std::vector<Grid> grids = grids_of(c, "image_grid_thw");
+  Qwen2VLVisionTrace trace;
+  std::vector<float> together = m.encode_vision(c.get("pixel_values"), grids, &trace);
+  EXPECT_LE(max_abs_diff(together.data(), c.floats("tiny-bf16.image_features").data(), together.size()), 1e-4f);
+  EXPECT_EQ(trace.patch_embed.size(), size_t(124 * 32));
+  std::vector<Tensor> items = split_items(c, "pixel_values", grids);
+  std::vector<float> alone = m.encode_vision(items[0], {grids[0]});
+  std::vector<float> second = m.encode_vision(items[1], {grids[1]});
+  alone.insert(alone.end(), second.begin(), second.end());
+  ASSERT_EQ(alone.size(), together.size());
+  EXPECT_LE(max_abs_diff(alone.data(), together.data(), alone.size()), 1e-5f);
+  EXPECT_THROW(m.encode_vision(c.get("pixel_values"), {grids[0]}), Error);
+}
+
 class Qwen2VLCase : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {

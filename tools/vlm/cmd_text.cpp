@@ -74,6 +74,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
       {"model", true, false, "model directory or Hugging Face id (tokenizer files suffice)", "DIR|ID"},
       {"messages", true, false, "JSON list of {role, content}", "FILE.json"},
       {"no-generation-prompt", false, false, "do not append the assistant turn opener"},
+      {"add-vision-id", false, false, "number images/videos (\"Picture 1:\") where the template supports it"},
   };
   for (auto& o : runtime_options()) cmd.options.push_back(o);
   Args args = Args::parse(cmd, argv);
@@ -81,7 +82,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
   std::string model = args.require("model");
   std::string messages = read_text_file(args.require("messages"));
   TextProcessor tp = TextProcessor::load(model, load_options(args));
-  std::string out = tp.apply_chat_template(messages, !args.flag("no-generation-prompt"));
+  std::string out = tp.apply_chat_template(messages, !args.flag("no-generation-prompt"), args.flag("add-vision-id"));
   std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }

@@ -1,0 +1,42 @@
+// Server internals shared by server.cpp (HTTP plumbing, lifecycle) and chat_handler.cpp (completions).
+#pragma once
+#include <httplib.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+#include "server/api_error.h"
+#include "server/scheduler.h"
+#include "server/server.h"
+
+namespace vlm::server {
+
+struct ChatJob;  // one chat completion in flight (chat_handler.cpp)
+
+struct Server::Impl {
+  Impl(ModelContext m, ServerOptions o);
+
+  ModelContext model;
+  ServerOptions options;
+  int64_t ctx_size = 0;  // effective prompt + completion limit
+  Scheduler scheduler;
+  httplib::Server http;
+  int bound_port = -1;
+
+  std::atomic<int64_t> requests{0}, completed{0}, failed{0}, disconnected{0}, tokens_generated{0};
+  std::atomic<bool> cancel_all{false};  // set when the shutdown grace period ran out
+  std::atomic<bool> stopping{false};
+  std::atomic<int> run_state{0};  // 0: run() not entered, 1: serving, 2: returned
+  std::once_flag shutdown_once;
+
+  void set_routes();
+  void handle_chat(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+  void stream_completion(ChatJob& job, httplib::DataSink& sink);
+  void check_auth(const httplib::Request& req) const;
+  void check_model(const std::string& name) const;
+  void send_error(httplib::Response& res, const ApiError& e);
+  void log(const httplib::Request& req, int status, const std::string& note) const;
+};
+
+}  // namespace vlm::server

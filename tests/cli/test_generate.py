@@ -1,0 +1,152 @@
+"""`vlm generate` against the Qwen2-VL oracle fixtures and the trained demo model."""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clitest import main, run, run_json, shared  # noqa: E402
+
+QWEN = shared("fixtures", "qwen2_vl")
+DEMO = shared("demo")
+
+
+def load_case(name):
+    with open(os.path.join(QWEN, "cases", name + ".json")) as f:
+        return json.load(f)
+
+
+class FixtureGreedy(unittest.TestCase):
+    """Greedy ids of the tiny random-weight model (16 tokens) equal the PyTorch reference."""
+
+    def check_case(self, name, model="tiny-bf16"):
+        case = load_case(name)
+        # The case paths are relative to the fixture folder: write the chat beside a link to it so that
+        # relative-path resolution against the JSON file's folder is exercised too.
+        with tempfile.TemporaryDirectory() as tmp:
+            os.symlink(os.path.join(QWEN, "images"), os.path.join(tmp, "images"))
+            messages = json.loads(json.dumps(case["messages"]).replace("../../images/", shared("images") + "/"))
+            path = os.path.join(tmp, "chat.json")
+            with open(path, "w") as f:
+                json.dump(messages, f)
+            out = run_json("generate", "--model", os.path.join(QWEN, model), "--messages", path,
+                           "--temperature", "0", "--max-tokens", "16", "--json")
+        expected = case["models"][model]["generated_ids"]
+        self.assertEqual(out["token_ids"], expected)
+        self.assertEqual(out["finish_reason"], "length" if len(expected) == 16 else "stop")
+        self.assertEqual(out["stats"]["prompt_tokens"], case["num_tokens"])
+        self.assertEqual(out["stats"]["generated_tokens"], len(expected))
+
+    def test_text_only(self):
+        self.check_case("01_text_only")
+
+    def test_one_image(self):
+        self.check_case("02_one_image")
+
+    def test_two_images(self):
+        self.check_case("03_two_images")
+
+    def test_video_frames(self):
+        self.check_case("06_video_4frames")
+
+    def test_multi_turn(self):
+        self.check_case("07_multi_turn")
+
+    def test_system_text_image_text(self):
+        self.check_case("08_system_text_image_text")
+
+    def test_mlx_4bit(self):
+        self.check_case("02_one_image", "tiny-mlx-4bit")
+
+    def test_prompt_and_image_flags(self):
+        case = load_case("02_one_image")
+        out = run_json("generate", "--model", os.path.join(QWEN, "tiny-bf16"), "--image", shared("images", "astronaut.png"),
+                       "--prompt", "Describe this image.", "--temperature", "0", "--max-tokens", "16", "--json",
+                       "--logprobs", "3")
+        self.assertEqual(out["token_ids"], case["models"]["tiny-bf16"]["generated_ids"])
+        self.assertEqual(len(out["logprobs"]), 16)
+        for lp, tid in zip(out["logprobs"], out["token_ids"]):
+            self.assertEqual(lp["id"], tid)
+            self.assertEqual(len(lp["top_logprobs"]), 3)
+            # Greedy: the chosen token is the most likely one, and probabilities are <= 1.
+            self.assertEqual(lp["top_logprobs"][0]["id"], tid)
+            self.assertLessEqual(lp["logprob"], 0.0)
+            values = [t["logprob"] for t in lp["top_logprobs"]]
+            self.assertEqual(values, sorted(values, reverse=True))
+
+
+class DemoCaptions(unittest.TestCase):
+    """The trained demo model captions its sample pictures exactly."""
+
+    def setUp(self):
+        with open(os.path.join(DEMO, "cases.json")) as f:
+            self.cases = json.load(f)
+
+    def caption(self, model, image, *extra):
+        _, out, err = run("generate", "--model", os.path.join(DEMO, model), "--image", os.path.join(DEMO, "images", image),
+                          "--prompt", "Describe the image.", "--temperature", "0", "--max-tokens", "16", *extra)
+        return out, err
+
+    def test_streamed_caption_and_stats(self):
+        out, err = self.caption("qwen2-vl-shapes-4bit", "shapes_02.png")
+        self.assertEqual(out, "A purple circle above a red square.\n")
+        for word in ("prompt:", "tokens/s", "image encode:", "peak memory:"):
+            self.assertIn(word, err)
+
+    def test_json_ids_match_reference(self):
+        for model in ("qwen2-vl-shapes", "qwen2-vl-shapes-4bit"):
+            for case in self.cases["cases"]:
+                image = os.path.basename(case["image"])
+                _, out, _ = run("generate", "--model", os.path.join(DEMO, model), "--image",
+                                os.path.join(DEMO, "images", image), "--prompt", "Describe the image.",
+                                "--temperature", "0", "--max-tokens", "16", "--json")
+                j = json.loads(out)
+                self.assertEqual(j["token_ids"], case["models"][model]["generated_ids"], (model, image))
+                self.assertEqual(j["text"], case["expected_caption"])
+                self.assertEqual(j["finish_reason"], "stop")
+
+    def test_stop_string_is_not_emitted(self):
+        _, out, _ = run("generate", "--model", os.path.join(DEMO, "qwen2-vl-shapes-4bit"), "--image",
+                        os.path.join(DEMO, "images", "shapes_02.png"), "--prompt", "Describe the image.",
+                        "--temperature", "0", "--stop", "ve a r", "--json")
+        j = json.loads(out)
+        self.assertEqual(j["text"], "A purple circle abo")
+        self.assertEqual(j["finish_reason"], "stop")
+
+    def test_max_tokens_gives_length(self):
+        _, out, _ = run("generate", "--model", os.path.join(DEMO, "qwen2-vl-shapes-4bit"), "--image",
+                        os.path.join(DEMO, "images", "shapes_02.png"), "--prompt", "Describe the image.",
+                        "--max-tokens", "3", "--json")
+        j = json.loads(out)
+        self.assertEqual(j["finish_reason"], "length")
+        self.assertEqual(len(j["token_ids"]), 3)
+        self.assertEqual(j["text"], "A purple circle")
+
+    def test_seeded_sampling_is_reproducible(self):
+        args = ("generate", "--model", os.path.join(DEMO, "qwen2-vl-shapes-4bit"), "--image",
+                os.path.join(DEMO, "images", "shapes_02.png"), "--prompt", "Describe the image.",
+                "--temperature", "5", "--top-k", "50", "--seed", "11", "--max-tokens", "8", "--json")
+        a = run_json(*args)
+        b = run_json(*args)
+        self.assertEqual(a["token_ids"], b["token_ids"])
+
+    def test_data_url_and_openai_parts(self):
+        import base64
+        with open(os.path.join(DEMO, "images", "shapes_02.png"), "rb") as f:
+            data = base64.b64encode(f.read()).decode()
+        messages = [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + data}},
+            {"type": "text", "text": "Describe the image."}]}]
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(messages, f)
+        try:
+            j = run_json("generate", "--model", os.path.join(DEMO, "qwen2-vl-shapes-4bit"), "--messages", f.name,
+                         "--temperature", "0", "--json")
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(j["text"], "A purple circle above a red square.")
+
+
+if __name__ == "__main__":
+    main()
