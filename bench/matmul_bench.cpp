@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -50,10 +51,16 @@ const MatMulWeight& weight(int format, int64_t N, int64_t K) {
   return cache.emplace(key, std::move(w)).first->second;
 }
 
-// Args: format, M, N, K.
+// Args: format, M, N, K, precision (0 = f32 default, 1 = opt-in bf16 dot products).
 void BM_MatMul(benchmark::State& state) {
   const int format = int(state.range(0));
   const int64_t M = state.range(1), N = state.range(2), K = state.range(3);
+  const bool bf16 = state.range(4) != 0;
+  if (bf16 && !vlm::matmul_bf16_supported()) {
+    state.SkipWithError("no AVX512_BF16");
+    return;
+  }
+  vlm::set_matmul_precision(bf16 ? vlm::MatMulPrecision::kBF16 : vlm::MatMulPrecision::kF32);
   const MatMulWeight& w = weight(format, N, K);
   std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
   std::mt19937 rng(5);
@@ -67,18 +74,21 @@ void BM_MatMul(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(double(w.weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(2e-9 * double(M) * double(N) * double(K), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64");
+  state.SetLabel(std::string(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64") +
+                 (bf16 ? " bf16-dot" : ""));
+  vlm::set_matmul_precision(vlm::MatMulPrecision::kF32);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int f : {kBF16, kQ4, kQ8}) {
-    b->Args({f, 1, 256, 1536});  // L2-resident: compute-bound speed
+    b->Args({f, 1, 256, 1536, 0});  // L2-resident: compute-bound speed
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
-      b->Args({f, 1, N, K});
-    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}}) b->Args({f, 512, N, K});
+      b->Args({f, 1, N, K, 0});
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}})
+      for (int bf16 : {0, 1}) b->Args({f, 512, N, K, bf16});
   }
 }
-BENCHMARK(BM_MatMul)->Apply(Shapes)->ArgNames({"fmt", "M", "N", "K"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MatMul)->Apply(Shapes)->ArgNames({"fmt", "M", "N", "K", "bf16dot"})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -13,8 +13,10 @@ namespace vlm {
 namespace {
 
 void gelu(const std::string& act, float* x, int64_t n) {
-  if (act == "gelu") gelu_erf(x, n);
-  else gelu_tanh(x, n);
+  if (act == "gelu")
+    gelu_erf(x, n);
+  else
+    gelu_tanh(x, n);
 }
 
 // The first prefix under which `probe` exists, or "" when none does.
@@ -58,8 +60,8 @@ PaliGemmaModel::PaliGemmaModel(const Checkpoint& ckpt) {
   const std::string where = ckpt.dir() + "/config.json";
   cfg_ = PaliGemmaConfig::from_json(ckpt.config(), where);
 
-  std::string vision = find_prefix(ckpt, {"vision_tower.vision_model.", "model.vision_tower.vision_model."},
-                                   "post_layernorm.weight");
+  std::string vision =
+      find_prefix(ckpt, {"vision_tower.vision_model.", "model.vision_tower.vision_model."}, "post_layernorm.weight");
   if (vision.empty()) fail(ckpt.dir(), ": no SigLIP vision tower (missing 'vision_tower.vision_model.post_layernorm')");
   std::string text = find_prefix(ckpt, {"language_model.model.", "model.language_model."}, "embed_tokens.weight");
   if (text.empty()) fail(ckpt.dir(), ": no Gemma decoder (missing 'language_model.model.embed_tokens.weight')");
@@ -67,8 +69,8 @@ PaliGemmaModel::PaliGemmaModel(const Checkpoint& ckpt) {
   std::string head = find_prefix(ckpt, {"", "language_model."}, "lm_head.weight");
 
   load_vision(ckpt, vision);
-  projector_ = nn::Linear::load(ckpt, proj + "multi_modal_projector.linear", cfg_.vision.hidden_size,
-                                cfg_.projection_dim, true);
+  projector_ =
+      nn::Linear::load(ckpt, proj + "multi_modal_projector.linear", cfg_.vision.hidden_size, cfg_.projection_dim, true);
   load_text(ckpt, text, cfg_.text.tie_word_embeddings ? "" : head + "lm_head");
 
   info_.model_type = "paligemma";
@@ -294,7 +296,9 @@ std::vector<float> PaliGemmaModel::logits(const float* final_hidden, int64_t row
   return out;
 }
 
-std::unique_ptr<Sequence> PaliGemmaModel::start() const { return std::make_unique<PaliGemmaSequence>(*this); }
+std::unique_ptr<Sequence> PaliGemmaModel::start() const {
+  return std::make_unique<PaliGemmaSequence>(*this);
+}
 
 PaliGemmaSequence::PaliGemmaSequence(const PaliGemmaModel& model) : model_(model), cache_(model.new_cache()) {}
 

@@ -116,10 +116,10 @@ class PaliGemmaModel : public Model {
   PaliGemmaConfig cfg_;
   ModelInfo info_;
   // Vision.
-  MatMulWeight patch_w_;         // [Dv, C*P*P] in the stored layout
+  MatMulWeight patch_w_;  // [Dv, C*P*P] in the stored layout
   bool patch_channels_last_ = false;
   std::vector<float> patch_b_;
-  std::vector<float> pos_emb_;   // [N, Dv], dequantized
+  std::vector<float> pos_emb_;  // [N, Dv], dequantized
   std::vector<VisionLayer> vlayers_;
   std::vector<float> post_ln_w_, post_ln_b_;
   nn::Linear projector_;

@@ -46,8 +46,7 @@ class PaliGemmaProcessor : public Processor {
           image = &part.image;
         }
       }
-    if (images != 1)
-      fail("PaliGemmaProcessor: PaliGemma takes exactly one image per prompt, got ", images);
+    if (images != 1) fail("PaliGemmaProcessor: PaliGemma takes exactly one image per prompt, got ", images);
     // The prompt is the text of the last user turn (PaliGemma has no chat template).
     const ChatMessage* user = nullptr;
     for (auto& m : messages)

@@ -10,8 +10,16 @@ namespace {
 const char* kWhere = "tokenizer.json decoder";
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  if (from.empty()) return;
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  if (from.empty() || s.find(from) == std::string::npos) return;
+  std::string out;
+  size_t prev = 0;
+  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, prev)) {
+    out.append(s, prev, p - prev);
+    out.append(to);
+    prev = p + from.size();
+  }
+  out.append(s, prev, std::string::npos);
+  s.swap(out);
 }
 
 class ByteLevel : public Decoder {

@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 #include <png.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -77,9 +76,9 @@ TEST(Detection, DrawsBoxOutlineAndLabelOnACopy) {
     const uint8_t* p = out.pixel(x, y);
     return p[0] == r && p[1] == g && p[2] == b;
   };
-  EXPECT_TRUE(is(10, 50, 255, 56, 56));   // left edge
-  EXPECT_TRUE(is(50, 50, 255, 56, 56));   // right edge
-  EXPECT_TRUE(is(30, 70, 255, 56, 56));   // bottom edge
+  EXPECT_TRUE(is(10, 50, 255, 56, 56));    // left edge
+  EXPECT_TRUE(is(50, 50, 255, 56, 56));    // right edge
+  EXPECT_TRUE(is(30, 70, 255, 56, 56));    // bottom edge
   EXPECT_TRUE(is(30, 50, 128, 128, 128));  // interior
   EXPECT_TRUE(is(80, 10, 128, 128, 128));  // outside
   // The label band sits above the box and holds white glyph pixels.

@@ -3,7 +3,6 @@
 #include "models/paligemma.h"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,8 +72,7 @@ float max_abs(const std::vector<float>& v) {
 }
 
 // max|got - ref| <= rel * max|ref|
-void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
-                  float rel) {
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref, float rel) {
   ASSERT_EQ(got.size(), ref.size()) << what;
   float worst = 0;
   for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
@@ -93,7 +91,7 @@ int32_t argmax(const float* v, int64_t n) {
 
 class PaliGemmaCase : public ::testing::TestWithParam<CaseModel> {};
 
-constexpr float kRel = 1e-4f;      // README: float32 path, every float tensor
+constexpr float kRel = 1e-4f;       // README: float32 path, every float tensor
 constexpr float kLogitAbs = 2e-3f;  // README: float32 path, logits
 
 TEST_P(PaliGemmaCase, MatchesOracleFromStoredInputs) {
@@ -108,8 +106,7 @@ TEST_P(PaliGemmaCase, MatchesOracleFromStoredInputs) {
 
   expect_close("vision_embeddings", tr.vision_hidden_states.at(0), c.floats(p + "vision_embeddings"), kRel);
   expect_close("vision_hidden_states", flatten(tr.vision_hidden_states), c.floats(p + "vision_hidden_states"), kRel);
-  expect_close("vision_last_hidden_state", tr.vision_last_hidden_state, c.floats(p + "vision_last_hidden_state"),
-               kRel);
+  expect_close("vision_last_hidden_state", tr.vision_last_hidden_state, c.floats(p + "vision_last_hidden_state"), kRel);
   expect_close("image_features", tr.image_features, c.floats(p + "image_features"), kRel);
   expect_close("lm_inputs_embeds", tr.inputs_embeds, c.floats(p + "lm_inputs_embeds"), kRel);
   expect_close("lm_hidden_states", flatten(tr.lm_hidden_states), c.floats(p + "lm_hidden_states"), kRel);
@@ -219,7 +216,6 @@ TEST(PaliGemma, FixturesPresent) {
   EXPECT_EQ(all_case_models().size(), 20u);
 }
 
-
 // ---- From prompt text + image file through the processor ----
 
 // The fixture's tokenizer files are stored as small text files holding the relative path of the
@@ -311,8 +307,9 @@ TEST(PaliGemmaProcessor, IdsAndPixelValuesMatchTheOracle) {
 
 TEST(PaliGemmaProcessor, EndToEndGreedyIdsFromPromptAndImageFile) {
   if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
-  for (auto [case_name, dir, prefix] : {CaseModel{"caption_en_astronaut", "tiny-mlx-8bit", "mlx8."},
-                                        CaseModel{"pad_detect_cat_dog_chelsea_rgba", "tiny-mlx-8bit-2024", "mlx8-2024."}}) {
+  for (auto [case_name, dir, prefix] :
+       {CaseModel{"caption_en_astronaut", "tiny-mlx-8bit", "mlx8."},
+        CaseModel{"pad_detect_cat_dog_chelsea_rgba", "tiny-mlx-8bit-2024", "mlx8-2024."}}) {
     SCOPED_TRACE(case_name + " / " + dir);
     CaseData c = load_case(case_name);
     Image img = load_image(kFixtures + "/" + c.meta["image"]["file"].get<std::string>());

@@ -2,6 +2,10 @@
 // from the HF tokenizers semantics (see the comments next to each case).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -282,6 +286,59 @@ TEST(Robustness, InvalidUtf8AndIds) {
   auto t = make(bpe_model(vocab, json::array()));
   EXPECT_EQ(t.encode("a\xff" "a\xe4\xbd"), (Ids{0, 1, 0, 1}));  // each maximal invalid subpart -> U+FFFD
   EXPECT_EQ(t.decode({0, 99, -5, 1}), "a \ufffd");  // unknown ids are dropped
+}
+
+}  // namespace
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("vlm_tok_test_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  void write(const std::string& name, const std::string& text) const { std::ofstream(path / name) << text; }
+};
+
+const char* kTinyJson = R"({"model": {"type": "BPE", "vocab": {"a": 0, "<s>": 1, "</s>": 2}, "merges": []},
+  "added_tokens": [{"id": 1, "content": "<s>", "special": true}]})";
+
+TEST(ChatTemplates, Sources) {
+  TempDir d;
+  d.write("tokenizer.json", kTinyJson);
+  d.write("tokenizer_config.json",
+          R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
+              "eos_token": "</s>"})");
+  auto t = vlm::Tokenizer::from_dir(d.path.string());
+  EXPECT_EQ(t.chat_template(), "D");
+  EXPECT_EQ(t.chat_template("tool_use"), "T");
+  EXPECT_EQ(t.chat_template("missing"), "");
+  EXPECT_EQ(t.eos_id(), 2);
+  d.write("chat_template.json", R"({"chat_template": "J"})");
+  EXPECT_EQ(vlm::Tokenizer::from_dir(d.path.string()).chat_template(), "J");
+  d.write("chat_template.jinja", "K{{ x }}");
+  EXPECT_EQ(vlm::Tokenizer::from_dir(d.path.string()).chat_template(), "K{{ x }}");
+}
+
+TEST(ChatTemplates, PointerFileAndExtras) {
+  TempDir d;
+  fs::create_directories(d.path / "real");
+  d.write("real/tok.json", kTinyJson);
+  d.write("tokenizer.json", "real/tok.json\n");  // a copied symlink that became a path-holding file
+  d.write("special_tokens_map.json", R"({"bos_token": {"content": "<s>"}, "pad_token": "a"})");
+  d.write("added_tokens.json", R"({"<extra>": 7})");
+  auto t = vlm::Tokenizer::from_dir(d.path.string());
+  EXPECT_EQ(t.bos_id(), 1);
+  EXPECT_EQ(t.pad_id(), 0);
+  EXPECT_EQ(t.token_to_id("<extra>"), 7);
+  EXPECT_EQ(t.encode("a<extra>a"), (Ids{0, 7, 0}));
+  EXPECT_EQ(t.vocab_size(), 8);
+  EXPECT_TRUE(t.chat_template().empty());
 }
 
 }  // namespace

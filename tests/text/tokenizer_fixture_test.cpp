@@ -136,3 +136,55 @@ TEST(TokenizerFixture, FromDirMissingFileIsError) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TokenizerStreaming, HoldsIncompleteCharacters) {
+  if (!fs::exists(kShared)) GTEST_SKIP() << "no shared folder";
+  const auto& t = qwen();
+  auto ids = t.encode("a\xF0\x9F\x98\x81!");  // "a😁!": the emoji spans byte-level tokens
+  vlm::StreamingDetokenizer d(t);
+  std::vector<std::string> parts;
+  for (int32_t id : ids) parts.push_back(d.push(id));
+  parts.push_back(d.flush());
+  std::string all;
+  for (const auto& p : parts) {
+    EXPECT_EQ(p.find("\xEF\xBF\xBD"), std::string::npos) << "emitted a replacement character";
+    all += p;
+  }
+  EXPECT_EQ(all, "a\xF0\x9F\x98\x81!");
+  d.reset();
+  EXPECT_EQ(d.push(ids[0]), "a");
+}
+
+TEST(TokenizerStreaming, RandomIdsMatchFullDecode) {
+  if (!fs::exists(kShared)) GTEST_SKIP() << "no shared folder";
+  for (const vlm::Tokenizer* t : {&qwen(), &paligemma()}) {
+    uint32_t state = 12345;
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 600; ++i) {
+      state = state * 1664525u + 1013904223u;
+      // mostly low ids (byte pieces and short tokens, where UTF-8 sequences get split), some anywhere
+      int32_t id = static_cast<int32_t>((state >> 8) % (i % 3 ? 600u : static_cast<uint32_t>(t->vocab_size())));
+      ids.push_back(id);
+    }
+    for (bool skip : {false, true}) EXPECT_EQ(stream_decode(*t, ids, skip), t->decode(ids, skip));
+  }
+}
+
+TEST(TokenizerRobustness, InvalidUtf8WithRealTokenizers) {
+  if (!fs::exists(kShared)) GTEST_SKIP() << "no shared folder";
+  const std::string bad = "ok \xFF\xFE x\xC3 y\xE4\xBD\xA0\xE4\xBD z\xED\xA0\x80";
+  const std::string repaired = "ok \xEF\xBF\xBD\xEF\xBF\xBD x\xEF\xBF\xBD y\xE4\xBD\xA0\xEF\xBF\xBD z\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD";
+  for (const vlm::Tokenizer* t : {&qwen(), &paligemma()}) {
+    auto ids = t->encode(bad, false);
+    EXPECT_EQ(ids, t->encode(repaired, false));
+    EXPECT_EQ(t->decode(ids), repaired);
+  }
+  // a lone lead byte as a token decodes to U+FFFD, not to invalid UTF-8
+  auto lead = qwen().token_to_id("\xC3\xB0");  // "ð" = byte 0xF0
+  ASSERT_TRUE(lead.has_value());
+  EXPECT_EQ(qwen().decode({*lead}), "\xEF\xBF\xBD");
+}
+
+}  // namespace

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common.h"
+#include "server/serve_command.h"
 #include "vlm/vlm.h"
 
 namespace {
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
     std::printf("vlm %s\n", vlm_version());
     return 0;
   }
+  if (cmd == "serve") return vlm::server::serve_command(argc - 1, argv + 1);  // OpenAI-compatible HTTP server
   std::vector<std::string> rest(argv + 2, argv + argc);
   for (const auto& c : kSubcommands) {
     if (cmd != c.name) continue;
