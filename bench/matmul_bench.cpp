@@ -1,6 +1,7 @@
 // MatMulWeight::forward at Qwen2-VL-2B shapes (hidden 1536, intermediate 8960, vocab 151936).
 // Counters: GB/s = weight bytes streamed per second, GFLOP/s = 2·M·N·K per second. Times are CPU
-// time of the calling thread: exact with VLM_THREADS=1, optimistic otherwise (use --benchmark_use_real_time... on an idle machine).
+// time of the calling thread: exact with VLM_THREADS=1, optimistic otherwise (use --benchmark_use_real_time... on an
+// idle machine).
 #include <benchmark/benchmark.h>
 
 #include <map>
@@ -71,11 +72,11 @@ void BM_MatMul(benchmark::State& state) {
     w.forward(x.data(), M, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(double(w.weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(double(w.weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(2e-9 * double(M) * double(N) * double(K), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64") +
-                 (bf16 ? " bf16-dot" : ""));
+  state.SetLabel(std::string(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64") + (bf16 ? " bf16-dot" : ""));
   vlm::set_matmul_precision(vlm::MatMulPrecision::kF32);
 }
 

@@ -33,8 +33,7 @@ void BM_Attention(benchmark::State& state) {
   }
   double pairs = 0;  // visible (query, key) pairs
   for (int64_t i = 0; i < T; ++i) pairs += double(S - T + i + 1);
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(4e-9 * pairs * qh * hd, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(4e-9 * pairs * qh * hd, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Attention)->Args({1, 2048})->Args({512, 512})->Args({1024, 1024})->Unit(benchmark::kMillisecond);
 

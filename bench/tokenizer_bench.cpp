@@ -29,19 +29,25 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-std::string qwen_json() { return slurp(fs::path(shared_dir()) / "assets/qwen2-vl-2b-instruct/tokenizer.rebuilt.json"); }
-std::string qwen_config() { return slurp(fs::path(shared_dir()) / "assets/qwen2-vl-2b-instruct/tokenizer_config.json"); }
-std::string gemma_json() { return slurp(fs::path(shared_dir()) / "assets/paligemma-3b-mix-448/tokenizer.json"); }
+std::string qwen_json() {
+  return slurp(fs::path(shared_dir()) / "assets/qwen2-vl-2b-instruct/tokenizer.rebuilt.json");
+}
+std::string qwen_config() {
+  return slurp(fs::path(shared_dir()) / "assets/qwen2-vl-2b-instruct/tokenizer_config.json");
+}
+std::string gemma_json() {
+  return slurp(fs::path(shared_dir()) / "assets/paligemma-3b-mix-448/tokenizer.json");
+}
 
 // ~`bytes` of English prose, CJK, and code in alternating paragraphs (deterministic).
 std::string mixed_text(size_t bytes) {
-  static const char* kEnglish[] = {"the", "model", "reads", "an", "image", "and", "answers", "questions", "about",
-                                   "it,", "while", "streaming", "tokens", "quickly.", "Hello", "world!", "don't",
-                                   "1234", "3.14159", "  spaced", "out", "\n"};
-  static const char* kCjk[] = {"我想", "在", "苹果", "工作", "。", "今日は", "いい天気", "ですね", "、", "한국어",
-                               "텍스트", "入力", "処理", "中文", "模型"};
-  static const char* kCode[] = {"for (int i = 0; i < n; ++i) {", "  sum += a[i] * b[i];", "}", "def f(x):",
-                                "    return x ** 2  # square", "if (ptr == nullptr) return -1;", "\t", "\n"};
+  static const char* kEnglish[] = {
+      "the",       "model",  "reads",    "an",    "image",  "and",   "answers", "questions", "about",    "it,", "while",
+      "streaming", "tokens", "quickly.", "Hello", "world!", "don't", "1234",    "3.14159",   "  spaced", "out", "\n"};
+  static const char* kCjk[] = {"我想", "在",     "苹果",   "工作", "。",   "今日は", "いい天気", "ですね",
+                               "、",   "한국어", "텍스트", "入力", "処理", "中文",   "模型"};
+  static const char* kCode[] = {"for (int i = 0; i < n; ++i) {", "  sum += a[i] * b[i];",          "}",  "def f(x):",
+                                "    return x ** 2  # square",   "if (ptr == nullptr) return -1;", "\t", "\n"};
   std::mt19937 rng(42);
   std::string out;
   while (out.size() < bytes) {

@@ -2,11 +2,14 @@
 // activations use x / (1 + e^-a); gelu_tanh uses the identity 0.5·(1 + tanh(u)) = 1 / (1 + e^-2u),
 // and gelu_erf a rational-exponential erfc approximation (relative error ~1e-7) so that Φ(x) is
 // accurate in relative terms even in the far negative tail.
+// foreach_target.h re-includes this file once per SIMD target; the order below matters.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/activations.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+// clang-format on
 
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
@@ -81,10 +84,18 @@ void Apply(float* HWY_RESTRICT x, const float* HWY_RESTRICT up, int64_t n) {
   });
 }
 
-void SiluImpl(float* x, const float* up, int64_t n) { Apply<Silu>(x, up, n); }
-void QuickGeluImpl(float* x, const float* up, int64_t n) { Apply<QuickGelu>(x, up, n); }
-void GeluTanhImpl(float* x, const float* up, int64_t n) { Apply<GeluTanh>(x, up, n); }
-void GeluErfImpl(float* x, const float* up, int64_t n) { Apply<GeluErf>(x, up, n); }
+void SiluImpl(float* x, const float* up, int64_t n) {
+  Apply<Silu>(x, up, n);
+}
+void QuickGeluImpl(float* x, const float* up, int64_t n) {
+  Apply<QuickGelu>(x, up, n);
+}
+void GeluTanhImpl(float* x, const float* up, int64_t n) {
+  Apply<GeluTanh>(x, up, n);
+}
+void GeluErfImpl(float* x, const float* up, int64_t n) {
+  Apply<GeluErf>(x, up, n);
+}
 
 void AddImpl(float* HWY_RESTRICT x, const float* HWY_RESTRICT y, int64_t n) {
   const DF d;
@@ -117,15 +128,29 @@ HWY_EXPORT(AddImpl);
 HWY_EXPORT(ScaleImpl);
 }  // namespace ops_detail
 
-void gelu_erf(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::GeluErfImpl)(x, nullptr, n); }
-void gelu_tanh(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(x, nullptr, n); }
-void quick_gelu(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::QuickGeluImpl)(x, nullptr, n); }
-void silu(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(x, nullptr, n); }
-void silu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(gate, up, n); }
+void gelu_erf(float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::GeluErfImpl)(x, nullptr, n);
+}
+void gelu_tanh(float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(x, nullptr, n);
+}
+void quick_gelu(float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::QuickGeluImpl)(x, nullptr, n);
+}
+void silu(float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(x, nullptr, n);
+}
+void silu_mul(float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(gate, up, n);
+}
 void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
   HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(gate, up, n);
 }
-void add_inplace(float* x, const float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::AddImpl)(x, y, n); }
-void scale_inplace(float* x, float s, int64_t n) { HWY_DYNAMIC_DISPATCH(ops_detail::ScaleImpl)(x, s, n); }
+void add_inplace(float* x, const float* y, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::AddImpl)(x, y, n);
+}
+void scale_inplace(float* x, float s, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::ScaleImpl)(x, s, n);
+}
 }  // namespace vlm
 #endif

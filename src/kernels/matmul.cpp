@@ -19,16 +19,24 @@ uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits) {
 }
 
 namespace {
-bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+bool is_float(DType t) {
+  return t == DType::F32 || t == DType::BF16 || t == DType::F16;
+}
 // Below this many activation rows, streaming the weights once per row block (GEMV) beats
 // dequantizing them into panels (GEMM).
 constexpr int64_t kGemvMaxRows = 6;
 std::atomic<MatMulPrecision> g_precision{MatMulPrecision::kF32};
 }  // namespace
 
-void set_matmul_precision(MatMulPrecision p) { g_precision.store(p); }
-MatMulPrecision matmul_precision() { return g_precision.load(); }
-bool matmul_bf16_supported() { return matmul_detail::bf16_gemm_supported(); }
+void set_matmul_precision(MatMulPrecision p) {
+  g_precision.store(p);
+}
+MatMulPrecision matmul_precision() {
+  return g_precision.load();
+}
+bool matmul_bf16_supported() {
+  return matmul_detail::bf16_gemm_supported();
+}
 
 namespace matmul_detail {
 
@@ -111,8 +119,7 @@ MatMulWeight MatMulWeight::quantized(const Tensor& packed, const Tensor& scales,
       fail(where, ": scales/biases dtype ", dtype_name(t->dtype()), " is not F32, BF16 or F16");
     if (t->shape() != sshape)
       fail(where, ": scales/biases have shape ", shape_str(t->shape()), " but packed weight ",
-           shape_str(packed.shape()), " with bits=", bits, ", group_size=", group_size, " implies ",
-           shape_str(sshape));
+           shape_str(packed.shape()), " with bits=", bits, ", group_size=", group_size, " implies ", shape_str(sshape));
   }
   auto impl = std::make_shared<Impl>();
   impl->N = N;
@@ -128,12 +135,24 @@ MatMulWeight MatMulWeight::quantized(const Tensor& packed, const Tensor& scales,
   return m;
 }
 
-int64_t MatMulWeight::rows() const { return impl_ ? impl_->N : 0; }
-int64_t MatMulWeight::cols() const { return impl_ ? impl_->K : 0; }
-bool MatMulWeight::is_quantized() const { return impl_ && impl_->quantized; }
-int MatMulWeight::bits() const { return impl_ ? impl_->bits : 0; }
-int MatMulWeight::group_size() const { return impl_ ? impl_->group : 0; }
-DType MatMulWeight::storage_dtype() const { return impl_ ? impl_->w.dtype() : DType::F32; }
+int64_t MatMulWeight::rows() const {
+  return impl_ ? impl_->N : 0;
+}
+int64_t MatMulWeight::cols() const {
+  return impl_ ? impl_->K : 0;
+}
+bool MatMulWeight::is_quantized() const {
+  return impl_ && impl_->quantized;
+}
+int MatMulWeight::bits() const {
+  return impl_ ? impl_->bits : 0;
+}
+int MatMulWeight::group_size() const {
+  return impl_ ? impl_->group : 0;
+}
+DType MatMulWeight::storage_dtype() const {
+  return impl_ ? impl_->w.dtype() : DType::F32;
+}
 size_t MatMulWeight::weight_bytes() const {
   if (!impl_) return 0;
   return impl_->w.nbytes() + (impl_->quantized ? impl_->scales.nbytes() + impl_->biases.nbytes() : 0);

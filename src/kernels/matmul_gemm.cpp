@@ -2,10 +2,13 @@
 // owns a panel of NR output features: for each KC-wide slice of K it dequantizes the panel to
 // f32 in k-major order [KC][NR] (L1-sized) and sweeps all activation rows with an MR×NR
 // register-blocked outer-product kernel, so dequantization is amortised over M rows.
+// foreach_target.h re-includes this file once per SIMD target; the order below matters.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_gemm.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+// clang-format on
 
 #include <algorithm>
 #include <vector>
@@ -19,7 +22,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-constexpr int64_t kKC = 128;                       // K slice: panel of KC·NR floats stays in L1
+constexpr int64_t kKC = 128;                      // K slice: panel of KC·NR floats stays in L1
 constexpr int kMR = HWY_MAX_BYTES >= 64 ? 8 : 6;  // activation rows per tile (2·MR accumulators)
 
 // Tile c[MR, NR] (+)= x[MR, kc] · panel[kc, NR]; xr holds the MR activation row pointers.

@@ -24,7 +24,9 @@ constexpr int64_t kNR = 32;   // output features per panel: two zmm of f32
 constexpr int kMR = 8;        // activation rows per tile: 16 accumulators
 constexpr int64_t kKC = 256;  // K slice (even): panel of KC/2·NR pairs = 32 KB
 
-inline uint32_t bf16_pair(float lo, float hi) { return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16; }
+inline uint32_t bf16_pair(float lo, float hi) {
+  return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16;
+}
 
 // n floats -> bf16 (round to nearest even), n even or the last value paired with zero.
 VLM_BF16_TARGET void to_bf16(const float* x, int64_t n, uint16_t* out) {
@@ -120,7 +122,9 @@ void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
 
 #else  // no x86 bf16 kernel on this platform
 
-bool bf16_gemm_supported() { return false; }
+bool bf16_gemm_supported() {
+  return false;
+}
 void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   gemm(p, x, M, y, bias);
 }

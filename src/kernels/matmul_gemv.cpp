@@ -2,10 +2,13 @@
 // per block of activation rows straight from their storage format; quantized rows use the
 // factorisation x·(s·q + b) = s·(x·q) + b·Σx per group, so only integer unpacking and one FMA
 // per weight remain in the inner loop.
+// foreach_target.h re-includes this file once per SIMD target; the order below matters.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_gemv.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+// clang-format on
 
 #include <algorithm>
 #include <vector>
@@ -87,8 +90,7 @@ void DenseRange(const void* w, int64_t K, const float* x, int64_t n0, int64_t n1
 }
 
 template <int MB>
-void DenseDispatch(const MatMulWeight::Impl& p, const float* x, int64_t n0, int64_t n1, float* y,
-                   const float* bias) {
+void DenseDispatch(const MatMulWeight::Impl& p, const float* x, int64_t n0, int64_t n1, float* y, const float* bias) {
   switch (p.w.dtype()) {
     case DType::BF16: return DenseRange<WFmt::kBF16, MB>(p.w.raw(), p.K, x, n0, n1, y, p.N, bias);
     case DType::F16: return DenseRange<WFmt::kF16, MB>(p.w.raw(), p.K, x, n0, n1, y, p.N, bias);
@@ -101,11 +103,11 @@ void DenseDispatch(const MatMulWeight::Impl& p, const float* x, int64_t n0, int6
 // lane of the loaded words by j·bits yields the values that multiply xp[j·NL .. j·NL + NL).
 struct QuantCtx {
   const MatMulWeight::Impl* p;
-  int64_t wpr;     // words per row
-  int64_t wpg;     // words per group
-  int64_t nblk;    // full NL-word blocks per row
-  int64_t groups;  // groups per row
-  const float* x;  // [M, K] original activations (tails)
+  int64_t wpr;      // words per row
+  int64_t wpg;      // words per group
+  int64_t nblk;     // full NL-word blocks per row
+  int64_t groups;   // groups per row
+  const float* x;   // [M, K] original activations (tails)
   const float* xp;  // [M, K] lane-permuted activations
   const float* xs;  // [M, groups] per-group sums of x
 };

@@ -1,11 +1,14 @@
 // Row-wise normalisations (RMSNorm, LayerNorm) and softmax (ops.h), vectorized with Highway.
 // Reductions use several f32 vector accumulators, which is accurate to ~1e-7 relative for the
 // row widths of these models (<= a few thousand) and matches the double-precision reference.
+// foreach_target.h re-includes this file once per SIMD target; the order below matters.
+// clang-format off
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/norms.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+// clang-format on
 
 #include <cmath>
 #include <limits>
@@ -52,8 +55,8 @@ HWY_INLINE float Sum(const float* x, int64_t n) {
 }
 
 // o = (x - c) · inv · (w + w_offset) + b
-HWY_INLINE void Normalize(const float* x, const float* w, const float* b, float w_offset, int64_t n, float c,
-                          float inv, float* o) {
+HWY_INLINE void Normalize(const float* x, const float* w, const float* b, float w_offset, int64_t n, float c, float inv,
+                          float* o) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
   const VF cv = hn::Set(d, c), iv = hn::Set(d, inv), wo = hn::Set(d, w_offset);
@@ -78,8 +81,7 @@ void RmsNormImpl(const float* x, const float* w, int64_t rows, int64_t dim, floa
   });
 }
 
-void LayerNormImpl(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps,
-                   float* out) {
+void LayerNormImpl(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out) {
   thread_pool().parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
@@ -137,8 +139,7 @@ HWY_EXPORT(LayerNormImpl);
 HWY_EXPORT(SoftmaxRowsImpl);
 }  // namespace ops_detail
 
-void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
-              bool one_plus_weight) {
+void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out, bool one_plus_weight) {
   HWY_DYNAMIC_DISPATCH(ops_detail::RmsNormImpl)(x, w, rows, dim, eps, out, one_plus_weight);
 }
 void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out) {

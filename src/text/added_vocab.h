@@ -34,8 +34,10 @@ class AddedVocab {
     for (size_t k = 0; k < tokens_.size(); ++k) {
       const AddedToken& t = tokens_[k];
       if (t.content.empty()) continue;
-      if (t.normalized) norm_.insert(normalize(t.content), static_cast<int32_t>(k));
-      else raw_.insert(t.content, static_cast<int32_t>(k));
+      if (t.normalized)
+        norm_.insert(normalize(t.content), static_cast<int32_t>(k));
+      else
+        raw_.insert(t.content, static_cast<int32_t>(k));
     }
   }
   // Splits `s` with the raw (normalized=false) or normalized token set.

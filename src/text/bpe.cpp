@@ -64,6 +64,8 @@ class Bpe : public Model {
   std::string prefix_, suffix_;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
   int32_t byte_ids_[256];
+  // Vocabulary ids of single characters below U+0800 (covers the byte-level alphabet): skips hashing.
+  std::vector<int32_t> small_char_ids_;
 
   static constexpr size_t kCacheCapacity = 10000;
   static constexpr size_t kCacheMaxWord = 256;
@@ -88,6 +90,15 @@ Bpe::Bpe(const ModelSpec& spec) {
   std::string unk = json_get<std::string>(p, "unk_token", "", where);
   if (!unk.empty()) unk_id_ = vocab_.find(unk);
   for (int b = 0; b < 256; ++b) byte_ids_[b] = byte_fallback_ ? vocab_.find(byte_piece(static_cast<uint8_t>(b))) : -1;
+  if (prefix_.empty() && suffix_.empty()) {
+    small_char_ids_.resize(0x800);
+    std::string ch;
+    for (int32_t cp = 0; cp < 0x800; ++cp) {
+      ch.clear();
+      utf8_append(ch, cp);
+      small_char_ids_[cp] = vocab_.find(ch);
+    }
+  }
 
   if (spec.merges_at == std::string::npos) return;
   const JsonScanner& js = *spec.js;
@@ -194,8 +205,14 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
     if (i + len > word.size()) len = word.size() - i;
     std::string_view ch = word.substr(i, len);
     int32_t id;
-    if (prefix_.empty() && suffix_.empty()) {
-      id = vocab_.find(ch);
+    if (!small_char_ids_.empty()) {
+      auto c0 = static_cast<unsigned char>(ch[0]);
+      if (len == 1)
+        id = small_char_ids_[c0];
+      else if (len == 2)
+        id = small_char_ids_[((c0 & 0x1F) << 6) | (static_cast<unsigned char>(ch[1]) & 0x3F)];
+      else
+        id = vocab_.find(ch);
     } else {
       piece.clear();
       if (i > 0) piece += prefix_;
@@ -258,14 +275,19 @@ void Bpe::merge_word(std::string_view word, std::vector<int32_t>& out) const {
 
 }  // namespace
 
-std::unique_ptr<Model> make_bpe(const ModelSpec& spec) { return std::make_unique<Bpe>(spec); }
+std::unique_ptr<Model> make_bpe(const ModelSpec& spec) {
+  return std::make_unique<Bpe>(spec);
+}
 
 std::unique_ptr<Model> make_model(const ModelSpec& spec) {
   std::string type = json_get<std::string>(spec.params, "type", "", "tokenizer.json model");
   if (type.empty()) {  // older files omit the type; infer it from the fields
-    if (spec.merges_at != std::string::npos) type = "BPE";
-    else if (spec.params.contains("unk_id")) type = "Unigram";
-    else if (spec.params.contains("max_input_chars_per_word")) type = "WordPiece";
+    if (spec.merges_at != std::string::npos)
+      type = "BPE";
+    else if (spec.params.contains("unk_id"))
+      type = "Unigram";
+    else if (spec.params.contains("max_input_chars_per_word"))
+      type = "WordPiece";
   }
   if (type == "BPE") return make_bpe(spec);
   if (type == "WordPiece") return make_wordpiece(spec);

@@ -31,8 +31,10 @@ class ByteLevel : public Decoder {
       bool ok = true;
       for (size_t i = 0; i < t.size() && ok; i += len) {
         int b = byte_from_unicode(utf8_decode(t, i, &len));
-        if (b < 0) ok = false;
-        else bytes += static_cast<char>(b);
+        if (b < 0)
+          ok = false;
+        else
+          bytes += static_cast<char>(b);
       }
       if (!ok) {  // a token outside the byte alphabet (e.g. an added token) passes through as its bytes
         bytes.resize(start);
@@ -76,7 +78,10 @@ class ByteFallback : public Decoder {
     int v = 0;
     for (int k = 3; k < 5; ++k) {
       char c = t[k];
-      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                     : -1;
       if (d < 0) return -1;
       v = v * 16 + d;
     }
@@ -103,9 +108,9 @@ class Strip : public Decoder {
     if (content_.empty()) return;
     for (std::string& t : tokens) {
       size_t b = 0, e = t.size();
-      for (size_t k = 0; k < start_ && t.compare(b, content_.size(), content_) == 0 && b < e; ++k)
-        b += content_.size();
-      for (size_t k = 0; k < stop_ && e >= b + content_.size() && t.compare(e - content_.size(), content_.size(), content_) == 0; ++k)
+      for (size_t k = 0; k < start_ && t.compare(b, content_.size(), content_) == 0 && b < e; ++k) b += content_.size();
+      for (size_t k = 0;
+           k < stop_ && e >= b + content_.size() && t.compare(e - content_.size(), content_.size(), content_) == 0; ++k)
         e -= content_.size();
       t = t.substr(b, e - b);
     }
@@ -165,7 +170,8 @@ class Metaspace : public Decoder {
 class WordPiece : public Decoder {
  public:
   explicit WordPiece(const json& cfg)
-      : prefix_(json_get<std::string>(cfg, "prefix", "##", kWhere)), cleanup_(json_get<bool>(cfg, "cleanup", true, kWhere)) {}
+      : prefix_(json_get<std::string>(cfg, "prefix", "##", kWhere)),
+        cleanup_(json_get<bool>(cfg, "cleanup", true, kWhere)) {}
   void apply(std::vector<std::string>& tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string& t = tokens[i];
@@ -211,7 +217,7 @@ class Sequence : public Decoder {
 
 std::string clean_up_tokenization(std::string s) {
   static const std::pair<const char*, const char*> kRules[] = {
-      {" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},     {" ' ", "'"},
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
       {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (auto [from, to] : kRules) replace_all(s, from, to);
   return s;

@@ -7,7 +7,9 @@
 
 namespace vlm::text {
 
-void JsonScanner::error(size_t i, const char* what) const { fail(where_, ": malformed JSON at byte ", i, ": ", what); }
+void JsonScanner::error(size_t i, const char* what) const {
+  fail(where_, ": malformed JSON at byte ", i, ": ", what);
+}
 
 size_t JsonScanner::skip_ws(size_t i) const {
   while (i < s_.size() && (s_[i] == ' ' || s_[i] == '\n' || s_[i] == '\r' || s_[i] == '\t')) ++i;
@@ -54,7 +56,10 @@ static int hex4(std::string_view s, size_t i) {
   int v = 0;
   for (size_t k = i; k < i + 4; ++k) {
     char c = s[k];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    int d = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                   : -1;
     if (d < 0) return -1;
     v = v * 16 + d;
   }

@@ -85,7 +85,8 @@ SplitBehavior parse_behavior(const std::string& s) {
 }
 
 // Splits every piece with a matcher returning a piece's MatchList.
-void split_all(std::vector<Piece>& pieces, SplitBehavior behavior, const std::function<MatchList(const std::string&)>& f) {
+void split_all(std::vector<Piece>& pieces, SplitBehavior behavior,
+               const std::function<MatchList(const std::string&)>& f) {
   std::vector<Piece> out;
   out.reserve(pieces.size() * 2);
   for (const Piece& p : pieces) split_piece(p, f(p.text), behavior, out);
@@ -190,9 +191,8 @@ class Metaspace : public PreTokenizer {
       p.text = std::move(t);
     }
     if (split_)
-      split_all(pieces, SplitBehavior::kMergedWithNext, [&](const std::string& s) {
-        return ranges_to_matches(s.size(), find_all_literal(s, replacement_));
-      });
+      split_all(pieces, SplitBehavior::kMergedWithNext,
+                [&](const std::string& s) { return ranges_to_matches(s.size(), find_all_literal(s, replacement_)); });
   }
 
  private:
@@ -255,8 +255,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& cfg) {
   }
   if (type == "Digits") {
     bool individual = json_get<bool>(cfg, "individual_digits", false, kWhere);
-    return std::make_unique<CharSplit>(is_numeric,
-                                       individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous);
+    return std::make_unique<CharSplit>(is_numeric, individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous);
   }
   if (type == "CharDelimiterSplit") {
     std::string d = json_require<std::string>(cfg, "delimiter", kWhere);

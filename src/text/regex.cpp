@@ -18,8 +18,8 @@ struct Regex::Code {
 Regex::Regex(const std::string& pattern) : code_(std::make_shared<Code>()) {
   int err = 0;
   PCRE2_SIZE off = 0;
-  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
-                              &err, &off, nullptr);
+  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
+                              &off, nullptr);
   if (!code_->code) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof(buf));

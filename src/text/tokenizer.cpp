@@ -86,18 +86,30 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
   return id >= 0 ? std::optional<int32_t>(id) : std::nullopt;
 }
 
-int32_t Tokenizer::vocab_size() const { return std::max(impl_->model->vocab().size(), impl_->added.max_id() + 1); }
+int32_t Tokenizer::vocab_size() const {
+  return std::max(impl_->model->vocab().size(), impl_->added.max_id() + 1);
+}
 
 bool Tokenizer::is_special(int32_t id) const {
   const auto* a = impl_->added.by_id(id);
   return a && a->special;
 }
 
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->lookup(impl_->bos_token); }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->lookup(impl_->eos_token); }
-std::optional<int32_t> Tokenizer::pad_id() const { return impl_->lookup(impl_->pad_token); }
-std::string Tokenizer::bos_token() const { return impl_->bos_token; }
-std::string Tokenizer::eos_token() const { return impl_->eos_token; }
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->lookup(impl_->bos_token);
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->lookup(impl_->eos_token);
+}
+std::optional<int32_t> Tokenizer::pad_id() const {
+  return impl_->lookup(impl_->pad_token);
+}
+std::string Tokenizer::bos_token() const {
+  return impl_->bos_token;
+}
+std::string Tokenizer::eos_token() const {
+  return impl_->eos_token;
+}
 
 std::string Tokenizer::chat_template(const std::string& name) const {
   const auto& ts = impl_->chat_templates;

@@ -137,31 +137,34 @@ std::shared_ptr<const Tokenizer::Impl> build_tokenizer(const TokenizerFiles& fil
   load_post_processor(top.value("post_processor", json()), impl->post_prefix, impl->post_suffix);
 
   const json& added = top.value("added_tokens", json::array());
-  for (const auto& t : added) impl->added.add(parse_added_token(t, json_require<int32_t>(t, "id", "added_tokens"), "added_tokens"));
+  for (const auto& t : added)
+    impl->added.add(parse_added_token(t, json_require<int32_t>(t, "id", "added_tokens"), "added_tokens"));
 
-  json config = files.tokenizer_config.empty() ? json::object()
-                                               : parse_small(files.tokenizer_config, "tokenizer_config.json");
-  json special_map = files.special_tokens_map.empty() ? json::object()
-                                                      : parse_small(files.special_tokens_map, "special_tokens_map.json");
+  json config =
+      files.tokenizer_config.empty() ? json::object() : parse_small(files.tokenizer_config, "tokenizer_config.json");
+  json special_map = files.special_tokens_map.empty()
+                         ? json::object()
+                         : parse_small(files.special_tokens_map, "special_tokens_map.json");
   if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
     for (const auto& [key, t] : config["added_tokens_decoder"].items()) {
       int32_t id = std::stoi(key);
-      if (!impl->added.by_id(id)) impl->added.add(parse_added_token(t, id, "tokenizer_config.json added_tokens_decoder"));
+      if (!impl->added.by_id(id))
+        impl->added.add(parse_added_token(t, id, "tokenizer_config.json added_tokens_decoder"));
     }
   }
   if (!files.added_tokens.empty()) {
     json extra = parse_small(files.added_tokens, "added_tokens.json");
     for (const auto& [content, id] : extra.items()) {
-      if (!id.is_number_integer() || impl->added.by_content(content) || impl->model->vocab().find(content) >= 0) continue;
+      if (!id.is_number_integer() || impl->added.by_content(content) || impl->model->vocab().find(content) >= 0)
+        continue;
       text::AddedToken a;
       a.content = content;
       a.id = id.get<int32_t>();
       impl->added.add(a);
     }
   }
-  impl->added.build([&](const std::string& content) {
-    return impl->normalizer ? impl->normalizer->apply(content) : content;
-  });
+  impl->added.build(
+      [&](const std::string& content) { return impl->normalizer ? impl->normalizer->apply(content) : content; });
 
   auto special = [&](const char* key) {
     std::string v = token_content(config.value(key, json()));
@@ -223,7 +226,8 @@ Tokenizer Tokenizer::from_dir(const std::string& dir) {
   // A copied symlink can turn into a small file holding the link target; follow it.
   if (files.tokenizer_json.size() < 4096) {
     std::string target = files.tokenizer_json;
-    while (!target.empty() && (target.back() == '\n' || target.back() == '\r' || target.back() == ' ')) target.pop_back();
+    while (!target.empty() && (target.back() == '\n' || target.back() == '\r' || target.back() == ' '))
+      target.pop_back();
     if (!target.empty() && target.find('{') == std::string::npos && target.find('\n') == std::string::npos) {
       fs::path p = fs::path(target).is_absolute() ? fs::path(target) : d / target;
       if (fs::is_regular_file(p, ec)) files.tokenizer_json = read_file(p);

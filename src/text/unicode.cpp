@@ -118,11 +118,21 @@ std::string utf8_lossy(std::string_view s) {
 
 bool is_whitespace(int32_t cp) {
   switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20: case 0x85: case 0xA0: case 0x1680:
-    case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-      return true;
-    default:
-      return cp >= 0x2000 && cp <= 0x200A;
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000: return true;
+    default: return cp >= 0x2000 && cp <= 0x200A;
   }
 }
 
@@ -130,11 +140,13 @@ bool is_word_char(int32_t cp) {
   if (cp == '_') return true;
   if (cp < 0x80) return (cp >= '0' && cp <= '9') || ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z');
   auto c = utf8proc_category(cp);
-  return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) || (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+  return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
+         (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
 }
 
 bool is_punctuation(int32_t cp) {
-  if (cp < 0x80) return (cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126);
+  if (cp < 0x80)
+    return (cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126);
   auto c = utf8proc_category(cp);
   return c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO;
 }
@@ -157,7 +169,9 @@ bool is_chinese_char(int32_t cp) {
          (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
-bool is_combining_mark(int32_t cp) { return utf8proc_category(cp) == UTF8PROC_CATEGORY_MN; }
+bool is_combining_mark(int32_t cp) {
+  return utf8proc_category(cp) == UTF8PROC_CATEGORY_MN;
+}
 
 namespace {
 
@@ -212,8 +226,10 @@ std::string unicode_normalize(std::string_view s, NormForm form) {
   }
   if (clean_from == 0 && !dirty) return std::string(s);
   out.append(s.substr(clean_from, seg - clean_from));
-  if (dirty) out += utf8proc_normalize(s.substr(seg), form);
-  else out.append(s.substr(seg));
+  if (dirty)
+    out += utf8proc_normalize(s.substr(seg), form);
+  else
+    out.append(s.substr(seg));
   return out;
 }
 
@@ -257,7 +273,11 @@ const ByteAlphabet& alphabet() {
 }
 }  // namespace
 
-const std::string& byte_to_unicode(uint8_t b) { return alphabet().to[b]; }
-int byte_from_unicode(int32_t cp) { return cp >= 0 && cp < 324 ? alphabet().from[cp] : -1; }
+const std::string& byte_to_unicode(uint8_t b) {
+  return alphabet().to[b];
+}
+int byte_from_unicode(int32_t cp) {
+  return cp >= 0 && cp < 324 ? alphabet().from[cp] : -1;
+}
 
 }  // namespace vlm::text

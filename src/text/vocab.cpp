@@ -4,7 +4,9 @@
 
 namespace vlm::text {
 
-uint64_t Vocab::hash(std::string_view s) { return std::hash<std::string_view>()(s); }
+uint64_t Vocab::hash(std::string_view s) {
+  return std::hash<std::string_view>()(s);
+}
 
 void Vocab::rehash(size_t cap) {
   std::vector<Slot> old = std::move(slots_);

@@ -71,9 +71,8 @@ class Unigram : public Model {
     js.for_each_element(spec.vocab_at, [&](size_t e) {
       int k = 0;
       double score = 0;
-      size_t end = js.for_each_element(e, [&](size_t v) {
-        return k++ == 0 ? js.parse_string(v, piece) : js.parse_number(v, score);
-      });
+      size_t end = js.for_each_element(
+          e, [&](size_t v) { return k++ == 0 ? js.parse_string(v, piece) : js.parse_number(v, score); });
       if (k != 2) js.error(e, "Unigram vocab entry must be [piece, score]");
       vocab_.add(piece, id++);
       scores_.push_back(score);
@@ -157,7 +156,11 @@ class Unigram : public Model {
 
 }  // namespace
 
-std::unique_ptr<Model> make_wordpiece(const ModelSpec& spec) { return std::make_unique<WordPiece>(spec); }
-std::unique_ptr<Model> make_unigram(const ModelSpec& spec) { return std::make_unique<Unigram>(spec); }
+std::unique_ptr<Model> make_wordpiece(const ModelSpec& spec) {
+  return std::make_unique<WordPiece>(spec);
+}
+std::unique_ptr<Model> make_unigram(const ModelSpec& spec) {
+  return std::make_unique<Unigram>(spec);
+}
 
 }  // namespace vlm::text

@@ -1,4 +1,6 @@
 // MatMulWeight against a double-precision scalar reference with an independent MLX packer.
+#include "kernels/matmul.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +9,6 @@
 
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
-#include "kernels/matmul.h"
 
 namespace vlm {
 namespace {
@@ -111,8 +112,8 @@ TEST(MatMul, DenseAllDtypesAndShapes) {
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 7}, {33, 100}, {67, 259}, {40, 512}}) {
       RefWeight r = make_dense(rng, N, K, dt);
       for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 64, 129})
-        check_forward(r, M, rng, M % 2 == 1, std::string(dtype_name(dt)) + " N=" + std::to_string(N) +
-                                                " K=" + std::to_string(K));
+        check_forward(r, M, rng, M % 2 == 1,
+                      std::string(dtype_name(dt)) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
     }
 }
 
@@ -124,8 +125,9 @@ TEST(MatMul, QuantizedEveryBitsGroupAndScaleType) {
         const int64_t K = group == 128 ? 640 : group * 9, N = 37;
         RefWeight r = make_quant(rng, N, K, bits, group, st);
         for (int64_t M : {1, 3, 7, 129})
-          check_forward(r, M, rng, M == 3, "bits=" + std::to_string(bits) + " group=" + std::to_string(group) +
-                                               " scales=" + dtype_name(st));
+          check_forward(
+              r, M, rng, M == 3,
+              "bits=" + std::to_string(bits) + " group=" + std::to_string(group) + " scales=" + dtype_name(st));
       }
 }
 

@@ -1,4 +1,6 @@
 // ops.h kernels against double-precision scalar references written here.
+#include "kernels/ops.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,7 +13,6 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
-#include "kernels/ops.h"
 
 namespace vlm {
 namespace {
@@ -97,7 +98,9 @@ void check_activation(const std::string& name, const std::function<void(float*, 
   }
 }
 
-double sigmoid(double a) { return 1.0 / (1.0 + std::exp(-a)); }
+double sigmoid(double a) {
+  return 1.0 / (1.0 + std::exp(-a));
+}
 
 TEST(Ops, Activations) {
   check_activation("silu", silu, [](double x) { return x * sigmoid(x); });
@@ -250,7 +253,8 @@ TEST(Ops, EverySimdTarget) {
     std::mt19937 rng(8);
     const int64_t T = 21, S = 21, hd = 19;
     auto q = rand_vec(rng, size_t(T * 2 * hd)), k = rand_vec(rng, size_t(S * hd)), v = rand_vec(rng, size_t(S * hd));
-    auto ref = ref_attention(q, 2 * hd, k, v, hd, T, S, 2, 1, int(hd), 0.3, [](int64_t i, int64_t j) { return j <= i; });
+    auto ref =
+        ref_attention(q, 2 * hd, k, v, hd, T, S, 2, 1, int(hd), 0.3, [](int64_t i, int64_t j) { return j <= i; });
     std::vector<float> out(size_t(T * 2 * hd));
     attention(q.data(), 2 * hd, k.data(), v.data(), hd, T, S, 2, 1, int(hd), 0.3f, AttentionMask{}, out.data());
     expect_close(out, ref, 1e-5, 2e-6, "attention");

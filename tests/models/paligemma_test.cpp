@@ -376,6 +376,42 @@ TEST(PaliGemma, RejectsImageTokenCountAndPixelShapeMismatch) {
   EXPECT_NO_THROW(ok.prefill_hidden(ids, {px}));
 }
 
+// transformers >= 4.52 key names (model.vision_tower / model.multi_modal_projector /
+// model.language_model + a top-level lm_head) load to the same model.
+TEST(PaliGemma, LoadsNewTransformersKeyNames) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  fs::path tmp = fs::temp_directory_path() / ("vlm_paligemma_newnames_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::string src = kFixtures + "/tiny-pad-bf16";
+  fs::copy_file(src + "/config.json", tmp / "config.json");
+  {
+    auto st = SafetensorsFile::open(src + "/model.safetensors");
+    std::vector<std::pair<std::string, Tensor>> renamed;
+    for (auto& [name, entry] : st->entries()) {
+      std::string n = name;
+      if (n.rfind("language_model.model.", 0) == 0) n = "model.language_model." + n.substr(21);
+      else n = "model." + n;
+      renamed.push_back({n, st->tensor(name)});
+      if (name == "language_model.model.embed_tokens.weight") renamed.push_back({"lm_head.weight", st->tensor(name)});
+    }
+    save_safetensors((tmp / "model.safetensors").string(), renamed, {{"format", "pt"}});
+  }
+  CaseData c = load_case("pad_caption_en_astronaut");
+  std::vector<int32_t> ids = c.ints("input_ids");
+  std::vector<float> got, want;
+  {
+    PaliGemmaModel renamed(Checkpoint::open(tmp.string()));
+    PaliGemmaSequence seq(renamed);
+    got = seq.prefill_hidden(ids, {c.get("pixel_values")});
+  }
+  PaliGemmaSequence ref(model_for("tiny-pad-bf16"));
+  want = ref.prefill_hidden(ids, {c.get("pixel_values")});
+  EXPECT_EQ(got, want);
+  expect_close("lm_final_hidden", got, c.floats("pad-bf16.lm_final_hidden"), kRel);
+  fs::remove_all(tmp);
+}
+
 // A model dir whose config.json disagrees with the tensors must fail to load, naming the problem.
 TEST(PaliGemma, RejectsConfigTensorShapeMismatch) {
   if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";

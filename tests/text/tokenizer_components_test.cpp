@@ -1,7 +1,6 @@
 // Component tests on small hand-written tokenizer.json documents; expected values are derived by hand
 // from the HF tokenizers semantics (see the comments next to each case).
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -26,15 +25,20 @@ json bpe_model(json vocab, json merges, json extra = json::object()) {
 }
 
 vlm::Tokenizer make(json model, json extra = json::object(), const std::string& config = "") {
-  json t = {{"version", "1.0"}, {"added_tokens", json::array()}, {"normalizer", nullptr},
-            {"pre_tokenizer", nullptr}, {"post_processor", nullptr}, {"decoder", nullptr}, {"model", model}};
+  json t = {{"version", "1.0"},
+            {"added_tokens", json::array()},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", nullptr},
+            {"post_processor", nullptr},
+            {"decoder", nullptr},
+            {"model", model}};
   t.update(extra);
   return vlm::Tokenizer::from_json(t.dump(), config);
 }
 
 json added(int id, const std::string& content, json flags = json::object()) {
-  json a = {{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-            {"normalized", false}, {"special", false}};
+  json a = {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+            {"rstrip", false}, {"normalized", false}, {"special", false}};
   a.update(flags);
   return a;
 }
@@ -48,7 +52,9 @@ std::vector<std::string> pre_tokenize(const json& cfg, const std::string& text) 
   return out;
 }
 
-std::string normalize(const json& cfg, const std::string& text) { return vlm::text::make_normalizer(cfg)->apply(text); }
+std::string normalize(const json& cfg, const std::string& text) {
+  return vlm::text::make_normalizer(cfg)->apply(text);
+}
 
 using Strs = std::vector<std::string>;
 
@@ -99,13 +105,15 @@ TEST(WordPieceModel, GreedyLongestMatch) {
 }
 
 TEST(UnigramModel, ViterbiAndUnknown) {
-  json model = {{"type", "Unigram"},
-                {"unk_id", 0},
-                {"vocab", json::array({{"<unk>", 0.0}, {"\u2581", -1.0}, {"a", -1.0}, {"b", -2.5}, {"ab", -1.5},
-                                       {"\u2581a", -0.5}})}};
-  auto t = make(model, {{"pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\u2581"},
-                                           {"prepend_scheme", "always"}, {"split", true}}},
-                        {"decoder", {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}}}});
+  json model = {
+      {"type", "Unigram"},
+      {"unk_id", 0},
+      {"vocab",
+       json::array({{"<unk>", 0.0}, {"\u2581", -1.0}, {"a", -1.0}, {"b", -2.5}, {"ab", -1.5}, {"\u2581a", -0.5}})}};
+  auto t =
+      make(model, {{"pre_tokenizer",
+                    {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}}},
+                   {"decoder", {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}}}});
   // "▁ab": ▁a + b = -3.0 loses to ▁ + ab = -2.5
   EXPECT_EQ(t.encode("ab"), (Ids{1, 4}));
   EXPECT_EQ(t.decode({1, 4}), "ab");
@@ -124,14 +132,14 @@ TEST(PreTokenizers, SplitBehaviours) {
   EXPECT_EQ(split("MergedWithPrevious"), (Strs{"the-", "final-", "-", "countdown"}));
   EXPECT_EQ(split("MergedWithNext"), (Strs{"the", "-final", "-", "-countdown"}));
   EXPECT_EQ(split("Contiguous"), (Strs{"the", "-", "final", "--", "countdown"}));
-  EXPECT_EQ(pre_tokenize({{"type", "Split"}, {"pattern", {{"Regex", "[a-z]+"}}}, {"behavior", "Removed"},
-                          {"invert", true}},
-                         "ab 12 cd"),
-            (Strs{"ab", "cd"}));
-  EXPECT_EQ(pre_tokenize({{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}"}}}, {"behavior", "Isolated"},
-                          {"invert", false}},
-                         "x١٢"),
-            (Strs{"x", "١", "٢"}));  // Unicode digits via UCP
+  EXPECT_EQ(
+      pre_tokenize({{"type", "Split"}, {"pattern", {{"Regex", "[a-z]+"}}}, {"behavior", "Removed"}, {"invert", true}},
+                   "ab 12 cd"),
+      (Strs{"ab", "cd"}));
+  EXPECT_EQ(
+      pre_tokenize({{"type", "Split"}, {"pattern", {{"Regex", "\\p{N}"}}}, {"behavior", "Isolated"}, {"invert", false}},
+                   "x١٢"),
+      (Strs{"x", "١", "٢"}));  // Unicode digits via UCP
 }
 
 TEST(PreTokenizers, CharacterClassSplitters) {
@@ -162,9 +170,10 @@ TEST(PreTokenizers, Metaspace) {
                 {"unk_id", 0},
                 {"vocab", json::array({{"<unk>", 0.0}, {"a", -1.0}, {"\u2581a", -1.0}, {"<sep>", 0.0}})}};
   for (std::string scheme : {"first", "always"}) {
-    auto t = make(model, {{"added_tokens", {added(3, "<sep>", {{"special", true}})}},
-                          {"pre_tokenizer", {{"type", "Metaspace"}, {"replacement", "\u2581"},
-                                             {"prepend_scheme", scheme}, {"split", true}}}});
+    auto t = make(model,
+                  {{"added_tokens", {added(3, "<sep>", {{"special", true}})}},
+                   {"pre_tokenizer",
+                    {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", scheme}, {"split", true}}}});
     EXPECT_EQ(t.encode("a<sep>a"), scheme == "first" ? (Ids{2, 3, 1}) : (Ids{2, 3, 2})) << scheme;
   }
 }
@@ -177,17 +186,18 @@ TEST(Normalizers, EachType) {
   EXPECT_EQ(normalize({{"type", "Lowercase"}}, "\u00c0B\u0391"), "\u00e0b\u03b1");
   EXPECT_EQ(normalize({{"type", "Strip"}, {"strip_left", true}, {"strip_right", false}}, " \u3000a "), "a ");
   EXPECT_EQ(normalize({{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}}, "\t a \n"), "a");
-  EXPECT_EQ(normalize({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}, "a b"),
-            "a\u2581b");
+  EXPECT_EQ(normalize({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}, "a b"), "a\u2581b");
   EXPECT_EQ(normalize({{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", " "}}, "a \t\n b"), "a b");
   EXPECT_EQ(normalize({{"type", "Prepend"}, {"prepend", "\u2581"}}, "a"), "\u2581a");
   EXPECT_EQ(normalize({{"type", "Prepend"}, {"prepend", "\u2581"}}, ""), "");
-  EXPECT_EQ(normalize({{"type", "BertNormalizer"}, {"clean_text", true}, {"handle_chinese_chars", true},
-                       {"strip_accents", nullptr}, {"lowercase", true}},
+  EXPECT_EQ(normalize({{"type", "BertNormalizer"},
+                       {"clean_text", true},
+                       {"handle_chinese_chars", true},
+                       {"strip_accents", nullptr},
+                       {"lowercase", true}},
                       "H\u00e9llo\x01\t\u4e2d"),
             "hello  \u4e2d ");
-  json seq = {{"type", "Sequence"},
-              {"normalizers", json::array({{{"type", "NFD"}}, {{"type", "Lowercase"}}})}};
+  json seq = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFD"}}, {{"type", "Lowercase"}}})}};
   EXPECT_EQ(normalize(seq, "\u00c9"), "e\u0301");
   EXPECT_THROW(vlm::text::make_normalizer({{"type", "Nope"}}), vlm::Error);
 }
@@ -198,11 +208,11 @@ TEST(AddedTokens, Flags) {
                added(12, "ab", {{"single_word", true}}), added(13, "<z>", {{"normalized", true}}),
                added(14, "<s>", {{"special", true}})};
   auto t = make(bpe_model(vocab, json::array()), {{"added_tokens", toks}, {"normalizer", {{"type", "Lowercase"}}}});
-  EXPECT_EQ(t.encode("a <x>b"), (Ids{0, 10, 1}));   // lstrip eats the space before
-  EXPECT_EQ(t.encode("a<y> b"), (Ids{0, 11, 1}));   // rstrip eats the space after
-  EXPECT_EQ(t.encode(" ab "), (Ids{2, 12, 2}));     // single word: stands alone
-  EXPECT_EQ(t.encode("aab"), (Ids{0, 0, 1}));       // inside a word: not matched
-  EXPECT_EQ(t.encode("<Z>"), (Ids{13}));            // normalized token matches lower-cased text
+  EXPECT_EQ(t.encode("a <x>b"), (Ids{0, 10, 1}));  // lstrip eats the space before
+  EXPECT_EQ(t.encode("a<y> b"), (Ids{0, 11, 1}));  // rstrip eats the space after
+  EXPECT_EQ(t.encode(" ab "), (Ids{2, 12, 2}));    // single word: stands alone
+  EXPECT_EQ(t.encode("aab"), (Ids{0, 0, 1}));      // inside a word: not matched
+  EXPECT_EQ(t.encode("<Z>"), (Ids{13}));           // normalized token matches lower-cased text
   // the special "<s>" (normalized=false) never matches the lower-cased "<S>"; 's' has no id and no unk: dropped
   EXPECT_EQ(t.encode("<S>"), (Ids{3, 4}));
   EXPECT_EQ(t.encode("a<s>b"), (Ids{0, 14, 1}));
@@ -224,8 +234,9 @@ TEST(PostProcessors, TemplatesAndConfigOverride) {
                                        {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
                                        {{"SpecialToken", {{"id", "[SEP]"}, {"type_id", 0}}}}})},
                {"pair", json::array()},
-               {"special_tokens", {{"[CLS]", {{"id", "[CLS]"}, {"ids", {1}}, {"tokens", {"[CLS]"}}}},
-                                   {"[SEP]", {{"id", "[SEP]"}, {"ids", {2}}, {"tokens", {"[SEP]"}}}}}}};
+               {"special_tokens",
+                {{"[CLS]", {{"id", "[CLS]"}, {"ids", {1}}, {"tokens", {"[CLS]"}}}},
+                 {"[SEP]", {{"id", "[SEP]"}, {"ids", {2}}, {"tokens", {"[SEP]"}}}}}}};
   auto t = make(bpe_model(vocab, json::array()), {{"post_processor", tmpl}});
   EXPECT_EQ(t.encode("a", true), (Ids{1, 0, 2}));
   EXPECT_EQ(t.encode("a", false), (Ids{0}));
@@ -284,7 +295,9 @@ TEST(Robustness, MalformedInputsAreErrors) {
 TEST(Robustness, InvalidUtf8AndIds) {
   json vocab = {{"a", 0}, {"\ufffd", 1}};
   auto t = make(bpe_model(vocab, json::array()));
-  EXPECT_EQ(t.encode("a\xff" "a\xe4\xbd"), (Ids{0, 1, 0, 1}));  // each maximal invalid subpart -> U+FFFD
+  EXPECT_EQ(t.encode("a\xff"
+                     "a\xe4\xbd"),
+            (Ids{0, 1, 0, 1}));                     // each maximal invalid subpart -> U+FFFD
   EXPECT_EQ(t.decode({0, 99, -5, 1}), "a \ufffd");  // unknown ids are dropped
 }
 
@@ -297,8 +310,8 @@ namespace fs = std::filesystem;
 struct TempDir {
   fs::path path;
   TempDir() {
-    path = fs::temp_directory_path() / ("vlm_tok_test_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(reinterpret_cast<uintptr_t>(this)));
+    path = fs::temp_directory_path() /
+           ("vlm_tok_test_" + std::to_string(::getpid()) + "_" + std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::create_directories(path);
   }
   ~TempDir() { fs::remove_all(path); }

@@ -23,9 +23,9 @@ std::string slurp(const fs::path& p) {
 }
 
 const vlm::Tokenizer& qwen() {
-  static const vlm::Tokenizer t = vlm::Tokenizer::from_json(
-      slurp(kShared / "assets/qwen2-vl-2b-instruct/tokenizer.rebuilt.json"),
-      slurp(kShared / "assets/qwen2-vl-2b-instruct/tokenizer_config.json"));
+  static const vlm::Tokenizer t =
+      vlm::Tokenizer::from_json(slurp(kShared / "assets/qwen2-vl-2b-instruct/tokenizer.rebuilt.json"),
+                                slurp(kShared / "assets/qwen2-vl-2b-instruct/tokenizer_config.json"));
   return t;
 }
 
@@ -80,8 +80,12 @@ void check_fixture(const vlm::Tokenizer& tok, const std::string& name, size_t ex
   EXPECT_EQ(ok, lines.size());
 }
 
-TEST(TokenizerFixture, Qwen2VL) { check_fixture(qwen(), "qwen2-vl-2b-instruct.jsonl", 326); }
-TEST(TokenizerFixture, PaliGemma) { check_fixture(paligemma(), "paligemma-3b-mix-448.jsonl", 410); }
+TEST(TokenizerFixture, Qwen2VL) {
+  check_fixture(qwen(), "qwen2-vl-2b-instruct.jsonl", 326);
+}
+TEST(TokenizerFixture, PaliGemma) {
+  check_fixture(paligemma(), "paligemma-3b-mix-448.jsonl", 410);
+}
 
 TEST(TokenizerFixture, QwenSpecialIdsAndConfig) {
   if (!fs::exists(kShared)) GTEST_SKIP() << "no shared folder";
@@ -175,7 +179,8 @@ TEST(TokenizerStreaming, RandomIdsMatchFullDecode) {
 TEST(TokenizerRobustness, InvalidUtf8WithRealTokenizers) {
   if (!fs::exists(kShared)) GTEST_SKIP() << "no shared folder";
   const std::string bad = "ok \xFF\xFE x\xC3 y\xE4\xBD\xA0\xE4\xBD z\xED\xA0\x80";
-  const std::string repaired = "ok \xEF\xBF\xBD\xEF\xBF\xBD x\xEF\xBF\xBD y\xE4\xBD\xA0\xEF\xBF\xBD z\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD";
+  const std::string repaired =
+      "ok \xEF\xBF\xBD\xEF\xBF\xBD x\xEF\xBF\xBD y\xE4\xBD\xA0\xEF\xBF\xBD z\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD";
   for (const vlm::Tokenizer* t : {&qwen(), &paligemma()}) {
     auto ids = t->encode(bad, false);
     EXPECT_EQ(ids, t->encode(repaired, false));

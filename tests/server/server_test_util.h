@@ -1,0 +1,203 @@
+// Shared pieces of the server tests: the fixture model, an in-process server on a free 127.0.0.1 port,
+// HTTP helpers (httplib::Client and raw sockets) and server-sent-event parsing.
+#pragma once
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/server.h"
+#include "vlm/vlm.hpp"
+
+namespace vlm::server::testing {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+inline std::string shared_dir() { return VLM_SHARED_DIR; }
+inline std::string tiny_model_dir() { return shared_dir() + "/fixtures/qwen2_vl/tiny-bf16"; }
+inline std::string fixture_image(const std::string& name) { return shared_dir() + "/fixtures/qwen2_vl/images/" + name; }
+
+#define SKIP_WITHOUT_FIXTURES()                                                        \
+  do {                                                                                 \
+    if (!fs::exists(vlm::server::testing::tiny_model_dir()))                           \
+      GTEST_SKIP() << "fixtures absent: " << vlm::server::testing::tiny_model_dir();   \
+  } while (0)
+
+// Loaded once: every test shares the weights (as the server's slots do).
+inline const ModelContext& tiny_model() {
+  static ModelContext ctx = ModelContext::load(tiny_model_dir());
+  return ctx;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+inline std::string base64(const std::string& bytes) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    uint32_t v = uint8_t(bytes[i]) << 16 | uint8_t(bytes[i + 1]) << 8 | uint8_t(bytes[i + 2]);
+    for (int k = 3; k >= 0; --k) out += t[(v >> (6 * k)) & 63];
+  }
+  if (i + 1 == bytes.size()) {
+    uint32_t v = uint8_t(bytes[i]) << 16;
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == bytes.size()) {
+    uint32_t v = uint8_t(bytes[i]) << 16 | uint8_t(bytes[i + 1]) << 8;
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+inline std::string data_url(const std::string& path) { return "data:image/png;base64," + base64(read_file(path)); }
+
+// A server on its own thread; shut down (gracefully) on destruction.
+class TestServer {
+ public:
+  explicit TestServer(ServerOptions opts = {}, const ModelContext* model = nullptr) {
+    opts.host = "127.0.0.1";
+    opts.port = 0;
+    if (opts.model_names.empty()) opts.model_names = {"tiny"};
+    server_ = std::make_unique<Server>(model ? *model : tiny_model(), opts);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~TestServer() {
+    server_->shutdown();
+    thread_.join();
+  }
+  Server& server() { return *server_; }
+  int port() const { return port_; }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60);
+    c.set_write_timeout(60);
+    return c;
+  }
+  // Polls until pred() or the timeout; returns pred().
+  bool wait_for(const std::function<bool(const ServerCounters&)>& pred, double seconds = 10) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred(server_->counters())) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred(server_->counters());
+  }
+
+ private:
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+inline json user_text(const std::string& text) { return json::array({{{"role", "user"}, {"content", text}}}); }
+
+inline json chat_body(const json& messages, int max_tokens = 8) {
+  return {{"model", "tiny"}, {"messages", messages}, {"max_tokens", max_tokens}};
+}
+
+struct HttpResult {
+  int status = -1;
+  std::string body;
+  json j;  // parsed body (null if not JSON)
+  httplib::Headers headers;
+};
+
+inline HttpResult post(httplib::Client& c, const std::string& body, const httplib::Headers& headers = {},
+                       const std::string& path = "/v1/chat/completions") {
+  HttpResult r;
+  auto res = c.Post(path.c_str(), headers, body, "application/json");
+  if (!res) return r;
+  r.status = res->status;
+  r.body = res->body;
+  r.headers = res->headers;
+  r.j = json::parse(r.body, nullptr, false);
+  if (r.j.is_discarded()) r.j = nullptr;
+  return r;
+}
+
+inline HttpResult post(httplib::Client& c, const json& body, const httplib::Headers& headers = {}) {
+  return post(c, body.dump(), headers);
+}
+
+// The JSON payloads of a server-sent-event stream, "[DONE]" as the string "[DONE]".
+inline std::vector<json> sse_events(const std::string& body) {
+  std::vector<json> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) end = body.size();
+    std::string ev = body.substr(pos, end - pos);
+    pos = end + 2;
+    if (ev.rfind("data: ", 0) != 0) continue;
+    std::string data = ev.substr(6);
+    out.push_back(data == "[DONE]" ? json("[DONE]") : json::parse(data));
+  }
+  return out;
+}
+
+// A bare TCP connection to the server, for clients that leave halfway.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RawClient() { close(); }
+  bool ok() const { return fd_ >= 0; }
+  void send_post(const std::string& body) {
+    std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(::send(fd_, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+  }
+  // Reads until `needle` has been received (or the timeout); returns everything read.
+  std::string read_until(const std::string& needle, double seconds = 30) {
+    timeval tv{0, 100 * 1000};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (received_.find(needle) == std::string::npos && std::chrono::steady_clock::now() < end) {
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n == 0) break;
+      if (n > 0) received_.append(buf, size_t(n));
+    }
+    return received_;
+  }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string received_;
+};
+
+}  // namespace vlm::server::testing
