@@ -45,16 +45,32 @@ void apply_top_k(std::vector<float>& logits, int top_k) {
 void apply_top_p(std::vector<float>& logits, float top_p) {
   if (top_p >= 1.0f) return;
   std::vector<double> p = softmax_double(logits);
-  std::vector<int32_t> order(logits.size());
-  std::iota(order.begin(), order.end(), 0);
-  // Ascending by probability, as HF sorts; the tail of the cumulative sum up to 1 - top_p is removed.
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[a] < p[b]; });
-  double cum = 0;
-  const double limit = 1.0 - double(top_p);
-  for (size_t r = 0; r + 1 < order.size(); ++r) {  // the most likely token always stays
-    cum += p[order[r]];
-    if (cum <= limit) logits[order[r]] = kNegInf;
+  // HF sorts ascending and removes the tail whose cumulative mass is <= 1 - top_p; equivalently a token
+  // goes when the mass of the tokens ranked above it reaches top_p. Ranking only the head (grown until
+  // the cut falls inside it) avoids sorting a 150k vocabulary per token.
+  std::vector<int32_t> order;
+  for (size_t i = 0; i < p.size(); ++i)
+    if (p[i] > 0) order.push_back(int32_t(i));
+  auto higher = [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); };
+  size_t keep = order.size();
+  for (size_t head = std::min<size_t>(order.size(), 256);; head = std::min(order.size(), head * 4)) {
+    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(head), order.end(), higher);
+    double above = 0;
+    bool cut = false;
+    for (size_t r = 0; r < head; ++r) {
+      if (above >= double(top_p)) {
+        keep = std::max<size_t>(r, 1);  // the most likely token always stays
+        cut = true;
+        break;
+      }
+      above += p[order[r]];
+    }
+    if (cut || head == order.size()) break;
   }
+  std::vector<char> kept(logits.size(), 0);
+  for (size_t r = 0; r < keep && r < order.size(); ++r) kept[size_t(order[r])] = 1;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (!kept[i]) logits[i] = kNegInf;
 }
 
 void apply_min_p(std::vector<float>& logits, float min_p) {

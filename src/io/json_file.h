@@ -9,7 +9,12 @@ namespace vlm {
 
 using json = nlohmann::json;
 
-// Parses `path`; throws vlm::Error "<path>: ..." when missing or malformed.
+// Reads a model-directory file. A symlink copied without link support becomes a tiny file
+// holding the link target (e.g. "../../assets/x/tokenizer.json"); such a file is followed.
+std::string read_model_file(const std::string& path);
+
+// Parses `path` (following link-target files as above); throws vlm::Error "<path>: ..." when
+// missing or malformed.
 json read_json_file(const std::string& path);
 
 // cfg[key] as T, or `fallback` when absent/null; throws "<where>: field 'key' ..." on a wrong type.

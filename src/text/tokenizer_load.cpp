@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "text/json_scan.h"
 #include "text/tokenizer_impl.h"
 #include "text/unicode.h"
@@ -201,17 +202,9 @@ std::shared_ptr<const Tokenizer::Impl> build_tokenizer(const TokenizerFiles& fil
 
 namespace {
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail(p.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string read_optional(const fs::path& p) {
   std::error_code ec;
-  return fs::is_regular_file(p, ec) ? read_file(p) : std::string();
+  return fs::is_regular_file(p, ec) ? read_model_file(p.string()) : std::string();
 }
 
 }  // namespace
@@ -222,17 +215,7 @@ Tokenizer Tokenizer::from_dir(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(tj, ec)) fail(dir, ": no tokenizer.json");
   TokenizerFiles files;
-  files.tokenizer_json = read_file(tj);
-  // A copied symlink can turn into a small file holding the link target; follow it.
-  if (files.tokenizer_json.size() < 4096) {
-    std::string target = files.tokenizer_json;
-    while (!target.empty() && (target.back() == '\n' || target.back() == '\r' || target.back() == ' '))
-      target.pop_back();
-    if (!target.empty() && target.find('{') == std::string::npos && target.find('\n') == std::string::npos) {
-      fs::path p = fs::path(target).is_absolute() ? fs::path(target) : d / target;
-      if (fs::is_regular_file(p, ec)) files.tokenizer_json = read_file(p);
-    }
-  }
+  files.tokenizer_json = read_model_file(tj.string());
   files.tokenizer_config = read_optional(d / "tokenizer_config.json");
   files.special_tokens_map = read_optional(d / "special_tokens_map.json");
   files.added_tokens = read_optional(d / "added_tokens.json");

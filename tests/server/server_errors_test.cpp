@@ -28,8 +28,12 @@ void expect_error(const HttpResult& r, int status, const std::string& code, cons
   EXPECT_TRUE(e["message"].is_string() && !e["message"].get<std::string>().empty()) << what;
   EXPECT_TRUE(e["type"].is_string()) << what;
   EXPECT_TRUE(e.contains("param") && e.contains("code")) << what;
-  if (!code.empty()) EXPECT_EQ(e["code"], code) << what << ": " << r.body;
-  if (!param.empty()) EXPECT_EQ(e["param"], param) << what << ": " << r.body;
+  if (!code.empty()) {
+    EXPECT_EQ(e["code"], code) << what << ": " << r.body;
+  }
+  if (!param.empty()) {
+    EXPECT_EQ(e["param"], param) << what << ": " << r.body;
+  }
 }
 
 TEST(ServerErrors, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {

@@ -115,7 +115,9 @@ TEST(ServerLifecycle, CliServeAnswersAndStopsOnSigterm) {
   json body = {{"model", "shapes"}, {"messages", {{{"role", "user"}, {"content", content}}}}, {"max_tokens", 30}};
   HttpResult r = post(c, body, {{"Authorization", "Bearer k"}});
   EXPECT_EQ(r.status, 200) << r.body;
-  if (r.status == 200) EXPECT_EQ(r.j["choices"][0]["message"]["content"], "A purple circle above a red square.");
+  if (r.status == 200) {
+    EXPECT_EQ(r.j["choices"][0]["message"]["content"], "A purple circle above a red square.");
+  }
   EXPECT_EQ(post(c, body).status, 401);
   kill(pid, SIGTERM);
   int status = 0;
