@@ -26,10 +26,10 @@ namespace vlm {
 // Generation parameters and results.
 
 struct SamplingParams {
-  float temperature = 0.0f;  // <= 0: greedy (argmax)
-  float top_p = 1.0f;        // nucleus sampling; 1 = off
-  int top_k = 0;             // 0 = off
-  float min_p = 0.0f;        // 0 = off; keeps tokens with p >= min_p * p_max
+  float temperature = 0.0f;          // <= 0: greedy (argmax)
+  float top_p = 1.0f;                // nucleus sampling; 1 = off
+  int top_k = 0;                     // 0 = off
+  float min_p = 0.0f;                // 0 = off; keeps tokens with p >= min_p * p_max
   float repetition_penalty = 1.0f;   // 1 = off; HF semantics (divide positive logits, multiply negative)
   int repetition_context_size = 20;  // last N tokens (prompt included) penalised; <= 0: all of them
   std::optional<uint64_t> seed;      // absent: seeded from std::random_device
@@ -154,9 +154,9 @@ std::vector<std::pair<std::string, ModelDefaults>> known_models();
 std::vector<std::string> supported_model_types();  // config.json model_type values with an implementation
 
 struct LoadOptions {
-  bool offline = false;        // never download (also HF_HUB_OFFLINE=1)
-  std::string revision;        // hub revision; "" = main
-  int threads = 0;             // 0: physical cores (or VLM_THREADS)
+  bool offline = false;  // never download (also HF_HUB_OFFLINE=1)
+  std::string revision;  // hub revision; "" = main
+  int threads = 0;       // 0: physical cores (or VLM_THREADS)
 };
 
 // A local directory as is; a hub id ("org/name") resolved through the Hugging Face cache, downloading what

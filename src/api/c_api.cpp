@@ -1,6 +1,4 @@
 // The C API of vlm.h over the C++ API: exceptions become status codes plus a per-thread message.
-#include "vlm/vlm.h"
-
 #include <filesystem>
 #include <new>
 #include <string>
@@ -8,6 +6,7 @@
 #include "api/internal.h"
 #include "generate/generator.h"
 #include "io/hub.h"
+#include "vlm/vlm.h"
 
 struct vlm_model {
   vlm::ModelContext ctx;
@@ -57,7 +56,9 @@ vlm_status add_part(vlm_input* input, vlm::UserInput::Part part) {
 
 extern "C" {
 
-const char* vlm_version(void) { return "0.1.0"; }
+const char* vlm_version(void) {
+  return "0.1.0";
+}
 
 const char* vlm_status_string(vlm_status status) {
   switch (status) {
@@ -72,7 +73,9 @@ const char* vlm_status_string(vlm_status status) {
   return "unknown status";
 }
 
-const char* vlm_last_error(void) { return g_last_error.c_str(); }
+const char* vlm_last_error(void) {
+  return g_last_error.c_str();
+}
 
 vlm_status vlm_model_load(const char* id_or_dir, vlm_model** out_model) {
   if (!out_model) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load: out_model is NULL");
@@ -84,11 +87,17 @@ vlm_status vlm_model_load(const char* id_or_dir, vlm_model** out_model) {
   return guarded(VLM_ERR_LOAD, [&] { *out_model = new vlm_model{vlm::ModelContext::load(dir)}; });
 }
 
-void vlm_model_free(vlm_model* model) { delete model; }
+void vlm_model_free(vlm_model* model) {
+  delete model;
+}
 
-const char* vlm_model_type(const vlm_model* model) { return model ? model->ctx.info().model_type.c_str() : ""; }
+const char* vlm_model_type(const vlm_model* model) {
+  return model ? model->ctx.info().model_type.c_str() : "";
+}
 
-int64_t vlm_model_context_length(const vlm_model* model) { return model ? model->ctx.info().context_length : 0; }
+int64_t vlm_model_context_length(const vlm_model* model) {
+  return model ? model->ctx.info().context_length : 0;
+}
 
 void vlm_set_threads(int32_t n) {
   try {
@@ -97,9 +106,13 @@ void vlm_set_threads(int32_t n) {
   }
 }
 
-vlm_input* vlm_input_new(void) { return new (std::nothrow) vlm_input(); }
+vlm_input* vlm_input_new(void) {
+  return new (std::nothrow) vlm_input();
+}
 
-void vlm_input_free(vlm_input* input) { delete input; }
+void vlm_input_free(vlm_input* input) {
+  delete input;
+}
 
 vlm_status vlm_input_add_message(vlm_input* input, const char* role) {
   if (!input || !role || !*role) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_input_add_message: NULL argument");
@@ -197,13 +210,17 @@ vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_gene
   return VLM_OK;
 }
 
-const char* vlm_result_text(const vlm_result* result) { return result ? result->result.text.c_str() : ""; }
+const char* vlm_result_text(const vlm_result* result) {
+  return result ? result->result.text.c_str() : "";
+}
 
 const char* vlm_result_finish_reason(const vlm_result* result) {
   return result ? result->result.finish_reason.c_str() : "";
 }
 
-size_t vlm_result_n_tokens(const vlm_result* result) { return result ? result->result.token_ids.size() : 0; }
+size_t vlm_result_n_tokens(const vlm_result* result) {
+  return result ? result->result.token_ids.size() : 0;
+}
 
 const int32_t* vlm_result_tokens(const vlm_result* result) {
   return result && !result->result.token_ids.empty() ? result->result.token_ids.data() : nullptr;
@@ -222,6 +239,8 @@ vlm_stats vlm_result_stats(const vlm_result* result) {
   return s;
 }
 
-void vlm_result_free(vlm_result* result) { delete result; }
+void vlm_result_free(vlm_result* result) {
+  delete result;
+}
 
 }  // extern "C"

@@ -62,7 +62,9 @@ std::vector<int32_t> collect_eos_ids(const std::string& dir, const ModelInfo& in
   return ids;
 }
 
-int64_t peak_memory_bytes() { return read_peak_rss_bytes(); }
+int64_t peak_memory_bytes() {
+  return read_peak_rss_bytes();
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -85,15 +87,18 @@ std::string TextProcessor::decode(const std::vector<int32_t>& ids, bool skip_spe
   return tok.decode(ids, skip_special_tokens);
 }
 
-std::string TextProcessor::token_string(int32_t id) const { return tokenizer_of(*this).id_to_token(id); }
+std::string TextProcessor::token_string(int32_t id) const {
+  return tokenizer_of(*this).id_to_token(id);
+}
 
 std::string TextProcessor::apply_chat_template(const std::string& messages_json, bool add_generation_prompt,
                                                bool add_vision_id) const {
   const Tokenizer& tok = tokenizer_of(*this);
   std::string source = tok.chat_template();
   if (source.empty())
-    fail(impl->dir, ": the model has no chat template (tokenizer_config.json, chat_template.json or "
-                    "chat_template.jinja)");
+    fail(impl->dir,
+         ": the model has no chat template (tokenizer_config.json, chat_template.json or "
+         "chat_template.jinja)");
   json messages;
   try {
     messages = json::parse(messages_json);
@@ -112,10 +117,18 @@ std::string TextProcessor::apply_chat_template(const std::string& messages_json,
 
 // ---------------------------------------------------------------------------------------------
 
-const std::vector<int32_t>& PreparedInput::ids() const { return impl->input.ids; }
-const std::string& PreparedInput::prompt_text() const { return impl->input.prompt_text; }
-int64_t PreparedInput::num_images() const { return int64_t(impl->input.images.size()); }
-int64_t PreparedInput::num_videos() const { return int64_t(impl->input.videos.size()); }
+const std::vector<int32_t>& PreparedInput::ids() const {
+  return impl->input.ids;
+}
+const std::string& PreparedInput::prompt_text() const {
+  return impl->input.prompt_text;
+}
+int64_t PreparedInput::num_images() const {
+  return int64_t(impl->input.images.size());
+}
+int64_t PreparedInput::num_videos() const {
+  return int64_t(impl->input.videos.size());
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -124,8 +137,7 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   if (options.threads > 0) set_threads(options.threads);
   auto impl = std::make_shared<Impl>();
   impl->dir = resolve_model_dir(id_or_dir, options);
-  if (!fs::exists(fs::path(impl->dir) / "config.json"))
-    fail(impl->dir, ": not a model directory (no config.json)");
+  if (!fs::exists(fs::path(impl->dir) / "config.json")) fail(impl->dir, ": not a model directory (no config.json)");
   impl->checkpoint = std::make_shared<Checkpoint>(Checkpoint::open(impl->dir));
   LoadOptions local = options;
   impl->text = TextProcessor::load(impl->dir, local);
@@ -145,8 +157,12 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   return ctx;
 }
 
-const ModelInfoSummary& ModelContext::info() const { return impl->info; }
-const TextProcessor& ModelContext::text() const { return impl->text; }
+const ModelInfoSummary& ModelContext::info() const {
+  return impl->info;
+}
+const TextProcessor& ModelContext::text() const {
+  return impl->text;
+}
 
 PreparedInput ModelContext::prepare(const UserInput& input) const {
   if (input.messages.empty()) fail("prepare: the input has no messages");

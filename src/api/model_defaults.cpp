@@ -50,6 +50,8 @@ std::vector<std::pair<std::string, ModelDefaults>> known_models() {
   return {r.by_id.begin(), r.by_id.end()};
 }
 
-std::vector<std::string> supported_model_types() { return registered_model_types(); }
+std::vector<std::string> supported_model_types() {
+  return registered_model_types();
+}
 
 }  // namespace vlm

@@ -60,15 +60,14 @@ std::string resolve_model_dir(const std::string& id_or_dir, const LoadOptions& o
     return resolve_model(id_or_dir, hub);
   } catch (const Error& e) {
     if (hub.offline)
-      fail("model '", id_or_dir, "' is not available offline: ", e.what(),
-           ". Download it first with `vlm download ", id_or_dir, "` while online");
+      fail("model '", id_or_dir, "' is not available offline: ", e.what(), ". Download it first with `vlm download ",
+           id_or_dir, "` while online");
     fail("cannot get model '", id_or_dir, "': ", e.what());
   }
 }
 
 std::string download_model(const std::string& model_id, const LoadOptions& options) {
-  if (!looks_like_repo_id(model_id))
-    fail("'", model_id, "' is not a Hugging Face model id (expected org/name)");
+  if (!looks_like_repo_id(model_id)) fail("'", model_id, "' is not a Hugging Face model id (expected org/name)");
   return resolve_model_dir(model_id, options);
 }
 

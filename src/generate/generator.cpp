@@ -60,8 +60,8 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   if (n_prompt == 0) fail("generate: the prompt is empty (no tokens)");
   if (info.context_length > 0 && n_prompt > info.context_length) {
     std::ostringstream msg;
-    msg << "the prompt has " << n_prompt << " tokens, more than the model's context length of "
-        << info.context_length << " (" << info.model_type
+    msg << "the prompt has " << n_prompt << " tokens, more than the model's context length of " << info.context_length
+        << " (" << info.model_type
         << "); shorten the prompt or use fewer or smaller images (e.g. --resize / max_pixels)";
     throw ContextOverflowError(msg.str());
   }
@@ -96,7 +96,8 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   for (int i = 0; i < params.max_tokens; ++i) {
     if (logits.size() == 0) fail("generate: the model returned no logits");
     int32_t token = sampler.sample(logits, history);
-    if (params.logprobs) result.logprobs.push_back(make_logprob(logits, token, params.top_logprobs, setup.token_string));
+    if (params.logprobs)
+      result.logprobs.push_back(make_logprob(logits, token, params.top_logprobs, setup.token_string));
     result.token_ids.push_back(token);
     history.push_back(token);
     if (i == 0) t_first = Clock::now();
@@ -124,8 +125,10 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
 
   if (result.finish_reason != "stop") {
     std::string tail = stop.push(setup.text->flush()).text;
-    if (!stop.stopped()) tail += stop.flush();
-    else result.finish_reason = cancelled ? "cancelled" : "stop";
+    if (!stop.stopped())
+      tail += stop.flush();
+    else
+      result.finish_reason = cancelled ? "cancelled" : "stop";
     result.text += tail;
     if (on_text && !cancelled && !tail.empty()) on_text(tail, -1);
   }
@@ -135,8 +138,10 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   st.generation_ms = ms_since(t_gen);
   // Decode speed counts the tokens that needed a forward step (the first comes from prefill).
   double decode_s = std::chrono::duration<double>(Clock::now() - t_first).count();
-  if (st.generated_tokens > 1 && decode_s > 0) st.generation_tps = double(st.generated_tokens - 1) / decode_s;
-  else if (st.generation_ms > 0) st.generation_tps = double(st.generated_tokens) / (st.generation_ms / 1000.0);
+  if (st.generated_tokens > 1 && decode_s > 0)
+    st.generation_tps = double(st.generated_tokens - 1) / decode_s;
+  else if (st.generation_ms > 0)
+    st.generation_tps = double(st.generated_tokens) / (st.generation_ms / 1000.0);
   st.peak_memory_bytes = read_peak_rss_bytes();
   return result;
 }

@@ -46,29 +46,30 @@ void apply_top_p(std::vector<float>& logits, float top_p) {
   if (top_p >= 1.0f) return;
   std::vector<double> p = softmax_double(logits);
   // HF sorts ascending and removes the tail whose cumulative mass is <= 1 - top_p; equivalently a token
-  // goes when the mass of the tokens ranked above it reaches top_p. Ranking only the head (grown until
-  // the cut falls inside it) avoids sorting a 150k vocabulary per token.
-  std::vector<int32_t> order;
+  // goes when the mass of the tokens ranked above it reaches top_p. Ranking only a head of 256, 1024 or 8192
+  // (enough for peaked distributions) avoids sorting a 150k vocabulary per token.
+  std::vector<std::pair<double, int32_t>> ranked;  // (-p, id): ascending order = most likely first
   for (size_t i = 0; i < p.size(); ++i)
-    if (p[i] > 0) order.push_back(int32_t(i));
-  auto higher = [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); };
-  size_t keep = order.size();
-  for (size_t head = std::min<size_t>(order.size(), 256);; head = std::min(order.size(), head * 4)) {
-    std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(head), order.end(), higher);
+    if (p[i] > 0) ranked.emplace_back(-p[i], int32_t(i));
+  auto count_kept = [&](size_t head) -> size_t {  // 0: the cut is not inside the head
     double above = 0;
-    bool cut = false;
     for (size_t r = 0; r < head; ++r) {
-      if (above >= double(top_p)) {
-        keep = std::max<size_t>(r, 1);  // the most likely token always stays
-        cut = true;
-        break;
-      }
-      above += p[order[r]];
+      if (above >= double(top_p)) return std::max<size_t>(r, 1);  // the most likely token always stays
+      above -= ranked[r].first;
     }
-    if (cut || head == order.size()) break;
+    return head == ranked.size() ? head : 0;
+  };
+  size_t keep = 0;
+  for (size_t head : {size_t(256), size_t(1024), size_t(8192), ranked.size()}) {
+    head = std::min(head, ranked.size());
+    if (head == ranked.size())
+      std::sort(ranked.begin(), ranked.end());
+    else
+      std::partial_sort(ranked.begin(), ranked.begin() + std::ptrdiff_t(head), ranked.end());
+    if ((keep = count_kept(head)) != 0 || head == ranked.size()) break;
   }
   std::vector<char> kept(logits.size(), 0);
-  for (size_t r = 0; r < keep && r < order.size(); ++r) kept[size_t(order[r])] = 1;
+  for (size_t r = 0; r < keep; ++r) kept[size_t(ranked[r].second)] = 1;
   for (size_t i = 0; i < logits.size(); ++i)
     if (!kept[i]) logits[i] = kNegInf;
 }

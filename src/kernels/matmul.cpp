@@ -5,7 +5,9 @@
 #include <cstring>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/matmul_x86.h"
 
 namespace vlm {
 
@@ -39,6 +41,26 @@ bool matmul_bf16_supported() {
 }
 
 namespace matmul_detail {
+
+bool avx512_enabled() {
+#ifdef VLM_X86_KERNELS
+  static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  // Highway numbers better targets with lower bits; any enabled bit at or below AVX3 is AVX-512.
+  return cpu && (hwy::SupportedTargets() & (HWY_AVX3 | (HWY_AVX3 - 1))) != 0;
+#else
+  return false;
+#endif
+}
+
+bool avx512_vnni_enabled() {
+#ifdef VLM_X86_KERNELS
+  static const bool cpu = __builtin_cpu_supports("avx512vnni");
+  return cpu && avx512_enabled();
+#else
+  return false;
+#endif
+}
 
 float load_float(DType t, const void* base, int64_t i) {
   switch (t) {
@@ -168,6 +190,7 @@ void MatMulWeight::forward(const float* x, int64_t M, float* y, const float* bia
   if (!impl_) fail("MatMulWeight::forward: weight is not defined");
   if (M <= 0 || impl_->N == 0) return;
   if (M <= kGemvMaxRows) {
+    if (matmul_detail::gemv_avx512_supports(*impl_)) return matmul_detail::gemv_avx512(*impl_, x, M, y, bias);
     matmul_detail::gemv(*impl_, x, M, y, bias);
   } else if (g_precision.load(std::memory_order_relaxed) == MatMulPrecision::kBF16 &&
              matmul_detail::bf16_gemm_supported()) {

@@ -30,6 +30,11 @@ void gemv(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, cons
 // Same for large M: weights dequantized into cache-sized f32 panels reused across all rows.
 void gemm(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
+// AVX-512 GEMV (matmul_gemv_avx512.cpp): float32-exact like gemv(), for dense weights and
+// 2/4/8-bit groups it supports; callers check gemv_avx512_supports() first.
+bool gemv_avx512_supports(const MatMulWeight::Impl& p);
+void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+
 // GEMM with bfloat16 dot products (AVX512_BF16); only call when bf16_gemm_supported().
 bool bf16_gemm_supported();
 void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);

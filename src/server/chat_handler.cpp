@@ -41,8 +41,8 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
                      "request_too_large");
 
     auto job = std::make_shared<ChatJob>();
-    job->request = parse_chat_request(body, options.media, options.defaults,
-                                      [this](const std::string& m) { check_model(m); });
+    job->request =
+        parse_chat_request(body, options.media, options.defaults, [this](const std::string& m) { check_model(m); });
     body.clear();
     job->probe = std::make_shared<ConnectionProbe>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
     std::unique_ptr<Scheduler::Lease> lease = scheduler.acquire([&] { return job->probe->closed(); });
@@ -107,8 +107,8 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     if (r.finish_reason == "cancelled") {
       if (!cancel_all) {
         ++disconnected;
-        log(req, 499, "client disconnected; generation stopped after " + std::to_string(r.token_ids.size()) +
-                          " tokens");
+        log(req, 499,
+            "client disconnected; generation stopped after " + std::to_string(r.token_ids.size()) + " tokens");
         return;
       }
       throw ApiError(503, "The server is shutting down; the generation was cancelled.", "", "server_shutting_down");
@@ -146,10 +146,12 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
     Scheduler::Turn turn(&scheduler);
     r = model.generate(job.prepared, params, [&](std::string_view text, int32_t) {
       if (cancel_all || job.probe->closed()) return false;
-      if (!text.empty() && !write(sse_event(chunk_json(job.meta, {{"content", std::string(text)}}, "", usage))))
-        return false;
-      turn.yield();
-      return true;
+      if (text.empty()) {
+        turn.yield();
+        return true;
+      }
+      std::string event = sse_event(chunk_json(job.meta, {{"content", std::string(text)}}, "", usage));
+      return turn.released([&] { return write(event); });
     });
     if (params.logprobs) logprobs = logprobs_json(r.logprobs, model.text());
   } catch (const std::exception& e) {
@@ -162,9 +164,9 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   if (r.finish_reason == "cancelled") {
     if (cancel_all && ok && !job.probe->closed()) {
       ++failed;
-      write(sse_event(ApiError(503, "The server is shutting down; the generation was cancelled.", "",
-                               "server_shutting_down")
-                          .to_json()));
+      write(sse_event(
+          ApiError(503, "The server is shutting down; the generation was cancelled.", "", "server_shutting_down")
+              .to_json()));
       write("data: [DONE]\n\n");
     } else {
       ++disconnected;
@@ -176,8 +178,10 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   if (usage)
     write(sse_event(usage_chunk_json(job.meta, usage_json(r.stats.prompt_tokens, int64_t(r.token_ids.size())))));
   write("data: [DONE]\n\n");
-  if (ok) ++completed;
-  else ++disconnected;
+  if (ok)
+    ++completed;
+  else
+    ++disconnected;
 }
 
 }  // namespace vlm::server

@@ -19,8 +19,8 @@ const char* type_name(const json& v) {
 }
 
 [[noreturn]] void wrong_type(const std::string& param, const char* expected, const json& v) {
-  throw bad_request("Invalid type for '" + param + "': expected " + expected + ", but got " + type_name(v) + ".",
-                    param, "invalid_type");
+  throw bad_request("Invalid type for '" + param + "': expected " + expected + ", but got " + type_name(v) + ".", param,
+                    "invalid_type");
 }
 
 // Absent and null are the same to OpenAI's clients (they drop NOT_GIVEN, some send null).
@@ -45,8 +45,8 @@ int64_t integer(const json& v, const std::string& param, int64_t lo, int64_t hi)
     throw bad_request("Invalid value for '" + param + "': out of range.", param, "invalid_value");
   int64_t x = v.get<int64_t>();
   if (x < lo || x > hi)
-    throw bad_request("Invalid value for '" + param + "': " + std::to_string(x) + " is not in [" +
-                          std::to_string(lo) + ", " + std::to_string(hi) + "].",
+    throw bad_request("Invalid value for '" + param + "': " + std::to_string(x) + " is not in [" + std::to_string(lo) +
+                          ", " + std::to_string(hi) + "].",
                       param, "invalid_value");
   return x;
 }
@@ -61,8 +61,7 @@ std::string string(const json& v, const std::string& param) {
   return v.get<std::string>();
 }
 
-UserInput::Message parse_message(const json& m, const std::string& where, const MediaLimits& limits,
-                                 int& images) {
+UserInput::Message parse_message(const json& m, const std::string& where, const MediaLimits& limits, int& images) {
   if (!m.is_object()) wrong_type(where, "an object", m);
   const json* role = field(m, "role");
   if (!role) throw bad_request("Missing required parameter: '" + where + ".role'.", where + ".role", "missing");
@@ -70,9 +69,9 @@ UserInput::Message parse_message(const json& m, const std::string& where, const 
   msg.role = string(*role, where + ".role");
   if (msg.role == "developer") msg.role = "system";  // OpenAI's newer name for the system turn
   if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
-    throw bad_request("Invalid value for '" + where + ".role': '" + msg.role +
-                          "' (supported: system, developer, user, assistant).",
-                      where + ".role", "invalid_value");
+    throw bad_request(
+        "Invalid value for '" + where + ".role': '" + msg.role + "' (supported: system, developer, user, assistant).",
+        where + ".role", "invalid_value");
   const json* content = field(m, "content");
   if (!content) {
     if (msg.role != "assistant")
@@ -103,8 +102,9 @@ UserInput::Message parse_message(const json& m, const std::string& where, const 
         url = iu->get<std::string>();
       } else if (iu->is_object()) {
         const json* u = field(*iu, "url");
-        if (!u) throw bad_request("Missing required parameter: '" + pw + ".image_url.url'.", pw + ".image_url.url",
-                                  "missing");
+        if (!u)
+          throw bad_request("Missing required parameter: '" + pw + ".image_url.url'.", pw + ".image_url.url",
+                            "missing");
         url = string(*u, pw + ".image_url.url");
       } else {
         wrong_type(pw + ".image_url", "an object", *iu);
@@ -142,8 +142,7 @@ ChatRequest parse_chat_request(const std::string& body, const MediaLimits& limit
   try {
     doc = json::parse(body);
   } catch (const json::exception& e) {
-    throw bad_request(std::string("We could not parse the JSON body of your request: ") + e.what(), "",
-                      "invalid_json");
+    throw bad_request(std::string("We could not parse the JSON body of your request: ") + e.what(), "", "invalid_json");
   }
   if (!doc.is_object()) throw bad_request("The request body must be a JSON object.", "", "invalid_json");
 
@@ -201,8 +200,7 @@ ChatRequest parse_chat_request(const std::string& body, const MediaLimits& limit
     throw bad_request("Invalid value for 'messages': the list is empty.", "messages", "invalid_value");
   int images = 0;
   for (size_t i = 0; i < messages->size(); ++i)
-    r.input.messages.push_back(
-        parse_message((*messages)[i], "messages[" + std::to_string(i) + "]", limits, images));
+    r.input.messages.push_back(parse_message((*messages)[i], "messages[" + std::to_string(i) + "]", limits, images));
   return r;
 }
 

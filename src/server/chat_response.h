@@ -26,8 +26,8 @@ json logprobs_json(const std::vector<TokenLogprob>& logprobs, const TextProcesso
 json completion_json(const CompletionMeta& meta, const GenerationResult& result, const json& logprobs);
 // One streamed chunk; `delta` {"role"/"content"}, finish_reason null unless given, "usage": null when
 // the client asked for usage (OpenAI sends the key on every chunk then).
-json chunk_json(const CompletionMeta& meta, const json& delta, const std::string& finish_reason,
-                bool include_usage_key, const json& logprobs = nullptr);
+json chunk_json(const CompletionMeta& meta, const json& delta, const std::string& finish_reason, bool include_usage_key,
+                const json& logprobs = nullptr);
 json usage_chunk_json(const CompletionMeta& meta, const json& usage);
 
 // "data: <json>\n\n" (invalid UTF-8 from a partial or random model replaced, never an exception).

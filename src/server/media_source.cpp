@@ -79,9 +79,9 @@ std::vector<uint8_t> fetch_http(const std::string& url, const MediaLimits& limit
   CURLcode rc = curl_easy_perform(curl);
   curl_easy_cleanup(curl);
   if (st.too_large || rc == CURLE_FILESIZE_EXCEEDED)
-    throw bad_request("image at " + url + " is larger than the limit of " + std::to_string(limits.max_image_bytes) +
-                          " bytes",
-                      param, "image_too_large");
+    throw bad_request(
+        "image at " + url + " is larger than the limit of " + std::to_string(limits.max_image_bytes) + " bytes", param,
+        "image_too_large");
   if (rc != CURLE_OK)
     throw bad_request("could not fetch image " + url + ": " + curl_easy_strerror(rc), param, "image_fetch_failed");
   return std::move(st.data);
@@ -96,9 +96,9 @@ std::vector<uint8_t> read_local(const std::string& path, const MediaLimits& limi
   auto size = fs::file_size(p, ec);
   if (ec || !fs::is_regular_file(p)) throw bad_request("image file not found: " + path, param);
   if (int64_t(size) > limits.max_image_bytes)
-    throw bad_request("image " + path + " is larger than the limit of " + std::to_string(limits.max_image_bytes) +
-                          " bytes",
-                      param, "image_too_large");
+    throw bad_request(
+        "image " + path + " is larger than the limit of " + std::to_string(limits.max_image_bytes) + " bytes", param,
+        "image_too_large");
   std::ifstream f(p, std::ios::binary);
   std::vector<uint8_t> data(size);
   if (!f.read(reinterpret_cast<char*>(data.data()), std::streamsize(size)))
@@ -147,8 +147,7 @@ std::string confine_path(const std::string& path, const std::string& dir, const 
   auto pit = real.begin();
   for (; rit != root.end(); ++rit, ++pit)
     if (pit == real.end() || *pit != *rit)
-      throw ApiError(403, "image path " + path + " is outside the allowed media directory", param,
-                     "path_not_allowed");
+      throw ApiError(403, "image path " + path + " is outside the allowed media directory", param, "path_not_allowed");
   return real.string();
 }
 
@@ -158,12 +157,11 @@ std::vector<uint8_t> fetch_image_bytes(const std::string& url, const MediaLimits
     if (comma == std::string::npos) throw bad_request("malformed data URL (no ',')", param, "invalid_image_url");
     std::string_view meta(url.data() + 5, comma - 5);
     if (meta.size() < 7 || meta.substr(meta.size() - 7) != ";base64")
-      throw bad_request("only base64 data URLs are supported (data:image/...;base64,...)", param,
-                        "invalid_image_url");
+      throw bad_request("only base64 data URLs are supported (data:image/...;base64,...)", param, "invalid_image_url");
     std::string_view payload = std::string_view(url).substr(comma + 1);
     if (int64_t(payload.size()) / 4 * 3 > limits.max_image_bytes + 3)
-      throw bad_request("image is larger than the limit of " + std::to_string(limits.max_image_bytes) + " bytes",
-                        param, "image_too_large");
+      throw bad_request("image is larger than the limit of " + std::to_string(limits.max_image_bytes) + " bytes", param,
+                        "image_too_large");
     std::vector<uint8_t> bytes = decode_base64(payload, param);
     if (bytes.empty()) throw bad_request("empty image data URL", param, "invalid_image_url");
     return bytes;
@@ -195,8 +193,8 @@ UserInput::Part load_image_part(const std::string& url, const MediaLimits& limit
                       too_big ? "image_too_large" : "invalid_image");
   }
   if (int64_t(img.width) * img.height > limits.max_image_pixels)
-    throw bad_request("image too large: " + std::to_string(img.width) + "x" + std::to_string(img.height) +
-                          " exceeds " + std::to_string(limits.max_image_pixels) + " pixels",
+    throw bad_request("image too large: " + std::to_string(img.width) + "x" + std::to_string(img.height) + " exceeds " +
+                          std::to_string(limits.max_image_pixels) + " pixels",
                       param, "image_too_large");
   return UserInput::Part::image_rgb(img.width, img.height, std::move(img.rgb));
 }

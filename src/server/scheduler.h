@@ -6,8 +6,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <memory>
 #include <functional>
+#include <memory>
 #include <mutex>
 
 namespace vlm::server {
@@ -49,6 +49,16 @@ class Scheduler {
     void yield() {
       s_->unlock_compute();
       s_->lock_compute();
+    }
+    // Runs fn without the turn (socket writes must not hold up the other slots).
+    template <class F>
+    auto released(F&& fn) {
+      s_->unlock_compute();
+      struct Relock {
+        Scheduler* s;
+        ~Relock() { s->lock_compute(); }
+      } relock{s_};
+      return fn();
     }
 
    private:

@@ -78,13 +78,28 @@ struct Parsed {
 };
 
 Parsed parse(int argc, char** argv) {
-  static const std::map<std::string, bool> kOptions = {
-      {"model", true},        {"host", true},          {"port", true},          {"api-key", true},
-      {"parallel", true},     {"queue", true},         {"cors", true},          {"allow-local-media", true},
-      {"no-remote-media", false}, {"max-images", true}, {"max-image-mb", true}, {"max-image-pixels", true},
-      {"max-body-mb", true},  {"fetch-timeout", true}, {"ctx-size", true},      {"max-tokens", true},
-      {"temperature", true},  {"alias", true},         {"shutdown-timeout", true}, {"threads", true},
-      {"offline", false},     {"log", false}};
+  static const std::map<std::string, bool> kOptions = {{"model", true},
+                                                       {"host", true},
+                                                       {"port", true},
+                                                       {"api-key", true},
+                                                       {"parallel", true},
+                                                       {"queue", true},
+                                                       {"cors", true},
+                                                       {"allow-local-media", true},
+                                                       {"no-remote-media", false},
+                                                       {"max-images", true},
+                                                       {"max-image-mb", true},
+                                                       {"max-image-pixels", true},
+                                                       {"max-body-mb", true},
+                                                       {"fetch-timeout", true},
+                                                       {"ctx-size", true},
+                                                       {"max-tokens", true},
+                                                       {"temperature", true},
+                                                       {"alias", true},
+                                                       {"shutdown-timeout", true},
+                                                       {"threads", true},
+                                                       {"offline", false},
+                                                       {"log", false}};
   Parsed p;
   ServerOptions& s = p.server;
   if (const char* key = std::getenv("VLM_API_KEY")) s.api_key = key;
@@ -107,28 +122,50 @@ Parsed parse(int argc, char** argv) {
     } else if (!it->second && inline_value) {
       throw UsageError("--" + name + " takes no value");
     }
-    if (name == "model") p.model = value;
-    else if (name == "host") s.host = value;
-    else if (name == "port") s.port = int(integer(name, value, 0, 65535));
-    else if (name == "api-key") s.api_key = value;
-    else if (name == "parallel") s.parallel = int(integer(name, value, 1, 256));
-    else if (name == "queue") s.max_queue = int(integer(name, value, 0, 4096));
-    else if (name == "cors") s.cors_origin = value;
-    else if (name == "allow-local-media") s.media.local_media_dir = value;
-    else if (name == "no-remote-media") s.media.allow_remote = false;
-    else if (name == "max-images") s.media.max_images = int(integer(name, value, 0, 1024));
-    else if (name == "max-image-mb") s.media.max_image_bytes = int64_t(number(name, value, 0.001, 4096) * (1 << 20));
-    else if (name == "max-image-pixels") s.media.max_image_pixels = integer(name, value, 1, int64_t(1) << 34);
-    else if (name == "max-body-mb") s.max_body_bytes = int64_t(number(name, value, 0.001, 16384) * (1 << 20));
-    else if (name == "fetch-timeout") s.media.fetch_timeout_s = number(name, value, 0.1, 3600);
-    else if (name == "ctx-size") s.ctx_size = integer(name, value, 1, int64_t(1) << 40);
-    else if (name == "max-tokens") s.defaults.max_tokens = int(integer(name, value, 1, 1 << 30));
-    else if (name == "temperature") s.defaults.temperature = float(number(name, value, 0, 2));
-    else if (name == "alias") s.model_names.push_back(value);
-    else if (name == "shutdown-timeout") s.shutdown_grace_s = number(name, value, 0, 86400);
-    else if (name == "threads") p.load.threads = int(integer(name, value, 1, 1024));
-    else if (name == "offline") p.load.offline = true;
-    else if (name == "log") s.log_requests = true;
+    if (name == "model")
+      p.model = value;
+    else if (name == "host")
+      s.host = value;
+    else if (name == "port")
+      s.port = int(integer(name, value, 0, 65535));
+    else if (name == "api-key")
+      s.api_key = value;
+    else if (name == "parallel")
+      s.parallel = int(integer(name, value, 1, 256));
+    else if (name == "queue")
+      s.max_queue = int(integer(name, value, 0, 4096));
+    else if (name == "cors")
+      s.cors_origin = value;
+    else if (name == "allow-local-media")
+      s.media.local_media_dir = value;
+    else if (name == "no-remote-media")
+      s.media.allow_remote = false;
+    else if (name == "max-images")
+      s.media.max_images = int(integer(name, value, 0, 1024));
+    else if (name == "max-image-mb")
+      s.media.max_image_bytes = int64_t(number(name, value, 0.001, 4096) * (1 << 20));
+    else if (name == "max-image-pixels")
+      s.media.max_image_pixels = integer(name, value, 1, int64_t(1) << 34);
+    else if (name == "max-body-mb")
+      s.max_body_bytes = int64_t(number(name, value, 0.001, 16384) * (1 << 20));
+    else if (name == "fetch-timeout")
+      s.media.fetch_timeout_s = number(name, value, 0.1, 3600);
+    else if (name == "ctx-size")
+      s.ctx_size = integer(name, value, 1, int64_t(1) << 40);
+    else if (name == "max-tokens")
+      s.defaults.max_tokens = int(integer(name, value, 1, 1 << 30));
+    else if (name == "temperature")
+      s.defaults.temperature = float(number(name, value, 0, 2));
+    else if (name == "alias")
+      s.model_names.push_back(value);
+    else if (name == "shutdown-timeout")
+      s.shutdown_grace_s = number(name, value, 0, 86400);
+    else if (name == "threads")
+      p.load.threads = int(integer(name, value, 1, 1024));
+    else if (name == "offline")
+      p.load.offline = true;
+    else if (name == "log")
+      s.log_requests = true;
   }
   if (p.model.empty()) throw UsageError("--model is required");
   // Clients name the model as it was given (a hub id, a directory) unless aliases say otherwise.
@@ -189,8 +226,7 @@ int serve_command(int argc, char** argv) {
     int port = server.bind();
     std::fprintf(stderr, "vlm serve: %s (%s, context %lld) on http://%s:%d/v1 with %d slot(s)\n",
                  p.server.model_names[0].c_str(), model.info().model_type.c_str(),
-                 static_cast<long long>(model.info().context_length), p.server.host.c_str(), port,
-                 p.server.parallel);
+                 static_cast<long long>(model.info().context_length), p.server.host.c_str(), port, p.server.parallel);
     std::fflush(stderr);
     g_server = &server;
     server.run();

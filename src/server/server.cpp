@@ -109,10 +109,8 @@ void Server::Impl::set_routes() {
   http.Get("/v1/models", models);
   http.Get(R"(/v1/models/(.+))", models);
 
-  http.Post("/v1/chat/completions",
-            [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-              handle_chat(req, res, reader);
-            });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
+                                           const httplib::ContentReader& reader) { handle_chat(req, res, reader); });
 
   // Anything httplib answers by itself (unknown route 404, oversized body 413, ...) gets an OpenAI body.
   http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -159,7 +157,9 @@ int Server::bind() {
   return s.bound_port;
 }
 
-int Server::port() const { return impl_->bound_port; }
+int Server::port() const {
+  return impl_->bound_port;
+}
 
 void Server::run() {
   bind();
@@ -190,10 +190,11 @@ void Server::shutdown() {
 ServerCounters Server::counters() const {
   const Impl& s = *impl_;
   SchedulerStats st = s.scheduler.stats();
-  return {s.requests, s.completed, s.failed, s.disconnected, s.tokens_generated, st.active, st.queued,
-          st.peak_active};
+  return {s.requests, s.completed, s.failed, s.disconnected, s.tokens_generated, st.active, st.queued, st.peak_active};
 }
 
-const ServerOptions& Server::options() const { return impl_->options; }
+const ServerOptions& Server::options() const {
+  return impl_->options;
+}
 
 }  // namespace vlm::server

@@ -14,26 +14,26 @@ namespace vlm::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port (see Server::port())
+  int port = 8080;          // 0: any free port (see Server::port())
   std::string api_key;      // "": no authentication
   std::string cors_origin;  // "": no CORS headers
   int parallel = 1;         // generation slots
   int max_queue = 64;       // requests waiting for a slot before 503
   int64_t max_body_bytes = 64 << 20;
-  int64_t ctx_size = 0;  // prompt + completion token limit; 0: the model's context length
-  double shutdown_grace_s = 30;  // in-flight generations get this long to finish, then are cancelled
-  bool log_requests = false;     // one line per request on stderr
+  int64_t ctx_size = 0;                  // prompt + completion token limit; 0: the model's context length
+  double shutdown_grace_s = 30;          // in-flight generations get this long to finish, then are cancelled
+  bool log_requests = false;             // one line per request on stderr
   std::vector<std::string> model_names;  // accepted as "model"; the first is the one reported
   MediaLimits media;
   RequestDefaults defaults;
 };
 
 struct ServerCounters {
-  int64_t requests = 0;           // chat completion requests received
-  int64_t completed = 0;          // answered successfully
-  int64_t failed = 0;             // answered with an error status
-  int64_t disconnected = 0;       // client went away; its generation (or its wait) was stopped
-  int64_t tokens_generated = 0;   // over all generations, cancelled ones included
+  int64_t requests = 0;          // chat completion requests received
+  int64_t completed = 0;         // answered successfully
+  int64_t failed = 0;            // answered with an error status
+  int64_t disconnected = 0;      // client went away; its generation (or its wait) was stopped
+  int64_t tokens_generated = 0;  // over all generations, cancelled ones included
   int64_t active = 0, queued = 0, peak_active = 0;
 };
 

@@ -40,7 +40,8 @@ class FakeProcessor : public Processor {
           ++g_seen.images;
           g_seen.width = p.image.width;
           g_seen.height = p.image.height;
-          g_seen.first_pixels.assign(p.image.rgb.begin(), p.image.rgb.begin() + std::min<size_t>(6, p.image.rgb.size()));
+          g_seen.first_pixels.assign(p.image.rgb.begin(),
+                                     p.image.rgb.begin() + std::min<size_t>(6, p.image.rgb.size()));
           in.ids.push_back(0);
         } else {
           in.prompt_text += p.text;
@@ -163,9 +164,8 @@ TEST_F(FakeFamily, CallbackCancelsAndMaxTokensLimits) {
   GenerationParams p;
   p.max_tokens = 100;
   int calls = 0;
-  GenerationResult r = ctx_.generate(UserInput::from_prompt("x"), p, [&](std::string_view, int32_t) {
-    return ++calls < 2;
-  });
+  GenerationResult r =
+      ctx_.generate(UserInput::from_prompt("x"), p, [&](std::string_view, int32_t) { return ++calls < 2; });
   EXPECT_EQ(r.finish_reason, "cancelled");
   EXPECT_EQ(r.token_ids.size(), 2u);
   p.max_tokens = 3;
@@ -188,8 +188,8 @@ TEST_F(FakeFamily, PromptBeyondContextIsAClearError) {
 
 TEST_F(FakeFamily, ImagesAndOptionsReachTheProcessor) {
   UserInput in;
-  in.messages.push_back({"user",
-                         {UserInput::Part::image_rgb(2, 1, {1, 2, 3, 4, 5, 6}), UserInput::Part::text_part("hi")}});
+  in.messages.push_back(
+      {"user", {UserInput::Part::image_rgb(2, 1, {1, 2, 3, 4, 5, 6}), UserInput::Part::text_part("hi")}});
   in.options.resize_width = 32;
   in.options.resize_height = 16;
   in.options.max_pixels = 1000;
@@ -222,7 +222,8 @@ TEST(DemoModel, CaptionsAndPromptIdsMatchTheReference) {
   json cases = read_json_file(kDemo + "/cases.json");
   const json& c = cases["cases"][1];  // shapes_02.png
   ModelContext ctx = ModelContext::load(kDemo + "/qwen2-vl-shapes-4bit");
-  PreparedInput in = ctx.prepare(UserInput::from_prompt("Describe the image.", {kDemo + "/" + c["image"].get<std::string>()}));
+  PreparedInput in =
+      ctx.prepare(UserInput::from_prompt("Describe the image.", {kDemo + "/" + c["image"].get<std::string>()}));
   EXPECT_EQ(in.ids(), c["input_ids"].get<std::vector<int32_t>>());
   EXPECT_EQ(in.num_images(), 1);
   GenerationParams p;

@@ -15,8 +15,10 @@ TEST(MessagesJson, StringAndStructuredContent) {
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image", "image": "a/b.png"}]},
     {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
-    {"role": "user", "content": [{"type": "video", "video": ["f0.png", "/abs/f1.png"]}, {"type": "video", "video": "v.mp4"}]}
-  ])", "/base/dir");
+    {"role": "user", "content": [{"type": "video", "video": ["f0.png", "/abs/f1.png"]},
+                                 {"type": "video", "video": "v.mp4"}]}
+  ])",
+                                               "/base/dir");
   ASSERT_EQ(in.messages.size(), 4u);
   EXPECT_EQ(in.messages[0].role, "system");
   ASSERT_EQ(in.messages[0].content.size(), 1u);
@@ -38,7 +40,8 @@ TEST(MessagesJson, OpenAIImageUrlForms) {
     {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}},
     {"type": "image_url", "image_url": {"url": "file:///tmp/my%20pic.png"}},
     {"type": "image_url", "image_url": "rel.jpg"}
-  ]}])", "/data");
+  ]}])",
+                                               "/data");
   const auto& c = in.messages[0].content;
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(std::string(c[0].image.bytes.begin(), c[0].image.bytes.end()), "hello");
@@ -67,12 +70,15 @@ TEST(MessagesJson, ErrorsNameTheProblem) {
   std::string unknown = message_of(R"([{"role": "user", "content": [{"type": "audio"}]}])");
   EXPECT_NE(unknown.find("message 0, part 0"), std::string::npos) << unknown;
   EXPECT_NE(unknown.find("'audio'"), std::string::npos) << unknown;
-  EXPECT_NE(message_of(R"([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}])")
-                .find("remote URLs"),
-            std::string::npos);
-  EXPECT_NE(message_of(R"([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}])")
-                .find("base64"),
-            std::string::npos);
+  EXPECT_NE(
+      message_of(R"([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}])")
+          .find("remote URLs"),
+      std::string::npos);
+  EXPECT_NE(
+      message_of(
+          R"([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@"}}]}])")
+          .find("base64"),
+      std::string::npos);
   EXPECT_NE(message_of(R"([{"role": "user", "content": [{"type": "image"}]}])").find("without a source"),
             std::string::npos);
   EXPECT_NE(message_of(R"([{"role": "user", "content": 5}])").find("'content'"), std::string::npos);

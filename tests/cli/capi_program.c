@@ -9,12 +9,12 @@
 
 static int failures = 0;
 
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
       fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                     \
-    }                                                                 \
+      ++failures;                                                              \
+    }                                                                          \
   } while (0)
 
 typedef struct {
@@ -177,7 +177,9 @@ int main(int argc, char** argv) {
   vlm_input_free(in);
 
   vlm_model_free(model);
-  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
-  else printf("C API: all checks passed\n");
+  if (failures)
+    fprintf(stderr, "%d check(s) failed\n", failures);
+  else
+    printf("C API: all checks passed\n");
   return failures ? 1 : 0;
 }

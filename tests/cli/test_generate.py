@@ -61,7 +61,8 @@ class FixtureGreedy(unittest.TestCase):
 
     def test_prompt_and_image_flags(self):
         case = load_case("02_one_image")
-        out = run_json("generate", "--model", os.path.join(QWEN, "tiny-bf16"), "--image", shared("images", "astronaut.png"),
+        out = run_json("generate", "--model", os.path.join(QWEN, "tiny-bf16"),
+                       "--image", shared("images", "astronaut.png"),
                        "--prompt", "Describe this image.", "--temperature", "0", "--max-tokens", "16", "--json",
                        "--logprobs", "3")
         self.assertEqual(out["token_ids"], case["models"]["tiny-bf16"]["generated_ids"])
@@ -76,6 +77,27 @@ class FixtureGreedy(unittest.TestCase):
             self.assertEqual(values, sorted(values, reverse=True))
 
 
+class VideoFile(unittest.TestCase):
+    """--video decodes and samples a real video file (made here with the ffmpeg tool when present)."""
+
+    def test_video_file_smoke(self):
+        import shutil
+        import subprocess
+        if not shutil.which("ffmpeg"):
+            self.skipTest("ffmpeg not installed")
+        with tempfile.TemporaryDirectory() as tmp:
+            video = os.path.join(tmp, "clip.mp4")
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=112x84:rate=10",
+                            "-t", "2", "-pix_fmt", "yuv420p", video], check=True)
+            base = ["generate", "--model", os.path.join(QWEN, "tiny-bf16"), "--prompt", "What happens?",
+                    "--max-tokens", "2", "--json"]
+            text_only = run_json(*base)
+            with_video = run_json(*base, "--video", video, "--fps", "2")
+        # 2 s at 2 fps = 4 frames -> grid t = 2; 84x112 -> 6x8 patches -> 2*6*8/4 = 24 video tokens
+        # plus <|vision_start|>/<|vision_end|>.
+        self.assertEqual(with_video["stats"]["prompt_tokens"] - text_only["stats"]["prompt_tokens"], 26)
+
+
 class DemoCaptions(unittest.TestCase):
     """The trained demo model captions its sample pictures exactly."""
 
@@ -84,7 +106,8 @@ class DemoCaptions(unittest.TestCase):
             self.cases = json.load(f)
 
     def caption(self, model, image, *extra):
-        _, out, err = run("generate", "--model", os.path.join(DEMO, model), "--image", os.path.join(DEMO, "images", image),
+        _, out, err = run("generate", "--model", os.path.join(DEMO, model),
+                          "--image", os.path.join(DEMO, "images", image),
                           "--prompt", "Describe the image.", "--temperature", "0", "--max-tokens", "16", *extra)
         return out, err
 

@@ -12,8 +12,8 @@ namespace vlm::testing {
 
 struct FakeScript {
   int64_t vocab = 16;
-  std::vector<int32_t> tokens;       // argmax of step i (cycled); empty: use `fixed_logits`
-  std::vector<float> fixed_logits;   // returned at every step when `tokens` is empty
+  std::vector<int32_t> tokens;      // argmax of step i (cycled); empty: use `fixed_logits`
+  std::vector<float> fixed_logits;  // returned at every step when `tokens` is empty
   int64_t context_length = 0;
   std::vector<int32_t> eos_ids;
 };

@@ -50,7 +50,7 @@ struct Outcome {
 };
 
 Outcome run(const FakeModel& model, GenerationParams params, FakeText text, int prompt_len = 4,
-        std::function<bool(std::string_view, int32_t)> cb = nullptr) {
+            std::function<bool(std::string_view, int32_t)> cb = nullptr) {
   GenerationSetup setup;
   setup.model = &model;
   setup.text = &text;

@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 
 namespace vlm {
 namespace {
@@ -109,6 +111,52 @@ TEST(Warpers, TopPRemovesTheLowMassTail) {
   std::vector<float> n = logs({0.999, 0.001});
   apply_warpers(n, off);
   EXPECT_TRUE(std::isfinite(n[1]));
+}
+
+// HF's TopPLogitsWarper written out literally: ascending sort, cumulative sum, tail removed.
+std::vector<bool> reference_top_p_keep(const std::vector<float>& logits, double top_p) {
+  std::vector<double> p(logits.size());
+  double mx = *std::max_element(logits.begin(), logits.end()), z = 0;
+  for (size_t i = 0; i < p.size(); ++i) z += p[i] = std::exp(double(logits[i]) - mx);
+  for (double& v : p) v /= z;
+  std::vector<size_t> asc(p.size());
+  for (size_t i = 0; i < asc.size(); ++i) asc[i] = i;
+  std::sort(asc.begin(), asc.end(), [&](size_t a, size_t b) { return p[a] < p[b]; });
+  std::vector<bool> keep(p.size(), true);
+  double cum = 0;
+  for (size_t r = 0; r + 1 < asc.size(); ++r) {
+    cum += p[asc[r]];
+    if (cum <= 1.0 - top_p) keep[asc[r]] = false;
+  }
+  return keep;
+}
+
+TEST(Warpers, TopPMatchesTheLiteralHFAlgorithmOnLargeVocabularies) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float scale : {0.5f, 3.0f}) {
+    std::vector<float> logits(20000);
+    for (float& v : logits) v = normal(rng) * scale;
+    for (float top_p : {0.05f, 0.5f, 0.9f, 0.99f}) {
+      SamplingParams p;
+      p.top_p = top_p;
+      std::vector<float> l = logits;
+      apply_warpers(l, p);
+      std::vector<bool> expected = reference_top_p_keep(logits, top_p);
+      size_t kept = 0, mismatches = 0;
+      for (size_t i = 0; i < l.size(); ++i) {
+        kept += std::isfinite(l[i]);
+        mismatches += std::isfinite(l[i]) != expected[i];
+      }
+      EXPECT_EQ(mismatches, 0u) << "scale " << scale << " top_p " << top_p << " kept " << kept;
+    }
+  }
+  // A flat distribution over 1024 tokens (exact binary masses): top_p = 0.5 keeps exactly 512.
+  SamplingParams half;
+  half.top_p = 0.5f;
+  std::vector<float> flat(1024, 0.0f);
+  apply_warpers(flat, half);
+  EXPECT_EQ(std::count_if(flat.begin(), flat.end(), [](float v) { return std::isfinite(v); }), 512);
 }
 
 TEST(Warpers, MinPIsRelativeToTheTopProbability) {

@@ -5,6 +5,9 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <string>
+
+#include <unistd.h>
 
 #include "core/error.h"
 #include "media_test_util.h"
@@ -35,7 +38,9 @@ class VideoFile : public testing::Test {
  protected:
   void SetUp() override {
     if (std::system("ffmpeg -version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no ffmpeg command";
-    dir_ = testing::TempDir() + "/vlm_video_test";
+    // One folder per process and test: CTest runs the tests of this suite in parallel processes.
+    dir_ = testing::TempDir() + "/vlm_video_test_" + std::to_string(::getpid()) + "_" +
+           testing::UnitTest::GetInstance()->current_test_info()->name();
     ASSERT_EQ(std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str()), 0);
   }
   // Encodes 3 s of testsrc at 10 fps and extracts every frame as PNG (frame_001.png ...).
@@ -46,6 +51,11 @@ class VideoFile : public testing::Test {
                       ".frames/frame_%03d.png";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     return video;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) {
+      EXPECT_EQ(std::system(("rm -rf " + dir_).c_str()), 0);
+    }
   }
   std::string dir_;
 };

@@ -121,7 +121,10 @@ TEST(Rope, MropeTakesSectionsFromAxes) {
 namespace vlm::nn {
 namespace {
 
-TEST(MlxQuantize, RoundTripWithinHalfStepForEveryBitWidth) {
+// MLX anchors each group on its larger-magnitude end and then snaps the scale so that end is exactly
+// representable; the grid can then stop short of the other end by less than one step, so values
+// are within half a step except near that end, and always within one step.
+TEST(MlxQuantize, RoundTripWithinOneStepForEveryBitWidth) {
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.f, 1.f);
   for (int bits : {2, 3, 4, 5, 6, 8}) {
@@ -136,7 +139,7 @@ TEST(MlxQuantize, RoundTripWithinHalfStepForEveryBitWidth) {
         m.dequantize_row(r, row.data());
         for (int64_t k = 0; k < cols; ++k) {
           float step = std::abs(q.scales.data<float>()[r * (cols / group) + k / group]);
-          ASSERT_LE(std::abs(row[size_t(k)] - w[size_t(r * cols + k)]), 0.5f * step + 1e-5f)
+          ASSERT_LE(std::abs(row[size_t(k)] - w[size_t(r * cols + k)]), step + 1e-5f)
               << "bits=" << bits << " group=" << group;
         }
       }

@@ -19,8 +19,8 @@ GenerationResult direct(const std::string& text, const std::string& image, const
 }
 
 json image_messages(const std::string& text, const std::string& image) {
-  json content = json::array({{{"type", "image_url"}, {"image_url", {{"url", data_url(image)}}}},
-                              {{"type", "text"}, {"text", text}}});
+  json content = json::array(
+      {{{"type", "image_url"}, {"image_url", {{"url", data_url(image)}}}}, {{"type", "text"}, {"text", text}}});
   return json::array({{{"role", "user"}, {"content", content}}});
 }
 

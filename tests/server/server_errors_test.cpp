@@ -14,10 +14,15 @@ struct BadCase {
   std::string param;  // "" = not checked
 };
 
-json image_part(const std::string& url) { return {{"type", "image_url"}, {"image_url", {{"url", url}}}}; }
+json image_part(const std::string& url) {
+  return {{"type", "image_url"}, {"image_url", {{"url", url}}}};
+}
 
-json with_parts(const json& parts, int max_tokens = 4) {
-  return chat_body(json::array({{{"role", "user"}, {"content", parts}}}), max_tokens);
+// (A vector, not a json: nlohmann turns a one-element brace list into the element itself.)
+json with_parts(const std::vector<json>& parts, int max_tokens = 4) {
+  json content = json::array();
+  for (const auto& p : parts) content.push_back(p);
+  return chat_body(json::array({{{"role", "user"}, {"content", content}}}), max_tokens);
 }
 
 void expect_error(const HttpResult& r, int status, const std::string& code, const std::string& param,
@@ -53,11 +58,9 @@ TEST(ServerErrors, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
       {"empty body", "", 400, "invalid_json", ""},
       {"missing model", json{{"messages", user_text("hi")}}.dump(), 400, "missing", "model"},
       {"missing messages", json{{"model", "tiny"}}.dump(), 400, "missing", "messages"},
-      {"empty messages", json{{"model", "tiny"}, {"messages", json::array()}}.dump(), 400, "invalid_value",
-       "messages"},
+      {"empty messages", json{{"model", "tiny"}, {"messages", json::array()}}.dump(), 400, "invalid_value", "messages"},
       {"messages not a list", json{{"model", "tiny"}, {"messages", "hi"}}.dump(), 400, "invalid_type", "messages"},
-      {"message not an object", json{{"model", "tiny"}, {"messages", {1}}}.dump(), 400, "invalid_type",
-       "messages[0]"},
+      {"message not an object", json{{"model", "tiny"}, {"messages", {1}}}.dump(), 400, "invalid_type", "messages[0]"},
       {"missing role", json{{"model", "tiny"}, {"messages", {{{"content", "hi"}}}}}.dump(), 400, "missing",
        "messages[0].role"},
       {"bad role", json{{"model", "tiny"}, {"messages", {{{"role", "wizard"}, {"content", "hi"}}}}}.dump(), 400,
@@ -71,39 +74,77 @@ TEST(ServerErrors, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
       {"model wrong type", json{{"model", 7}, {"messages", user_text("hi")}}.dump(), 400, "invalid_type", "model"},
       {"unknown model", json{{"model", "gpt-4o"}, {"messages", user_text("hi")}}.dump(), 404, "model_not_found",
        "model"},
-      {"temperature a string", [] { json b = chat_body(user_text("hi")); b["temperature"] = "hot"; return b.dump(); }(),
+      {"temperature a string",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["temperature"] = "hot";
+         return b.dump();
+       }(),
        400, "invalid_type", "temperature"},
-      {"temperature out of range", [] { json b = chat_body(user_text("hi")); b["temperature"] = 7; return b.dump(); }(),
+      {"temperature out of range",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["temperature"] = 7;
+         return b.dump();
+       }(),
        400, "invalid_value", "temperature"},
-      {"max_tokens zero", [] { json b = chat_body(user_text("hi")); b["max_tokens"] = 0; return b.dump(); }(), 400,
-       "invalid_value", "max_tokens"},
-      {"max_tokens a float", [] { json b = chat_body(user_text("hi")); b["max_tokens"] = 2.5; return b.dump(); }(),
+      {"max_tokens zero",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["max_tokens"] = 0;
+         return b.dump();
+       }(),
+       400, "invalid_value", "max_tokens"},
+      {"max_tokens a float",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["max_tokens"] = 2.5;
+         return b.dump();
+       }(),
        400, "invalid_type", "max_tokens"},
-      {"n = 2", [] { json b = chat_body(user_text("hi")); b["n"] = 2; return b.dump(); }(), 400, "invalid_value",
-       "n"},
-      {"stream a string", [] { json b = chat_body(user_text("hi")); b["stream"] = "yes"; return b.dump(); }(), 400,
-       "invalid_type", "stream"},
-      {"stop too many", [] { json b = chat_body(user_text("hi")); b["stop"] = {"a", "b", "c", "d", "e"}; return b.dump(); }(),
+      {"n = 2",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["n"] = 2;
+         return b.dump();
+       }(),
+       400, "invalid_value", "n"},
+      {"stream a string",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["stream"] = "yes";
+         return b.dump();
+       }(),
+       400, "invalid_type", "stream"},
+      {"stop too many",
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["stop"] = {"a", "b", "c", "d", "e"};
+         return b.dump();
+       }(),
        400, "invalid_value", "stop"},
       {"top_logprobs without logprobs",
-       [] { json b = chat_body(user_text("hi")); b["top_logprobs"] = 2; return b.dump(); }(), 400, "invalid_value",
-       "top_logprobs"},
+       [] {
+         json b = chat_body(user_text("hi"));
+         b["top_logprobs"] = 2;
+         return b.dump();
+       }(),
+       400, "invalid_value", "top_logprobs"},
       {"bad base64", with_parts({image_part("data:image/png;base64,iVBOR*w0KGgo=")}).dump(), 400, "invalid_base64",
        "messages[0].content[0].image_url"},
-      {"base64 bad padding", with_parts({image_part("data:image/png;base64,QUJD=")}).dump(), 400, "invalid_base64",
-       ""},
+      {"base64 bad padding", with_parts({image_part("data:image/png;base64,QUJD=")}).dump(), 400, "invalid_base64", ""},
       {"data URL not base64", with_parts({image_part("data:image/png,hello")}).dump(), 400, "invalid_image_url", ""},
       {"undecodable image", with_parts({image_part("data:image/png;base64," + base64("definitely not a png"))}).dump(),
        400, "invalid_image", "messages[0].content[0].image_url"},
       {"truncated PNG",
-       with_parts({image_part("data:image/png;base64," +
-                              base64(read_file(fixture_image("small_40x30.png")).substr(0, 60)))}).dump(),
+       with_parts(
+           {image_part("data:image/png;base64," + base64(read_file(fixture_image("small_40x30.png")).substr(0, 60)))})
+           .dump(),
        400, "invalid_image", ""},
       {"oversized image (pixels)", with_parts({image_part(data_url(fixture_image("wide_252x50.png")))}).dump(), 400,
        "image_too_large", ""},
-      {"too many images",
-       with_parts({image_part(good_png), image_part(good_png), image_part(good_png)}).dump(), 400, "too_many_images",
-       ""},
+      {"too many images", with_parts({image_part(good_png), image_part(good_png), image_part(good_png)}).dump(), 400,
+       "too_many_images", ""},
       {"local path refused", with_parts({image_part(fixture_image("small_40x30.png"))}).dump(), 400, "", ""},
       {"file URL refused", with_parts({image_part("file://" + fixture_image("small_40x30.png"))}).dump(), 400, "", ""},
       {"unsupported scheme", with_parts({image_part("ftp://127.0.0.1/x.png")}).dump(), 400, "invalid_image_url", ""},
@@ -111,6 +152,8 @@ TEST(ServerErrors, BadRequestsGetOpenAiErrorsAndTheServerKeepsServing) {
        "messages"},
       {"max_tokens beyond the context", chat_body(user_text("hi"), 500).dump(), 400, "context_length_exceeded",
        "max_tokens"},
+      {"deeply nested JSON", std::string(100000, '[') + std::string(100000, ']'), 400, "invalid_json", ""},
+      {"invalid UTF-8", "{\"model\": \"tiny\", \"messages\": \"\xff\xfe\"}", 400, "invalid_json", ""},
       {"body over the limit", std::string(300 << 10, ' '), 413, "request_too_large", ""},
   };
   for (const auto& bc : cases) {

@@ -66,6 +66,7 @@ TEST(ServerLifecycle, ShutdownEndsInFlightStreamsCleanly) {
   std::thread stopper([&] { srv->server().shutdown(); });
   // The stream ends properly: an error event, [DONE], and the chunked terminator.
   std::string all = raw.read_until("\r\n0\r\n\r\n", 20);
+  raw.close();  // (an idle keep-alive connection would hold the shutdown for httplib's keep-alive timeout)
   stopper.join();
   EXPECT_NE(all.find("server_shutting_down"), std::string::npos);
   EXPECT_NE(all.find("data: [DONE]"), std::string::npos);
@@ -104,8 +105,7 @@ TEST(ServerLifecycle, CliServeAnswersAndStopsOnSigterm) {
     if (n <= 0) break;
     log.append(buf, size_t(n));
     size_t at = log.find("http://127.0.0.1:");
-    if (at != std::string::npos && log.find("/v1", at) != std::string::npos)
-      port = std::atoi(log.c_str() + at + 17);
+    if (at != std::string::npos && log.find("/v1", at) != std::string::npos) port = std::atoi(log.c_str() + at + 17);
   }
   ASSERT_GT(port, 0) << log;
   httplib::Client c("127.0.0.1", port);

@@ -25,14 +25,20 @@ namespace vlm::server::testing {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-inline std::string shared_dir() { return VLM_SHARED_DIR; }
-inline std::string tiny_model_dir() { return shared_dir() + "/fixtures/qwen2_vl/tiny-bf16"; }
-inline std::string fixture_image(const std::string& name) { return shared_dir() + "/fixtures/qwen2_vl/images/" + name; }
+inline std::string shared_dir() {
+  return VLM_SHARED_DIR;
+}
+inline std::string tiny_model_dir() {
+  return shared_dir() + "/fixtures/qwen2_vl/tiny-bf16";
+}
+inline std::string fixture_image(const std::string& name) {
+  return shared_dir() + "/fixtures/qwen2_vl/images/" + name;
+}
 
-#define SKIP_WITHOUT_FIXTURES()                                                        \
-  do {                                                                                 \
-    if (!fs::exists(vlm::server::testing::tiny_model_dir()))                           \
-      GTEST_SKIP() << "fixtures absent: " << vlm::server::testing::tiny_model_dir();   \
+#define SKIP_WITHOUT_FIXTURES()                                                      \
+  do {                                                                               \
+    if (!fs::exists(vlm::server::testing::tiny_model_dir()))                         \
+      GTEST_SKIP() << "fixtures absent: " << vlm::server::testing::tiny_model_dir(); \
   } while (0)
 
 // Loaded once: every test shares the weights (as the server's slots do).
@@ -69,7 +75,9 @@ inline std::string base64(const std::string& bytes) {
   return out;
 }
 
-inline std::string data_url(const std::string& path) { return "data:image/png;base64," + base64(read_file(path)); }
+inline std::string data_url(const std::string& path) {
+  return "data:image/png;base64," + base64(read_file(path));
+}
 
 // A server on its own thread; shut down (gracefully) on destruction.
 class TestServer {
@@ -110,7 +118,9 @@ class TestServer {
   int port_ = 0;
 };
 
-inline json user_text(const std::string& text) { return json::array({{{"role", "user"}, {"content", text}}}); }
+inline json user_text(const std::string& text) {
+  return json::array({{{"role", "user"}, {"content", text}}});
+}
 
 inline json chat_body(const json& messages, int max_tokens = 8) {
   return {{"model", "tiny"}, {"messages", messages}, {"max_tokens", max_tokens}};
@@ -173,8 +183,10 @@ class RawClient {
   ~RawClient() { close(); }
   bool ok() const { return fd_ >= 0; }
   void send_post(const std::string& body) {
-    std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string req =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
     ASSERT_EQ(::send(fd_, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
   }
   // Reads until `needle` has been received (or the timeout); returns everything read.

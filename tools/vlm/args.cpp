@@ -22,7 +22,9 @@ std::string& usage_slot() {
 
 }  // namespace
 
-const std::string& last_usage() { return usage_slot(); }
+const std::string& last_usage() {
+  return usage_slot();
+}
 
 std::string Command::usage() const {
   std::ostringstream os;

@@ -9,10 +9,14 @@ namespace {
 
 std::string human_count(int64_t n) {
   char buf[32];
-  if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
-  else if (n >= 1000000) std::snprintf(buf, sizeof buf, "%.1fM", double(n) / 1e6);
-  else if (n >= 1000) std::snprintf(buf, sizeof buf, "%.1fK", double(n) / 1e3);
-  else std::snprintf(buf, sizeof buf, "%lld", (long long)n);
+  if (n >= 1000000000)
+    std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
+  else if (n >= 1000000)
+    std::snprintf(buf, sizeof buf, "%.1fM", double(n) / 1e6);
+  else if (n >= 1000)
+    std::snprintf(buf, sizeof buf, "%.1fK", double(n) / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%lld", (long long)n);
   return buf;
 }
 
@@ -33,8 +37,11 @@ int run_list(const std::vector<std::string>& argv) {
   if (args.flag("json")) {
     nlohmann::json models = nlohmann::json::array();
     for (const auto& [id, d] : known)
-      models.push_back({{"id", id}, {"description", d.description}, {"prompt", d.prompt},
-                        {"max_tokens", d.max_tokens}, {"temperature", d.temperature}});
+      models.push_back({{"id", id},
+                        {"description", d.description},
+                        {"prompt", d.prompt},
+                        {"max_tokens", d.max_tokens},
+                        {"temperature", d.temperature}});
     std::printf("%s\n", dump_json({{"model_types", types}, {"models", models}}, 2).c_str());
     return 0;
   }
@@ -93,8 +100,8 @@ int run_info(const std::vector<std::string>& argv) {
 }
 
 int run_download(const std::vector<std::string>& argv) {
-  Command cmd{"download", "Download a model from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE).",
-              "ID", {}};
+  Command cmd{
+      "download", "Download a model from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE).", "ID", {}};
   cmd.options = {{"revision", true, false, "branch, tag or commit (default main)", "REV"}};
   Args args = Args::parse(cmd, argv);
   if (int rc = help_requested(cmd, args); rc >= 0) return rc;

@@ -114,17 +114,15 @@ std::string text_or_file(const std::string& value) {
 }
 
 json stats_json(const GenerationStats& s) {
-  return {{"prompt_tokens", s.prompt_tokens},         {"prompt_ms", s.prompt_ms},
-          {"prompt_tps", s.prompt_tps},               {"generated_tokens", s.generated_tokens},
-          {"generation_ms", s.generation_ms},         {"generation_tps", s.generation_tps},
-          {"image_encode_ms", s.image_encode_ms},     {"peak_memory_bytes", s.peak_memory_bytes}};
+  return {{"prompt_tokens", s.prompt_tokens},     {"prompt_ms", s.prompt_ms},
+          {"prompt_tps", s.prompt_tps},           {"generated_tokens", s.generated_tokens},
+          {"generation_ms", s.generation_ms},     {"generation_tps", s.generation_tps},
+          {"image_encode_ms", s.image_encode_ms}, {"peak_memory_bytes", s.peak_memory_bytes}};
 }
 
 json result_json(const GenerationResult& r, bool with_logprobs) {
-  json j = {{"text", r.text},
-            {"token_ids", r.token_ids},
-            {"finish_reason", r.finish_reason},
-            {"stats", stats_json(r.stats)}};
+  json j = {
+      {"text", r.text}, {"token_ids", r.token_ids}, {"finish_reason", r.finish_reason}, {"stats", stats_json(r.stats)}};
   if (with_logprobs) {
     json lps = json::array();
     for (const auto& lp : r.logprobs) {
@@ -137,15 +135,21 @@ json result_json(const GenerationResult& r, bool with_logprobs) {
   return j;
 }
 
-std::string dump_json(const json& j, int indent) { return j.dump(indent, ' ', false, json::error_handler_t::replace); }
+std::string dump_json(const json& j, int indent) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
 
 std::string human_bytes(int64_t bytes) {
   char buf[64];
   double b = double(bytes);
-  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-  else if (b >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
-  else if (b >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else std::snprintf(buf, sizeof buf, "%lld B", (long long)bytes);
+  if (b >= 1024.0 * 1024 * 1024)
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  else if (b >= 1024.0 * 1024)
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
+  else if (b >= 1024.0)
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else
+    std::snprintf(buf, sizeof buf, "%lld B", (long long)bytes);
   return buf;
 }
 

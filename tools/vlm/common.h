@@ -42,7 +42,7 @@ std::string text_or_file(const std::string& value);
 nlohmann::json stats_json(const GenerationStats& stats);
 nlohmann::json result_json(const GenerationResult& result, bool with_logprobs);
 std::string dump_json(const nlohmann::json& j, int indent = -1);  // invalid UTF-8 replaced
-void print_stats(const GenerationStats& stats);  // one human-readable block on stderr
+void print_stats(const GenerationStats& stats);                   // one human-readable block on stderr
 std::string human_bytes(int64_t bytes);
 
 }  // namespace vlm::cli

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "server/serve_command.h"
+#include "server/serve_command.h"
 #include "vlm/vlm.h"
 
 namespace {
@@ -30,13 +31,15 @@ const Subcommand kSubcommands[] = {
     {"tokenize", vlm::cli::run_tokenize, "token ids of a text (or text of ids with --decode)"},
     {"chat-template", vlm::cli::run_chat_template, "render the chat template for a JSON message list"},
     {"bench", vlm::cli::run_bench, "time one end-to-end run (load, prompt, decode, memory)"},
+    {"serve", nullptr, "serve the OpenAI-compatible HTTP API (/v1/chat/completions)"},
 };
 
 void print_usage(std::FILE* out) {
   std::fprintf(out, "usage: vlm <command> [options]\n\ncommands:\n");
   for (const auto& c : kSubcommands) std::fprintf(out, "  %-14s %s\n", c.name, c.summary);
-  std::fprintf(out, "\n`vlm <command> --help` lists a command's options. Models are a directory or a Hugging Face id\n"
-                    "(org/name, cached in HF_HUB_CACHE; HF_HUB_OFFLINE=1 never downloads).\n");
+  std::fprintf(out,
+               "\n`vlm <command> --help` lists a command's options. Models are a directory or a Hugging Face id\n"
+               "(org/name, cached in HF_HUB_CACHE; HF_HUB_OFFLINE=1 never downloads).\n");
 }
 
 }  // namespace
@@ -57,9 +60,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "serve") return vlm::server::serve_command(argc - 1, argv + 1);  // OpenAI-compatible HTTP server
+  // `serve` parses its own arguments (argv[0] = "serve").
+  if (cmd == "serve") return vlm::server::serve_command(argc - 1, argv + 1);
   std::vector<std::string> rest(argv + 2, argv + argc);
   for (const auto& c : kSubcommands) {
-    if (cmd != c.name) continue;
+    if (cmd != c.name || !c.run) continue;
     try {
       return c.run(rest);
     } catch (const UsageError& e) {
