@@ -123,15 +123,14 @@ std::vector<std::pair<int32_t, float>> top_k_entries(std::span<const float> valu
 }
 
 int32_t argmax(std::span<const float> values) {
+  // NaN compares false, so it is never picked; strict '>' keeps the lowest index on ties.
   int32_t best = 0;
   float best_v = kNegInf;
-  bool found = false;
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (std::isnan(values[i])) continue;
-    if (!found || values[i] > best_v) {
+  const float* v = values.data();
+  for (size_t i = 0, n = values.size(); i < n; ++i) {
+    if (v[i] > best_v) {
+      best_v = v[i];
       best = int32_t(i);
-      best_v = values[i];
-      found = true;
     }
   }
   return best;
@@ -166,6 +165,8 @@ int32_t Sampler::draw(std::span<const float> logits) {
 }
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  const bool penalised = params_.repetition_penalty != 1.0f && params_.repetition_penalty > 0.0f;
+  if (params_.temperature <= 0.0f && !penalised) return argmax(logits);  // no copy of the vocabulary
   work_.assign(logits.begin(), logits.end());
   int n = params_.repetition_context_size;
   std::span<const int32_t> context =

@@ -51,6 +51,12 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+std::string shortest(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
 double number(const std::string& opt, const std::string& v, double lo, double hi) {
   size_t used = 0;
   double x = 0;
@@ -60,8 +66,8 @@ double number(const std::string& opt, const std::string& v, double lo, double hi
     used = 0;
   }
   if (used != v.size() || v.empty() || !(x >= lo && x <= hi))
-    throw UsageError("--" + opt + ": expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                     "], got '" + v + "'");
+    throw UsageError("--" + opt + ": expected a number in [" + shortest(lo) + ", " + shortest(hi) + "], got '" + v +
+                     "'");
   return x;
 }
 

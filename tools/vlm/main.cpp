@@ -9,7 +9,6 @@
 
 #include "common.h"
 #include "server/serve_command.h"
-#include "server/serve_command.h"
 #include "vlm/vlm.h"
 
 namespace {
