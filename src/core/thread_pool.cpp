@@ -69,6 +69,7 @@ void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t)>& fn) 
     for (int64_t i = 0; i < num_tasks; ++i) fn(i);
     return;
   }
+  std::lock_guard<std::mutex> job_lock(job_mutex_);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;

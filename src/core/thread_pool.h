@@ -22,7 +22,8 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }  // the caller participates
 
   // Runs fn(task_index) for task_index in [0, num_tasks); returns when all are done.
-  // Tasks are handed out dynamically. Nested calls from inside a task run serially.
+  // Tasks are handed out dynamically. Nested calls from inside a task run serially; calls from
+  // several outside threads (e.g. server slots) take turns, one job at a time.
   void run(int64_t num_tasks, const std::function<void(int64_t)>& fn);
 
   // Splits [0, n) into chunks of at least `grain` items and calls fn(begin, end) on each.
@@ -33,6 +34,7 @@ class ThreadPool {
   void drain();
 
   std::vector<std::thread> workers_;
+  std::mutex job_mutex_;  // held by the outside thread whose job is running
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* job_ = nullptr;

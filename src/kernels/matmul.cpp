@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "hwy/targets.h"
+#include "kernels/matmul_int8.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/matmul_x86.h"
 
@@ -27,8 +30,28 @@ bool is_float(DType t) {
 // Below this many activation rows, streaming the weights once per row block (GEMV) beats
 // dequantizing them into panels (GEMM).
 constexpr int64_t kGemvMaxRows = 6;
-std::atomic<MatMulPrecision> g_precision{MatMulPrecision::kF32};
+MatMulPrecision initial_precision() {
+  const char* env = std::getenv("VLM_MATMUL_PRECISION");
+  if (!env || !*env) return MatMulPrecision::kF32;
+  try {
+    return parse_matmul_precision(env);
+  } catch (const Error& e) {  // runs during static initialisation: warn instead of terminating
+    std::fprintf(stderr, "vlm: %s; using f32\n", e.what());
+    return MatMulPrecision::kF32;
+  }
+}
+std::atomic<MatMulPrecision> g_precision{initial_precision()};
 }  // namespace
+
+MatMulPrecision parse_matmul_precision(const std::string& name) {
+  if (name == "f32" || name == "fp32") return MatMulPrecision::kF32;
+  if (name == "bf16") return MatMulPrecision::kBF16;
+  if (name == "int8") return MatMulPrecision::kInt8;
+  fail("matmul precision '", name, "' (VLM_MATMUL_PRECISION) is not one of f32, bf16, int8");
+}
+bool matmul_int8_supported() {
+  return matmul_detail::avx512_vnni_enabled();
+}
 
 void set_matmul_precision(MatMulPrecision p) {
   g_precision.store(p);
@@ -189,11 +212,15 @@ void MatMulWeight::dequantize_row(int64_t r, float* out) const {
 void MatMulWeight::forward(const float* x, int64_t M, float* y, const float* bias) const {
   if (!impl_) fail("MatMulWeight::forward: weight is not defined");
   if (M <= 0 || impl_->N == 0) return;
+  const MatMulPrecision prec = g_precision.load(std::memory_order_relaxed);
+  if (prec == MatMulPrecision::kInt8 && matmul_detail::int8_supports(*impl_)) {
+    if (M <= kGemvMaxRows) return matmul_detail::gemv_int8(*impl_, x, M, y, bias);
+    return matmul_detail::gemm_int8(*impl_, x, M, y, bias);
+  }
   if (M <= kGemvMaxRows) {
     if (matmul_detail::gemv_avx512_supports(*impl_)) return matmul_detail::gemv_avx512(*impl_, x, M, y, bias);
     matmul_detail::gemv(*impl_, x, M, y, bias);
-  } else if (g_precision.load(std::memory_order_relaxed) == MatMulPrecision::kBF16 &&
-             matmul_detail::bf16_gemm_supported()) {
+  } else if (prec != MatMulPrecision::kF32 && matmul_detail::bf16_gemm_supported()) {
     matmul_detail::gemm_bf16(*impl_, x, M, y, bias);
   } else {
     matmul_detail::gemm(*impl_, x, M, y, bias);

@@ -41,15 +41,23 @@ class MatMulWeight {
   std::shared_ptr<const Impl> impl_;
 };
 
-// Arithmetic of the GEMM path (M > a few rows). kF32 (default) accumulates exact float32
-// products. kBF16 rounds activations and weights to bfloat16 and uses AVX512_BF16 dot products
-// (~2x faster, ~3 significant digits per product); it is ignored on CPUs without AVX512_BF16
-// and never used for GEMV (decode), which is memory-bound anyway. Process-wide setting.
-enum class MatMulPrecision { kF32, kBF16 };
+// Arithmetic of matmuls. kF32 (default) accumulates exact float32 products everywhere.
+// kBF16 (GEMM path only, M > 6 rows) rounds activations and weights to bfloat16 and uses
+// AVX512_BF16 dot products (~2x faster, ~3 significant digits per product); ignored without
+// AVX512_BF16. kInt8 (2/4/8-bit quantized weights on AVX512_VNNI CPUs, GEMV and GEMM) quantizes
+// activations to int8 per weight group (one float scale per group, error <= 0.4% of the group's
+// largest |x|) and multiplies them with the weights' integer values exactly; other weights use
+// the kBF16 rules. Process-wide; the initial value comes from env VLM_MATMUL_PRECISION
+// (f32 | bf16 | int8), default f32.
+enum class MatMulPrecision { kF32, kBF16, kInt8 };
 void set_matmul_precision(MatMulPrecision p);
 MatMulPrecision matmul_precision();
 // True when kBF16 actually takes effect on this CPU.
 bool matmul_bf16_supported();
+// True when kInt8 takes effect for this CPU (it still needs 2/4/8-bit weights).
+bool matmul_int8_supported();
+// Parses "f32", "bf16" or "int8" (as in VLM_MATMUL_PRECISION); throws vlm::Error otherwise.
+MatMulPrecision parse_matmul_precision(const std::string& name);
 
 // Unpacks element i of an MLX-packed row (reference helper, also used by tests).
 uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits);

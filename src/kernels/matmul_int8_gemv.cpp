@@ -14,7 +14,7 @@ namespace vlm::matmul_detail {
 bool int8_supports(const MatMulWeight::Impl& p) {
   if (!p.quantized || !avx512_vnni_enabled()) return false;
   if (p.bits != 2 && p.bits != 4 && p.bits != 8) return false;
-  if (p.group % 16 != 0) return false;
+  if (p.group % 16 != 0 || p.group > 512) return false;  // 512: GEMM K slice
   const int64_t wpg = int64_t(p.group) * p.bits / 32;
   return wpg < 16 ? 16 % wpg == 0 : wpg % 16 == 0;
 }

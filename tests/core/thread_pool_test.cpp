@@ -53,3 +53,21 @@ TEST(ThreadPool, GlobalPoolResizes) {
 
 }  // namespace
 }  // namespace vlm
+
+namespace vlm {
+namespace {
+
+TEST(ThreadPool, ConcurrentCallersFromOutsideThreadsAreSafe) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> total{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t)
+    callers.emplace_back([&] {
+      for (int rep = 0; rep < 200; ++rep) pool.run(7, [&](int64_t i) { total += i + 1; });
+    });
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(total.load(), 4 * 200 * 28);
+}
+
+}  // namespace
+}  // namespace vlm

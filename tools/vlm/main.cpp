@@ -58,7 +58,6 @@ int main(int argc, char** argv) {
     std::printf("vlm %s\n", vlm_version());
     return 0;
   }
-  if (cmd == "serve") return vlm::server::serve_command(argc - 1, argv + 1);  // OpenAI-compatible HTTP server
   // `serve` parses its own arguments (argv[0] = "serve").
   if (cmd == "serve") return vlm::server::serve_command(argc - 1, argv + 1);
   std::vector<std::string> rest(argv + 2, argv + argc);
