@@ -1,7 +1,9 @@
 // MatMulWeight::forward at Qwen2-VL-2B shapes (hidden 1536, intermediate 8960, vocab 151936).
-// Counters: GB/s = weight bytes streamed per second, GFLOP/s = 2·M·N·K per second. Times are CPU
-// time of the calling thread: exact with VLM_THREADS=1, optimistic otherwise (use --benchmark_use_real_time... on an
-// idle machine).
+// Counters: GB/s = weight bytes streamed per second, GFLOP/s = 2·M·N·K per second (int8: integer
+// multiply-adds counted the same way). Wall-clock time (UseRealTime), so with the default pool
+// (VLM_THREADS unset: one thread per core) the figures are multi-threaded; VLM_THREADS=1 gives
+// per-core figures. Run on an idle machine: the counters are rates of wall time.
+// Precision argument: 0 = f32 (default), 1 = bf16 dot products (GEMM), 2 = int8 (VNNI).
 #include <benchmark/benchmark.h>
 
 #include <map>
@@ -52,16 +54,18 @@ const MatMulWeight& weight(int format, int64_t N, int64_t K) {
   return cache.emplace(key, std::move(w)).first->second;
 }
 
-// Args: format, M, N, K, precision (0 = f32 default, 1 = opt-in bf16 dot products).
+// Args: format, M, N, K, precision (0 = f32, 1 = bf16, 2 = int8).
 void BM_MatMul(benchmark::State& state) {
   const int format = int(state.range(0));
   const int64_t M = state.range(1), N = state.range(2), K = state.range(3);
-  const bool bf16 = state.range(4) != 0;
-  if (bf16 && !vlm::matmul_bf16_supported()) {
-    state.SkipWithError("no AVX512_BF16");
+  const int prec = int(state.range(4));
+  if ((prec == 1 && !vlm::matmul_bf16_supported()) || (prec == 2 && !vlm::matmul_int8_supported())) {
+    state.SkipWithError("CPU lacks AVX512_BF16 / AVX512_VNNI");
     return;
   }
-  vlm::set_matmul_precision(bf16 ? vlm::MatMulPrecision::kBF16 : vlm::MatMulPrecision::kF32);
+  static const vlm::MatMulPrecision kPrec[] = {vlm::MatMulPrecision::kF32, vlm::MatMulPrecision::kBF16,
+                                               vlm::MatMulPrecision::kInt8};
+  vlm::set_matmul_precision(kPrec[prec]);
   const MatMulWeight& w = weight(format, N, K);
   std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
   std::mt19937 rng(5);
@@ -76,20 +80,35 @@ void BM_MatMul(benchmark::State& state) {
       benchmark::Counter(double(w.weight_bytes()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(2e-9 * double(M) * double(N) * double(K), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64") + (bf16 ? " bf16-dot" : ""));
+  static const char* kPrecName[] = {"", " bf16-dot", " int8"};
+  state.SetLabel(std::string(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64") + kPrecName[prec]);
   vlm::set_matmul_precision(vlm::MatMulPrecision::kF32);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int f : {kBF16, kQ4, kQ8}) {
-    b->Args({f, 1, 256, 1536, 0});  // L2-resident: compute-bound speed
-    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
-      b->Args({f, 1, N, K, 0});
+    // int8 only differs from f32 for quantized weights.
+    const std::vector<int> precs = f == kBF16 ? std::vector<int>{0} : std::vector<int>{0, 2};
+    for (int p : precs) {
+      b->Args({f, 1, 256, 1536, p});  // L2-resident: compute-bound speed
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
+        b->Args({f, 1, N, K, p});
+    }
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}})
-      for (int bf16 : {0, 1}) b->Args({f, 512, N, K, bf16});
+      for (int p : {0, 1, 2})
+        if (p != 2 || f != kBF16) b->Args({f, 512, N, K, p});
   }
 }
-BENCHMARK(BM_MatMul)->Apply(Shapes)->ArgNames({"fmt", "M", "N", "K", "bf16dot"})->Unit(benchmark::kMillisecond);
+// A decode step's worth of tiny matmuls: fork-join overhead dominates here.
+void TinyShapes(benchmark::internal::Benchmark* b) {
+  for (int f : {kBF16, kQ4}) b->Args({f, 1, 128, 256, 0});
+}
+BENCHMARK(BM_MatMul)
+    ->Apply(Shapes)
+    ->Apply(TinyShapes)
+    ->ArgNames({"fmt", "M", "N", "K", "prec"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

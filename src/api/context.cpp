@@ -101,7 +101,7 @@ std::string TextProcessor::apply_chat_template(const std::string& messages_json,
          "chat_template.jinja)");
   json messages;
   try {
-    messages = json::parse(messages_json);
+    messages = parse_json_limited(messages_json, "messages");
   } catch (const json::exception& e) {
     fail("messages: invalid JSON: ", e.what());
   }

@@ -152,7 +152,7 @@ UserInput UserInput::from_messages_json(const std::string& json_text, const std:
                                         const std::string& source_name) {
   json doc;
   try {
-    doc = json::parse(json_text);
+    doc = parse_json_limited(json_text, source_name);
   } catch (const json::exception& e) {
     fail(source_name, ": invalid JSON: ", e.what());
   }

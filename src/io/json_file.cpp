@@ -32,10 +32,21 @@ std::string read_model_file(const std::string& path) {
   return text;
 }
 
+json parse_json_limited(std::string_view text, const std::string& where, int max_depth) {
+  // The callback sees each container start with its depth before the parser descends into it.
+  json::parser_callback_t limit = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= max_depth)
+      fail(where, ": JSON nested deeper than ", max_depth, " levels");
+    return true;
+  };
+  return json::parse(text, limit);
+}
+
 json read_json_file(const std::string& path) {
   std::string text = read_model_file(path);
   try {
-    return json::parse(text);
+    return parse_json_limited(text, path);
   } catch (const json::exception& e) {
     fail(path, ": malformed JSON: ", e.what());
   }

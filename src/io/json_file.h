@@ -2,6 +2,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 
@@ -12,6 +13,15 @@ using json = nlohmann::json;
 // Reads a model-directory file. A symlink copied without link support becomes a tiny file
 // holding the link target (e.g. "../../assets/x/tokenizer.json"); such a file is followed.
 std::string read_model_file(const std::string& path);
+
+// User-supplied JSON nests no deeper than this: deeper documents are refused while parsing, before a
+// flood of nested containers eats memory or a recursive consumer (dump, templates) the stack.
+inline constexpr int kMaxJsonDepth = 128;
+
+// json::parse(text) that additionally refuses nesting deeper than `max_depth` containers. Throws
+// json::exception on syntax errors (as json::parse does) and vlm::Error "<where>: JSON nested deeper
+// than N levels" on depth.
+json parse_json_limited(std::string_view text, const std::string& where, int max_depth = kMaxJsonDepth);
 
 // Parses `path` (following link-target files as above); throws vlm::Error "<path>: ..." when
 // missing or malformed.

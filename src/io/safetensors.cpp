@@ -11,10 +11,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/json_file.h"
+
 namespace vlm {
 
 namespace {
-using json = nlohmann::json;
 
 struct Mapping {
   void* addr = nullptr;
@@ -45,12 +46,17 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   mapping->addr = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (mapping->addr == MAP_FAILED) fail(path, ": mmap failed: ", std::strerror(errno));
+  return from_buffer(static_cast<const char*>(mapping->addr), size, path, mapping);
+}
 
+std::shared_ptr<SafetensorsFile> SafetensorsFile::from_buffer(const char* data, size_t size, const std::string& path,
+                                                              std::shared_ptr<const void> keepalive) {
+  if (size < 8) fail(path, ": not a safetensors file (", size, " bytes, shorter than the 8-byte header length)");
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  f->map_ = static_cast<const char*>(mapping->addr);
+  f->map_ = data;
   f->map_size_ = size;
-  f->keepalive_ = mapping;
+  f->keepalive_ = std::move(keepalive);
 
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | uint8_t(f->map_[i]);
@@ -63,7 +69,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
 
   json header;
   try {
-    header = json::parse(f->map_ + 8, f->map_ + 8 + header_len);
+    header = parse_json_limited(std::string_view(f->map_ + 8, size_t(header_len)), path);
   } catch (const json::exception& e) {
     fail(path, ": header is not valid JSON: ", e.what());
   }
@@ -79,7 +85,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
       }
       continue;
     }
-    auto where = [&] { return path + ": tensor '" + name + "'"; };
+    auto where = [&, &name = name] { return path + ": tensor '" + name + "'"; };
     if (!info.is_object()) fail(where(), ": entry is not an object");
     if (!info.contains("dtype") || !info["dtype"].is_string()) fail(where(), ": missing dtype");
     auto dtype = dtype_from_safetensors(info["dtype"].get<std::string>());

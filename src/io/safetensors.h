@@ -23,6 +23,10 @@ class SafetensorsFile {
 
   // Throws vlm::Error naming the file (and tensor) on any inconsistency.
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // The same parse over bytes already in memory (the whole file image). Tensors borrow `data`, which
+  // must outlive them unless `keepalive` owns it; errors name `name`.
+  static std::shared_ptr<SafetensorsFile> from_buffer(const char* data, size_t size, const std::string& name,
+                                                      std::shared_ptr<const void> keepalive = nullptr);
 
   const std::string& path() const { return path_; }
   const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "hwy/targets.h"
+#include "hwy/detect_targets.h"
 #include "kernels/matmul_int8.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/matmul_x86.h"
@@ -69,8 +69,8 @@ bool avx512_enabled() {
 #ifdef VLM_X86_KERNELS
   static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  // Highway numbers better targets with lower bits; any enabled bit at or below AVX3 is AVX-512.
-  return cpu && (hwy::SupportedTargets() & (HWY_AVX3 | (HWY_AVX3 - 1))) != 0;
+  // Highway numbers better targets with lower bits: at or below HWY_AVX3 means AVX-512.
+  return cpu && chosen_simd_target() <= HWY_AVX3;
 #else
   return false;
 #endif

@@ -300,12 +300,20 @@ void GemvImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, 
   });
 }
 
+int64_t ChosenTarget() {
+  return HWY_TARGET;
+}
+
 }  // namespace vlm::matmul_detail::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace vlm::matmul_detail {
 HWY_EXPORT(GemvImpl);
+HWY_EXPORT(ChosenTarget);
+int64_t chosen_simd_target() {
+  return HWY_DYNAMIC_DISPATCH(ChosenTarget)();
+}
 void gemv(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   HWY_DYNAMIC_DISPATCH(GemvImpl)(p, x, M, y, bias);
 }

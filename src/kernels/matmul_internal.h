@@ -35,6 +35,10 @@ void gemm(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, cons
 bool gemv_avx512_supports(const MatMulWeight::Impl& p);
 void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
+// The Highway target (HWY_AVX3, HWY_AVX2, ...) dynamic dispatch picks now; cheap (no cpuid),
+// and it follows hwy::SetSupportedTargetsForTest.
+int64_t chosen_simd_target();
+
 // GEMM with bfloat16 dot products (AVX512_BF16); only call when bf16_gemm_supported().
 bool bf16_gemm_supported();
 void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);

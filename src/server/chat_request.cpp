@@ -140,8 +140,10 @@ ChatRequest parse_chat_request(const std::string& body, const MediaLimits& limit
                                const std::function<void(const std::string&)>& check_model) {
   json doc;
   try {
-    doc = json::parse(body);
+    doc = parse_json_limited(body, "request body");
   } catch (const json::exception& e) {
+    throw bad_request(std::string("We could not parse the JSON body of your request: ") + e.what(), "", "invalid_json");
+  } catch (const Error& e) {  // nested too deeply
     throw bad_request(std::string("We could not parse the JSON body of your request: ") + e.what(), "", "invalid_json");
   }
   if (!doc.is_object()) throw bad_request("The request body must be a JSON object.", "", "invalid_json");

@@ -4,6 +4,8 @@
 #include <iostream>
 
 #include "common.h"
+#include "media/image.h"
+#include "models/detection.h"
 
 namespace vlm::cli {
 
@@ -20,6 +22,7 @@ Command generate_command() {
       {"messages", true, false, "chat as a JSON list of {role, content} (instead of --prompt/--image)", "FILE.json"},
       {"json", false, false, "print one JSON object {text, token_ids, finish_reason, stats}"},
       {"logprobs", true, false, "with --json: log-probabilities with N top alternatives per token", "N"},
+      {"draw-boxes", true, false, "write the first image with the answer's <loc> detection boxes drawn", "OUT.png"},
   };
   for (auto& o : sampling_options()) c.options.push_back(o);
   for (auto& o : processing_options()) c.options.push_back(o);
@@ -49,6 +52,14 @@ UserInput build_input(const Args& args, const ModelDefaults& defaults) {
   return in;
 }
 
+// PaliGemma "detect ..." answers: boxes in the first image's pixel coordinates, drawn onto a copy.
+void draw_boxes(const std::string& out_path, const std::string& image_path, const std::string& answer) {
+  Image image = load_image(image_path);
+  std::vector<Detection> boxes = parse_detections(answer, image.width, image.height);
+  write_png(out_path, draw_detections(image, boxes));
+  std::fprintf(stderr, "boxes: %zu drawn -> %s\n", boxes.size(), out_path.c_str());
+}
+
 }  // namespace
 
 int run_generate(const std::vector<std::string>& argv) {
@@ -64,6 +75,8 @@ int run_generate(const std::vector<std::string>& argv) {
     params.top_logprobs = int(*n);
   }
   UserInput input = build_input(args, defaults);
+  auto boxes_out = args.get("draw-boxes");
+  if (boxes_out && args.all("image").empty()) throw UsageError("--draw-boxes needs --image");
   LoadOptions lo = load_options(args);
 
   ModelContext ctx = ModelContext::load(model, lo);
@@ -77,6 +90,7 @@ int run_generate(const std::vector<std::string>& argv) {
     };
   }
   GenerationResult r = ctx.generate(prepared, params, stream);
+  if (boxes_out) draw_boxes(*boxes_out, args.all("image").front(), r.text);
   if (as_json) {
     nlohmann::json j = result_json(r, params.logprobs);
     j["stats"]["load_ms"] = ctx.info().load_ms;
