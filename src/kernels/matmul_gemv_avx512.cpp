@@ -37,6 +37,7 @@ struct Ctx {
   int64_t nblk;    // blocks per row (the last may be partial)
   int64_t wpg;     // packed words per group (kQ2/kQ4)
   int64_t groups;  // groups per row (quantized)
+  const int32_t* soff;  // [nblk] first group of each block (kQ2/kQ4)
   const float* xp;  // [M, kp] activations in the format's lane order, zero padded
   const float* xs;  // [M, groups] per-group sums of x (quantized)
 };
@@ -128,7 +129,7 @@ VLM_AVX512 void lut_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const f
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < c.nblk; ++b) {
     const __mmask16 wm = b < full ? __mmask16(0xFFFF) : tail16(wpr - b * 16);
-    const int64_t soff = lanes_split ? b * (16 / c.wpg) : b * 16 / c.wpg;
+    const int64_t soff = c.soff[b];
     __m512i w[R];
     __m512 tmp[R][MB];
     for (int r = 0; r < R; ++r) {
@@ -229,7 +230,9 @@ VLM_AVX512 void prepare(Ctx& c, const float* x, int64_t M, std::vector<float>& x
     } else if (c.fmt == Fmt::kQ2 || c.fmt == Fmt::kQ4) {
       // Block of 16 words × E values: value j of word l goes to j·16 + l.
       const int64_t E = 32 / p.bits, B = 16 * E;
-      for (int64_t k = 0; k < K; ++k) out[(k / B) * B + (k % E) * 16 + (k % B) / E] = xm[k];
+      for (int64_t k0 = 0; k0 < K; k0 += B)
+        for (int64_t l = 0; l < 16; ++l)
+          for (int64_t j = 0; j < E && k0 + l * E + j < K; ++j) out[k0 + j * 16 + l] = xm[k0 + l * E + j];
     } else {
       std::copy(xm, xm + K, out);
     }
@@ -278,6 +281,9 @@ void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* 
     c.wpg = int64_t(p.group) * p.bits / 32;
     c.nblk = (p.w.dim(1) + 15) / 16;
     c.kp = p.bits == 8 ? K : c.nblk * 16 * (32 / p.bits);
+    thread_local std::vector<int32_t> soff;
+    block_group_offsets(c.nblk, c.wpg, soff);
+    c.soff = soff.data();
   }
   thread_local std::vector<float> xp, xs;
   prepare(c, x, M, xp, xs);

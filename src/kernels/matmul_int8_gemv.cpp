@@ -30,6 +30,7 @@ constexpr int64_t kChunkBytes = 48 << 10;
 struct Ctx {
   const MatMulWeight::Impl* p;
   int64_t wpr, nblk, wpg, groups, kp;
+  const int32_t* soff;  // [nblk] first group of each block
   const int8_t* xq;   // [M, kp] activations, planes of each block contiguous, zero padded
   const float* sx;    // [M, groups]
   const float* xsum;  // [M, groups]
@@ -80,7 +81,7 @@ VLM_AVX512_VNNI void rows_int8(const Ctx& c, int64_t n, float* y, int64_t ldy, c
         for (int m = 0; m < MB; ++m) acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], q, xv[m]);
       }
     }
-    const int64_t soff = lanes_split ? b * (16 / c.wpg) : b * 16 / c.wpg;
+    const int64_t soff = c.soff[b];
     for (int r = 0; r < R; ++r)
       for (int m = 0; m < MB; ++m) {
         const __m512 sv = _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sbuf + (r * MB + m) * gs + soff));
@@ -121,6 +122,9 @@ void gemv_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
   c.wpg = int64_t(p.group) * p.bits / 32;
   c.groups = K / p.group;
   c.kp = c.nblk * B;
+  thread_local std::vector<int32_t> soff;
+  block_group_offsets(c.nblk, c.wpg, soff);
+  c.soff = soff.data();
   thread_local QuantizedX qx;
   thread_local std::vector<int8_t> planes;
   qx.groups = c.groups;
@@ -130,9 +134,13 @@ void gemv_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
   quantize_rows(x, 0, M, K, p.group, qx);
   // Byte i of a block holds values P·i .. P·i + P-1; plane j gathers value P·i + j of each byte.
   planes.assign(size_t(M * c.kp), 0);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k)
-      planes[size_t(m * c.kp + (k / B) * B + (k % P) * 64 + (k % B) / P)] = qx.q[size_t(m * K + k)];
+  for (int64_t m = 0; m < M; ++m) {
+    const int8_t* q = qx.q.data() + m * K;
+    int8_t* out = planes.data() + m * c.kp;
+    for (int64_t k0 = 0; k0 < K; k0 += B)
+      for (int64_t i = 0; i < 64; ++i)
+        for (int64_t j = 0; j < P && k0 + P * i + j < K; ++j) out[k0 + j * 64 + i] = q[k0 + P * i + j];
+  }
   c.xq = planes.data();
   c.sx = qx.scale.data();
   c.xsum = qx.sum.data();

@@ -3,6 +3,7 @@
 // 16-entry float table nor VNNI/BF16 dot products. Not part of the public API.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -25,6 +26,13 @@ namespace vlm::matmul_detail {
 bool avx512_enabled();
 // avx512_enabled() and AVX512_VNNI present.
 bool avx512_vnni_enabled();
+
+// First group of each 16-word block of a packed row (wpg words per group), computed once per
+// call so the kernels' block loops need no division.
+inline void block_group_offsets(int64_t nblk, int64_t wpg, std::vector<int32_t>& out) {
+  out.resize(size_t(nblk));
+  for (int64_t b = 0; b < nblk; ++b) out[size_t(b)] = int32_t(b * 16 / wpg);
+}
 
 #ifdef VLM_X86_KERNELS
 // out[0, n) = base[i, i + n) as float32 (F32, BF16 or F16 storage).
