@@ -27,7 +27,7 @@ cmake --build "$BUILD_DIR" --target "${TARGETS[@]/%/_fuzz}" -j"$(nproc)"
 built=$(date +%s)
 
 # Leaks count as failures; UBSan findings abort (the build uses -fno-sanitize-recover=undefined).
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 artifacts="$BUILD_DIR/fuzz-artifacts"
 mkdir -p "$artifacts"

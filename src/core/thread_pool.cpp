@@ -82,9 +82,16 @@ void ThreadPool::run(int64_t num_tasks, const std::function<void(int64_t)>& fn) 
   in_pool_task = true;
   drain();
   in_pool_task = false;
+  // Every task has been claimed; workers may still be finishing theirs. Spin briefly (kernels are
+  // short), then sleep; the condition is rechecked under the lock before the job is retired.
+  auto all_done = [&] { return finished_.load() == num_tasks_ && busy_workers_.load() == 0; };
+  for (int spins = 0; spins < kSpinIterations && !all_done(); ++spins) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
   std::unique_lock<std::mutex> lock(mutex_);
-  // Every task has been claimed; wait for workers still finishing theirs.
-  done_.wait(lock, [&] { return finished_.load() == num_tasks_ && busy_workers_ == 0; });
+  done_.wait(lock, all_done);
   job_ = nullptr;
 }
 

@@ -42,7 +42,7 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
   std::atomic<int64_t> finished_{0};
   std::atomic<uint64_t> generation_{0};
-  int busy_workers_ = 0;
+  std::atomic<int> busy_workers_{0};  // changed under mutex_, read without it while spinning
   bool stop_ = false;
 };
 

@@ -109,6 +109,7 @@ void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_
     }
     return;
   }
+  if (dequantize_range_avx512(p, r, k0, n, out)) return;
   const uint32_t* row = p.w.data<uint32_t>() + r * p.w.dim(1);
   const int bits = p.bits;
   const uint32_t mask = (1u << bits) - 1;
@@ -220,7 +221,7 @@ void MatMulWeight::forward(const float* x, int64_t M, float* y, const float* bia
   if (M <= kGemvMaxRows) {
     if (matmul_detail::gemv_avx512_supports(*impl_)) return matmul_detail::gemv_avx512(*impl_, x, M, y, bias);
     matmul_detail::gemv(*impl_, x, M, y, bias);
-  } else if (prec != MatMulPrecision::kF32 && matmul_detail::bf16_gemm_supported()) {
+  } else if (prec == MatMulPrecision::kBF16 && matmul_detail::bf16_gemm_supported()) {
     matmul_detail::gemm_bf16(*impl_, x, M, y, bias);
   } else {
     matmul_detail::gemm(*impl_, x, M, y, bias);

@@ -46,8 +46,8 @@ class MatMulWeight {
 // AVX512_BF16 dot products (~2x faster, ~3 significant digits per product); ignored without
 // AVX512_BF16. kInt8 (2/4/8-bit quantized weights on AVX512_VNNI CPUs, GEMV and GEMM) quantizes
 // activations to int8 per weight group (one float scale per group, error <= 0.4% of the group's
-// largest |x|) and multiplies them with the weights' integer values exactly; other weights use
-// the kBF16 rules. Process-wide; the initial value comes from env VLM_MATMUL_PRECISION
+// largest |x|) and multiplies them with the weights' integer values exactly; other weights stay
+// float32-exact. Process-wide; the initial value comes from env VLM_MATMUL_PRECISION
 // (f32 | bf16 | int8), default f32.
 enum class MatMulPrecision { kF32, kBF16, kInt8 };
 void set_matmul_precision(MatMulPrecision p);

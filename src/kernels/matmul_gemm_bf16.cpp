@@ -24,10 +24,6 @@ constexpr int64_t kNR = 32;   // output features per panel: two zmm of f32
 constexpr int kMR = 8;        // activation rows per tile: 16 accumulators
 constexpr int64_t kKC = 256;  // K slice (even): panel of KC/2·NR pairs = 32 KB
 
-inline uint32_t bf16_pair(float lo, float hi) {
-  return uint32_t(f32_to_bf16(lo)) | uint32_t(f32_to_bf16(hi)) << 16;
-}
-
 // n floats -> bf16 (round to nearest even), n even or the last value paired with zero.
 VLM_BF16_TARGET void to_bf16(const float* x, int64_t n, uint16_t* out) {
   int64_t i = 0;
@@ -83,6 +79,7 @@ void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
   thread_pool().parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) to_bf16(x + m * K, K, reinterpret_cast<uint16_t*>(xb.data() + m * Kp));
   });
+  const bool direct = !p.quantized && p.w.dtype() == DType::BF16 && K % 2 == 0;
   const int64_t panels = (N + kNR - 1) / kNR;
   thread_pool().run(panels, [&](int64_t pi) {
     const int64_t n0 = pi * kNR, nr = std::min(kNR, N - n0);
@@ -90,14 +87,20 @@ void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
     alignas(64) float ctile[kMR * kNR];
     alignas(64) float btile[kNR] = {};
     float rowbuf[kKC + 1];
+    uint32_t pairbuf[kKC / 2];
     if (bias) std::copy(bias + n0, bias + n0 + nr, btile);
     for (int64_t k0 = 0; k0 < K; k0 += kKC) {
       const int64_t kc = std::min(kKC, K - k0), kp = (kc + 1) / 2;
       for (int64_t r = 0; r < kNR; ++r) {
-        if (r < nr) {
+        if (r < nr && direct) {
+          // bf16 weights with even K: the stored pairs are exactly the panel's pairs.
+          const uint32_t* pairs = static_cast<const uint32_t*>(p.w.raw()) + ((n0 + r) * K + k0) / 2;
+          for (int64_t k = 0; k < kp; ++k) panel[k * kNR + r] = pairs[k];
+        } else if (r < nr) {
           dequantize_range(p, n0 + r, k0, kc, rowbuf);
           rowbuf[kc] = 0.f;
-          for (int64_t k = 0; k < kp; ++k) panel[k * kNR + r] = bf16_pair(rowbuf[2 * k], rowbuf[2 * k + 1]);
+          to_bf16(rowbuf, 2 * kp, reinterpret_cast<uint16_t*>(pairbuf));
+          for (int64_t k = 0; k < kp; ++k) panel[k * kNR + r] = pairbuf[k];
         } else {
           for (int64_t k = 0; k < kp; ++k) panel[k * kNR + r] = 0;
         }

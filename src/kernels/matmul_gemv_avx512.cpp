@@ -22,29 +22,24 @@ namespace {
 enum class Fmt { kF32, kBF16, kF16, kQ2, kQ4, kQ8 };
 
 constexpr int kRows = 4;  // weight rows per pass
-// Software prefetch distance along each weight row: the hardware prefetcher alone does not keep
-// four concurrent row streams far enough ahead of DRAM latency.
-constexpr int64_t kPrefetch = 1024;
-
-VLM_AVX512 inline void prefetch(const void* p, int64_t offset) {
-  _mm_prefetch(static_cast<const char*>(p) + offset + kPrefetch, _MM_HINT_T0);
+// Rows are short (0.7-4 KB) and read R at a time, too short for the hardware prefetcher to ramp
+// up, so each block also prefetches the same position R rows down: the next pass's data.
+VLM_AVX512 inline void prefetch(const void* p, int64_t offset, int64_t ahead) {
+  _mm_prefetch(static_cast<const char*>(p) + offset + ahead, _MM_HINT_T0);
 }
 
 struct Ctx {
   const MatMulWeight::Impl* p;
   Fmt fmt;
-  int64_t kp;      // padded row length of xp
-  int64_t nblk;    // blocks per row (the last may be partial)
-  int64_t wpg;     // packed words per group (kQ2/kQ4)
-  int64_t groups;  // groups per row (quantized)
-  const int32_t* soff;  // [nblk] first group of each block (kQ2/kQ4)
+  int64_t kp;           // padded row length of xp
+  int64_t nblk;         // blocks per row (the last may be partial)
+  int64_t wpg;          // packed words per group (kQ2/kQ4)
+  int64_t groups;       // groups per row (quantized)
+  const int32_t* soff;  // [nblk] first group of each block (kQ2/kQ4), see block_groups
+  int32_t lane_group[16];
   const float* xp;  // [M, kp] activations in the format's lane order, zero padded
   const float* xs;  // [M, groups] per-group sums of x (quantized)
 };
-
-VLM_AVX512 inline __mmask16 tail16(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
 
 // Weight vectors of block b of a dense row: two for bf16 (even and odd elements), else one.
 template <Fmt F>
@@ -79,7 +74,7 @@ VLM_AVX512 void dense_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const
   auto step = [&](int64_t b, bool tail) VLM_AVX512 __attribute__((always_inline)) {
     __m512 w[R][V];
     for (int r = 0; r < R; ++r) {
-      prefetch(rows[r], b * 64);
+      prefetch(rows[r], b * 64, R * K * esize);
       dense_block<F>(rows[r], b, K, tail, w[r]);
     }
     for (int v = 0; v < V; ++v)
@@ -94,46 +89,40 @@ VLM_AVX512 void dense_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const
     for (int m = 0; m < MB; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(acc[r][m]) + (bias ? bias[n + r] : 0.f);
 }
 
-// Per-row f32 scales (padded by 16 for lane lookups past the end) and Σ_g b_g·Σx_g.
+// Per-row f32 scales (see padded_groups); the lane accumulators start at the bias term
+// Σ_g b_g·Σx_g.
 template <int MB, int R>
-VLM_AVX512 inline void row_terms(const Ctx& c, int64_t n, float* sbuf, float* bbuf, float (&bterm)[R][MB]) {
+VLM_AVX512 inline void row_terms(const Ctx& c, int64_t n, float* sbuf, __m512 (&tot)[R][MB]) {
   const MatMulWeight::Impl& p = *c.p;
   for (int r = 0; r < R; ++r) {
-    float* s = sbuf + r * (c.groups + 16);
-    floats_to_f32(p.scales.dtype(), p.scales.raw(), (n + r) * c.groups, c.groups, s);
-    std::fill(s + c.groups, s + c.groups + 16, 0.f);
-    floats_to_f32(p.biases.dtype(), p.biases.raw(), (n + r) * c.groups, c.groups, bbuf);
-    for (int m = 0; m < MB; ++m) bterm[r][m] = dot_f32(bbuf, c.xs + m * c.groups, c.groups);
+    scales_to_f32(p.scales.dtype(), p.scales.raw(), (n + r) * c.groups, c.groups, nullptr,
+                  sbuf + r * padded_groups(c.groups));
+    for (int m = 0; m < MB; ++m)
+      tot[r][m] = dot_lanes(p.biases.dtype(), p.biases.raw(), (n + r) * c.groups, c.xs + m * c.groups, c.groups,
+                            _mm512_setzero_ps());
   }
 }
 
 // 2- and 4-bit rows: blocks of 16 packed words (one per lane), value j of every word at once.
 template <int BITS, int MB, int R>
-VLM_AVX512 void lut_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const float* bias, float* sbuf,
-                         float* bbuf) {
+VLM_AVX512 void lut_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const float* bias, float* sbuf) {
   constexpr int E = 32 / BITS;
   const int64_t wpr = c.p->w.dim(1), full = wpr / 16;
   const __m512 table = BITS == 4 ? _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
                                  : _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
   // Lane l of block b holds group b·16/wpg + l/wpg (groups are whole words, blocks align).
-  const bool lanes_split = c.wpg < 16;
-  alignas(64) int32_t gl[16];
-  for (int l = 0; l < 16; ++l) gl[l] = lanes_split ? int32_t(l / c.wpg) : 0;
-  const __m512i gidx = _mm512_load_si512(gl);
-  float bterm[R][MB];
-  row_terms<MB, R>(c, n, sbuf, bbuf, bterm);
+  const __m512i gidx = _mm512_loadu_si512(c.lane_group);
+  __m512 tot[R][MB];
+  row_terms<MB, R>(c, n, sbuf, tot);
   const uint32_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = c.p->w.data<uint32_t>() + (n + r) * wpr;
-  __m512 tot[R][MB];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < c.nblk; ++b) {
     const __mmask16 wm = b < full ? __mmask16(0xFFFF) : tail16(wpr - b * 16);
     const int64_t soff = c.soff[b];
     __m512i w[R];
     __m512 tmp[R][MB];
     for (int r = 0; r < R; ++r) {
-      prefetch(rows[r], b * 64);
+      prefetch(rows[r], b * 64, R * wpr * 4);
       w[r] = _mm512_maskz_loadu_epi32(wm, rows[r] + b * 16);
       for (int m = 0; m < MB; ++m) tmp[r][m] = _mm512_setzero_ps();
     }
@@ -147,27 +136,22 @@ VLM_AVX512 void lut_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const f
       }
     }
     for (int r = 0; r < R; ++r) {
-      const __m512 sv = _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sbuf + r * (c.groups + 16) + soff));
+      const __m512 sv = _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sbuf + r * padded_groups(c.groups) + soff));
       for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_fmadd_ps(tmp[r][m], sv, tot[r][m]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m)
-      y[m * ldy + n + r] = _mm512_reduce_add_ps(tot[r][m]) + bterm[r][m] + (bias ? bias[n + r] : 0.f);
+    for (int m = 0; m < MB; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(tot[r][m]) + (bias ? bias[n + r] : 0.f);
 }
 
 // 8-bit rows: 16 bytes zero-extend straight to 16 lanes, activations in natural order.
 template <int MB, int R>
-VLM_AVX512 void q8_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const float* bias, float* sbuf,
-                        float* bbuf) {
+VLM_AVX512 void q8_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const float* bias, float* sbuf) {
   const int64_t G = c.p->group, K = c.p->K;
-  float bterm[R][MB];
-  row_terms<MB, R>(c, n, sbuf, bbuf, bterm);
+  __m512 tot[R][MB];
+  row_terms<MB, R>(c, n, sbuf, tot);
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint8_t*>(c.p->w.data<uint32_t>()) + (n + r) * K;
-  __m512 tot[R][MB];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int64_t g = 0; g < c.groups; ++g) {
     __m512 tmp[R][MB];
     for (int r = 0; r < R; ++r)
@@ -176,39 +160,35 @@ VLM_AVX512 void q8_rows(const Ctx& c, int64_t n, float* y, int64_t ldy, const fl
       __m512 xv[MB];
       for (int m = 0; m < MB; ++m) xv[m] = _mm512_loadu_ps(c.xp + m * c.kp + k);
       for (int r = 0; r < R; ++r) {
-        if ((k & 63) == 0) prefetch(rows[r], k);
+        if ((k & 63) == 0) prefetch(rows[r], k, R * K);
         const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[r] + k));
         const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
         for (int m = 0; m < MB; ++m) tmp[r][m] = _mm512_fmadd_ps(q, xv[m], tmp[r][m]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      const __m512 sv = _mm512_set1_ps(sbuf[r * (c.groups + 16) + g]);
+      const __m512 sv = _mm512_set1_ps(sbuf[r * padded_groups(c.groups) + g]);
       for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_fmadd_ps(tmp[r][m], sv, tot[r][m]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m)
-      y[m * ldy + n + r] = _mm512_reduce_add_ps(tot[r][m]) + bterm[r][m] + (bias ? bias[n + r] : 0.f);
+    for (int m = 0; m < MB; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(tot[r][m]) + (bias ? bias[n + r] : 0.f);
 }
 
 // Rows [n0, n1) for MB activation rows (x, xs and y already offset to the first of them).
 template <int MB, int R>
 VLM_AVX512 void run_rows(const Ctx& c, int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias) {
-  thread_local std::vector<float> sbuf, bbuf;
-  if (c.groups) {
-    sbuf.resize(size_t(R * (c.groups + 16)));
-    bbuf.resize(size_t(c.groups));
-  }
+  thread_local std::vector<float> sbuf;
+  if (c.groups) sbuf.resize(size_t(R * padded_groups(c.groups)));
   auto rows = [&](auto rtag, int64_t n) VLM_AVX512 {
     constexpr int RR = decltype(rtag)::value;
     switch (c.fmt) {
       case Fmt::kF32: return dense_rows<Fmt::kF32, MB, RR>(c, n, y, ldy, bias);
       case Fmt::kBF16: return dense_rows<Fmt::kBF16, MB, RR>(c, n, y, ldy, bias);
       case Fmt::kF16: return dense_rows<Fmt::kF16, MB, RR>(c, n, y, ldy, bias);
-      case Fmt::kQ2: return lut_rows<2, MB, RR>(c, n, y, ldy, bias, sbuf.data(), bbuf.data());
-      case Fmt::kQ4: return lut_rows<4, MB, RR>(c, n, y, ldy, bias, sbuf.data(), bbuf.data());
-      case Fmt::kQ8: return q8_rows<MB, RR>(c, n, y, ldy, bias, sbuf.data(), bbuf.data());
+      case Fmt::kQ2: return lut_rows<2, MB, RR>(c, n, y, ldy, bias, sbuf.data());
+      case Fmt::kQ4: return lut_rows<4, MB, RR>(c, n, y, ldy, bias, sbuf.data());
+      case Fmt::kQ8: return q8_rows<MB, RR>(c, n, y, ldy, bias, sbuf.data());
     }
   };
   int64_t n = n0;
@@ -282,7 +262,7 @@ void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* 
     c.nblk = (p.w.dim(1) + 15) / 16;
     c.kp = p.bits == 8 ? K : c.nblk * 16 * (32 / p.bits);
     thread_local std::vector<int32_t> soff;
-    block_group_offsets(c.nblk, c.wpg, soff);
+    block_groups(c.nblk, c.wpg, soff, c.lane_group);
     c.soff = soff.data();
   }
   thread_local std::vector<float> xp, xs;

@@ -14,21 +14,34 @@ namespace vlm::matmul_detail {
 #ifdef VLM_X86_KERNELS
 namespace {
 
+#define VLM_PACK_TARGET __attribute__((target("bmi2")))
+
 constexpr int64_t kNR = 32;   // output features per panel (two zmm)
 constexpr int kMR = 6;        // activation rows per tile: 12 int + 12 float accumulators
 constexpr int64_t kKC = 512;  // K slice (multiple of the group after rounding down)
 
 struct Panel {
   int64_t kc = 0, G = 0;
-  alignas(64) uint8_t q[kKC * kNR];  // [kc/4][32][4]
+  alignas(64) uint8_t q[kKC * kNR];    // [kc/4][32][4]
   alignas(64) float s[kKC / 16][kNR];  // per group in the slice
   alignas(64) float b[kKC / 16][kNR];
 };
 
+// One packed row into panel column `out` (stride kNR words): each run of 4 values (4·BITS bits)
+// spreads into the 4 bytes of one panel word.
+template <int BITS>
+VLM_PACK_TARGET inline void pack_row(const uint32_t* row, int64_t words, uint32_t* out) {
+  constexpr int kRuns = 8 / BITS;
+  constexpr uint32_t kSpread = BITS == 4 ? 0x0F0F0F0Fu : 0x03030303u;
+  for (int64_t w = 0; w < words; ++w)
+    for (int j = 0; j < kRuns; ++j)
+      out[(w * kRuns + j) * kNR] = BITS == 8 ? row[w] : _pdep_u32(row[w] >> (j * 4 * BITS), kSpread);
+}
+
 // Unpacks rows n0.. (nr of them, rest zero) for columns [k0, k0 + kc) into the panel.
-void pack_panel(const MatMulWeight::Impl& p, int64_t n0, int64_t nr, int64_t k0, int64_t kc, Panel& pn) {
+VLM_PACK_TARGET void pack_panel(const MatMulWeight::Impl& p, int64_t n0, int64_t nr, int64_t k0, int64_t kc,
+                                Panel& pn) {
   const int bits = p.bits;
-  const uint32_t mask = (1u << bits) - 1;
   const int64_t groups = p.K / p.group, g0 = k0 / p.group, ng = kc / p.group;
   pn.kc = kc;
   pn.G = p.group;
@@ -38,15 +51,12 @@ void pack_panel(const MatMulWeight::Impl& p, int64_t n0, int64_t nr, int64_t k0,
       for (int64_t g = 0; g < ng; ++g) pn.s[g][r] = pn.b[g][r] = 0.f;
       continue;
     }
-    const uint32_t* row = p.w.data<uint32_t>() + (n0 + r) * p.w.dim(1);
-    const int e = 32 / bits;
-    for (int64_t k = 0; k < kc; k += e) {
-      const uint32_t w = row[(k0 + k) / e];
-      for (int j = 0; j < e; ++j) {
-        const int64_t kk = k + j;
-        pn.q[(kk / 4) * kNR * 4 + r * 4 + kk % 4] = uint8_t((w >> (j * bits)) & mask);
-      }
-    }
+    const uint32_t* row = p.w.data<uint32_t>() + (n0 + r) * p.w.dim(1) + k0 * bits / 32;
+    uint32_t* out = reinterpret_cast<uint32_t*>(pn.q) + r;
+    const int64_t words = kc * bits / 32;
+    if (bits == 2) pack_row<2>(row, words, out);
+    if (bits == 4) pack_row<4>(row, words, out);
+    if (bits == 8) pack_row<8>(row, words, out);
     for (int64_t g = 0; g < ng; ++g) {
       pn.s[g][r] = load_float(p.scales.dtype(), p.scales.raw(), (n0 + r) * groups + g0 + g);
       pn.b[g][r] = load_float(p.biases.dtype(), p.biases.raw(), (n0 + r) * groups + g0 + g);
@@ -61,7 +71,8 @@ VLM_AVX512_VNNI void tile(const Panel& pn, const int8_t* const* xq, const float*
   for (int i = 0; i < kMR; ++i)
     for (int v = 0; v < 2; ++v)
       accf[i][v] = accumulate ? _mm512_loadu_ps(c + i * ldc + v * 16)
-                              : bias ? _mm512_loadu_ps(bias + v * 16) : _mm512_setzero_ps();
+                   : bias     ? _mm512_loadu_ps(bias + v * 16)
+                              : _mm512_setzero_ps();
   const int64_t ng = pn.kc / pn.G, steps = pn.G / 4;
   for (int64_t g = 0; g < ng; ++g) {
     __m512i acc[kMR][2];
@@ -72,11 +83,8 @@ VLM_AVX512_VNNI void tile(const Panel& pn, const int8_t* const* xq, const float*
       const __m512i w1 = _mm512_load_si512(wq + s * kNR * 4 + 64);
       const int64_t k = g * pn.G + s * 4;
       for (int i = 0; i < kMR; ++i) {
-        int32_t x4;
-        __builtin_memcpy(&x4, xq[i] + k, 4);
-        const __m512i xb = _mm512_set1_epi32(x4);
-        acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], w0, xb);
-        acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], w1, xb);
+        dpbusd_bcast(acc[i][0], w0, xq[i] + k);
+        dpbusd_bcast(acc[i][1], w1, xq[i] + k);
       }
     }
     const __m512 s0 = _mm512_load_ps(pn.s[g]), s1 = _mm512_load_ps(pn.s[g] + 16);

@@ -23,52 +23,44 @@ bool int8_supports(const MatMulWeight::Impl& p) {
 namespace {
 
 constexpr int kRows = 4;
-constexpr int64_t kPrefetch = 1024;
 constexpr int64_t kMinParallelBytes = 192 << 10;
 constexpr int64_t kChunkBytes = 48 << 10;
 
 struct Ctx {
   const MatMulWeight::Impl* p;
   int64_t wpr, nblk, wpg, groups, kp;
-  const int32_t* soff;  // [nblk] first group of each block
+  const int32_t* soff;  // [nblk] first group of each block, see block_groups
+  int32_t lane_group[16];
   const int8_t* xq;   // [M, kp] activations, planes of each block contiguous, zero padded
   const float* sx;    // [M, groups]
   const float* xsum;  // [M, groups]
 };
 
 template <int BITS, int MB, int R>
-VLM_AVX512_VNNI void rows_int8(const Ctx& c, int64_t n, float* y, int64_t ldy, const float* bias, float* sbuf,
-                               float* bbuf) {
+VLM_AVX512_VNNI void rows_int8(const Ctx& c, int64_t n, float* y, int64_t ldy, const float* bias, float* sbuf) {
   constexpr int P = 8 / BITS;
   const MatMulWeight::Impl& p = *c.p;
-  const int64_t gs = c.groups + 16;  // padded: lane lookups may read past the last group
-  float bterm[R][MB];
-  for (int r = 0; r < R; ++r) {
-    floats_to_f32(p.scales.dtype(), p.scales.raw(), (n + r) * c.groups, c.groups, bbuf);
+  const int64_t gs = padded_groups(c.groups);
+  __m512 tot[R][MB];
+  for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) {
-      float* ss = sbuf + (r * MB + m) * gs;
-      for (int64_t g = 0; g < c.groups; ++g) ss[g] = bbuf[g] * c.sx[m * c.groups + g];
-      std::fill(ss + c.groups, ss + gs, 0.f);
+      // ss = s_w·s_x per group; the lane accumulators start at the bias term Σ_g b_g·Σx_g.
+      scales_to_f32(p.scales.dtype(), p.scales.raw(), (n + r) * c.groups, c.groups, c.sx + m * c.groups,
+                    sbuf + (r * MB + m) * gs);
+      tot[r][m] = dot_lanes(p.biases.dtype(), p.biases.raw(), (n + r) * c.groups, c.xsum + m * c.groups, c.groups,
+                            _mm512_setzero_ps());
     }
-    floats_to_f32(p.biases.dtype(), p.biases.raw(), (n + r) * c.groups, c.groups, bbuf);
-    for (int m = 0; m < MB; ++m) bterm[r][m] = dot_f32(bbuf, c.xsum + m * c.groups, c.groups);
-  }
-  const bool lanes_split = c.wpg < 16;
-  alignas(64) int32_t gl[16];
-  for (int l = 0; l < 16; ++l) gl[l] = lanes_split ? int32_t(l / c.wpg) : 0;
-  const __m512i gidx = _mm512_load_si512(gl);
+  const __m512i gidx = _mm512_loadu_si512(c.lane_group);
   const __m512i mask = _mm512_set1_epi8(char((1 << BITS) - 1));
   const uint32_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = p.w.data<uint32_t>() + (n + r) * c.wpr;
   const int64_t full = c.wpr / 16;
-  __m512 tot[R][MB];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < c.nblk; ++b) {
     const __mmask16 wm = b < full ? __mmask16(0xFFFF) : __mmask16((1u << (c.wpr - b * 16)) - 1);
     __m512i w[R], acc[R][MB];
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + b * 16) + kPrefetch, _MM_HINT_T0);
+      // The next pass's data (see prefetch() in matmul_gemv_avx512.cpp).
+      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + R * c.wpr + b * 16), _MM_HINT_T0);
       w[r] = _mm512_maskz_loadu_epi32(wm, rows[r] + b * 16);
       for (int m = 0; m < MB; ++m) acc[r][m] = _mm512_setzero_si512();
     }
@@ -78,7 +70,7 @@ VLM_AVX512_VNNI void rows_int8(const Ctx& c, int64_t n, float* y, int64_t ldy, c
       for (int r = 0; r < R; ++r) {
         __m512i q = w[r];
         if constexpr (BITS != 8) q = _mm512_and_si512(j == 0 ? q : _mm512_srli_epi16(q, j * BITS), mask);
-        for (int m = 0; m < MB; ++m) acc[r][m] = _mm512_dpbusd_epi32(acc[r][m], q, xv[m]);
+        for (int m = 0; m < MB; ++m) dpbusd(acc[r][m], q, xv[m]);
       }
     }
     const int64_t soff = c.soff[b];
@@ -89,21 +81,19 @@ VLM_AVX512_VNNI void rows_int8(const Ctx& c, int64_t n, float* y, int64_t ldy, c
       }
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m)
-      y[m * ldy + n + r] = _mm512_reduce_add_ps(tot[r][m]) + bterm[r][m] + (bias ? bias[n + r] : 0.f);
+    for (int m = 0; m < MB; ++m) y[m * ldy + n + r] = _mm512_reduce_add_ps(tot[r][m]) + (bias ? bias[n + r] : 0.f);
 }
 
 template <int MB, int R>
 VLM_AVX512_VNNI void run_rows(const Ctx& c, int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias) {
-  thread_local std::vector<float> sbuf, bbuf;
-  sbuf.resize(size_t(R * MB * (c.groups + 16)));
-  bbuf.resize(size_t(c.groups));
+  thread_local std::vector<float> sbuf;
+  sbuf.resize(size_t(R * MB * padded_groups(c.groups)));
   auto rows = [&](auto rtag, int64_t n) VLM_AVX512_VNNI {
     constexpr int RR = decltype(rtag)::value;
     switch (c.p->bits) {
-      case 2: return rows_int8<2, MB, RR>(c, n, y, ldy, bias, sbuf.data(), bbuf.data());
-      case 4: return rows_int8<4, MB, RR>(c, n, y, ldy, bias, sbuf.data(), bbuf.data());
-      default: return rows_int8<8, MB, RR>(c, n, y, ldy, bias, sbuf.data(), bbuf.data());
+      case 2: return rows_int8<2, MB, RR>(c, n, y, ldy, bias, sbuf.data());
+      case 4: return rows_int8<4, MB, RR>(c, n, y, ldy, bias, sbuf.data());
+      default: return rows_int8<8, MB, RR>(c, n, y, ldy, bias, sbuf.data());
     }
   };
   int64_t n = n0;
@@ -123,7 +113,7 @@ void gemv_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
   c.groups = K / p.group;
   c.kp = c.nblk * B;
   thread_local std::vector<int32_t> soff;
-  block_group_offsets(c.nblk, c.wpg, soff);
+  block_groups(c.nblk, c.wpg, soff, c.lane_group);
   c.soff = soff.data();
   thread_local QuantizedX qx;
   thread_local std::vector<int8_t> planes;

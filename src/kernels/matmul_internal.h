@@ -24,6 +24,9 @@ float load_float(DType t, const void* base, int64_t i);
 // Row r, columns [k0, k0 + n) of W as float32 (n and k0 multiples of 32/bits words when
 // quantized is not required; any range works).
 void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_t n, float* out);
+// The same for 4/8-bit groups of 16·j with k0 and n multiples of 16 on AVX-512 CPUs; returns
+// false (doing nothing) otherwise.
+bool dequantize_range_avx512(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_t n, float* out);
 
 // y[M, N] = x · Wᵀ (+ bias) for small M: weights streamed once per block of activation rows.
 void gemv(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);

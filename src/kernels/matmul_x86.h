@@ -27,40 +27,52 @@ bool avx512_enabled();
 // avx512_enabled() and AVX512_VNNI present.
 bool avx512_vnni_enabled();
 
-// First group of each 16-word block of a packed row (wpg words per group), computed once per
-// call so the kernels' block loops need no division.
-inline void block_group_offsets(int64_t nblk, int64_t wpg, std::vector<int32_t>& out) {
-  out.resize(size_t(nblk));
-  for (int64_t b = 0; b < nblk; ++b) out[size_t(b)] = int32_t(b * 16 / wpg);
+// Group layout of 16-word blocks of a packed row (wpg words per group, 16 % wpg == 0 or
+// wpg % 16 == 0): first[b] = first group of block b, lane[l] = group of lane l relative to it.
+// Computed once per call so the kernels need no division.
+inline void block_groups(int64_t nblk, int64_t wpg, std::vector<int32_t>& first, int32_t* lane) {
+  first.resize(size_t(nblk));
+  for (int64_t b = 0; b < nblk; ++b) first[size_t(b)] = int32_t(b * 16 / wpg);
+  for (int l = 0; l < 16; ++l) lane[l] = wpg < 16 ? int32_t(l / wpg) : 0;
 }
 
 #ifdef VLM_X86_KERNELS
-// out[0, n) = base[i, i + n) as float32 (F32, BF16 or F16 storage).
-VLM_AVX512 inline void floats_to_f32(DType t, const void* base, int64_t i, int64_t n, float* out) {
-  int64_t k = 0;
-  for (; k < n; k += 16) {
-    const __mmask16 m = n - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - k)) - 1);
-    __m512 v;
-    if (t == DType::F32) {
-      v = _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + i + k);
-    } else {
-      const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i + k);
-      v = t == DType::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
-                           : _mm512_cvtph_ps(h);
-    }
-    _mm512_mask_storeu_ps(out + k, m, v);
+VLM_AVX512 inline __mmask16 tail16(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// Lanes k of base[i, i + 16) as float32 (F32, BF16 or F16 storage), zero elsewhere.
+VLM_AVX512 inline __m512 load_floats16(DType t, const void* base, int64_t i, __mmask16 k) {
+  if (t == DType::F32) return _mm512_maskz_loadu_ps(k, static_cast<const float*>(base) + i);
+  const __m256i h = _mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(base) + i);
+  return t == DType::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+
+// Per-row scale buffers hold whole vectors plus one of zeros: lane lookups read past the end.
+inline int64_t padded_groups(int64_t groups) {
+  return (groups + 15) / 16 * 16 + 16;
+}
+
+// out[0, padded_groups(n)) = base[i, i + n) as float32 times mul[0, n) (if given), zero padded.
+// Whole-vector stores only: a masked store followed by a load of it stalls store forwarding.
+VLM_AVX512 inline void scales_to_f32(DType t, const void* base, int64_t i, int64_t n, const float* mul, float* out) {
+  for (int64_t g = 0; g < padded_groups(n); g += 16) {
+    const __mmask16 k = tail16(n - g);
+    __m512 v = load_floats16(t, base, i + g, k);
+    if (mul) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, mul + g));
+    _mm512_storeu_ps(out + g, v);
   }
 }
 
-// Σ a[i]·b[i] for i < n.
-VLM_AVX512 inline float dot_f32(const float* a, const float* b, int64_t n) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t k = 0; k < n; k += 16) {
-    const __mmask16 m = n - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - k)) - 1);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), acc);
+// acc + Σ_g base[i + g]·xs[g] for g < n, lane-wise (not reduced).
+VLM_AVX512 inline __m512 dot_lanes(DType t, const void* base, int64_t i, const float* xs, int64_t n, __m512 acc) {
+  for (int64_t g = 0; g < n; g += 16) {
+    const __mmask16 k = tail16(n - g);
+    acc = _mm512_fmadd_ps(load_floats16(t, base, i + g, k), _mm512_maskz_loadu_ps(k, xs + g), acc);
   }
-  return _mm512_reduce_add_ps(acc);
+  return acc;
 }
+
 #endif
 
 }  // namespace vlm::matmul_detail

@@ -44,7 +44,6 @@ struct AttentionMask {
 // h / (q_heads / kv_heads). Computed with an online softmax over key tiles, so no more than a
 // tile of scores exists at a time.
 void attention(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
-               int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask,
-               float* out);
+               int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask, float* out);
 
 }  // namespace vlm

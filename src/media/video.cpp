@@ -177,11 +177,20 @@ std::vector<Image> load_video_frames(const std::string& path, const VideoSamplin
   return out;
 }
 
-std::vector<Image> load_frames_from_images(const std::vector<std::string>& paths, const ImageLimits& limits) {
+std::vector<Image> load_frames_from_images(const std::vector<std::string>& paths, const ImageLimits& limits,
+                                           const VideoSampling& s) {
   if (paths.empty()) fail("video: empty list of frame images");
+  if (paths.size() > size_t(std::max(s.max_frames, 0)))
+    fail("video: ", paths.size(), " frame images exceed the limit of ", s.max_frames, " frames");
   std::vector<Image> frames;
   frames.reserve(paths.size());
-  for (const auto& p : paths) frames.push_back(load_image(p, limits));
+  int64_t total_pixels = 0;
+  for (const auto& p : paths) {
+    frames.push_back(load_image(p, limits));
+    total_pixels += int64_t(frames.back().width) * frames.back().height;
+    if (total_pixels > s.max_pixels_total)
+      fail(p, ": video frames exceed the limit of ", s.max_pixels_total, " pixels over all frames");
+  }
   return frames;
 }
 

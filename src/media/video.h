@@ -26,7 +26,9 @@ std::vector<int64_t> sample_frame_indices(int64_t total_frames, double video_fps
 // Decodes the first video stream of `path` and returns the sampled frames (RGB).
 std::vector<Image> load_video_frames(const std::string& path, const VideoSampling& s = {});
 
-// A video given as a list of image files, used as is (no sampling).
-std::vector<Image> load_frames_from_images(const std::vector<std::string>& paths, const ImageLimits& limits = {});
+// A video given as a list of image files, used as is (no sampling), within the same bounds as a decoded
+// video: at most s.max_frames frames and s.max_pixels_total pixels over all frames.
+std::vector<Image> load_frames_from_images(const std::vector<std::string>& paths, const ImageLimits& limits = {},
+                                           const VideoSampling& s = {});
 
 }  // namespace vlm

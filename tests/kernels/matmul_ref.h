@@ -30,7 +30,8 @@ struct FloatTensor {
   Tensor t;
   std::vector<double> v;
 };
-inline FloatTensor make_floats(std::mt19937& rng, Shape shape, DType dtype, float lo, float hi, bool random_sign = false) {
+inline FloatTensor make_floats(std::mt19937& rng, Shape shape, DType dtype, float lo, float hi,
+                               bool random_sign = false) {
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> f(size_t(shape_numel(shape)));
   for (auto& x : f) x = random_sign && (rng() & 1) ? -u(rng) : u(rng);
