@@ -11,9 +11,11 @@
 #include <immintrin.h>
 // Passing __m512 between functions that all carry the target attribute is fine.
 #pragma GCC diagnostic ignored "-Wpsabi"
+#if !defined(__clang__)
 // GCC 12 flags the deliberate _mm512_undefined_*() inside shift/extract intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #define VLM_X86_KERNELS 1
 #define VLM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define VLM_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
