@@ -7,7 +7,9 @@
 #   FUZZ_SECONDS=300 scripts/run-fuzzers.sh image tokenizer
 #
 # Environment: BUILD_DIR (default build-fuzz), FUZZ_SECONDS, FUZZ_RSS_MB (2048), FUZZ_TIMEOUT (10 s per
-# input), FUZZ_KEEP_CORPUS=1 to keep what each run discovered in $BUILD_DIR/fuzz-corpus/<target>.
+# input), FUZZ_KEEP_CORPUS=1 to keep what each run discovered in $BUILD_DIR/fuzz-corpus/<target>,
+# WITH_TESTS=1 to also build the test suite in the same sanitized build and run it (CTest) first: CI
+# uses this so that one clang ASan+UBSan build serves both.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,9 +23,17 @@ if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 command -v clang++-14 >/dev/null || { echo "run-fuzzers: clang++-14 not found (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 2; }
 
 start=$(date +%s)
+with_tests=OFF
+[ "${WITH_TESTS:-0}" = 1 ] && with_tests=ON
 CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DVLM_SANITIZE=ON -DVLM_FUZZ=ON -DVLM_BUILD_BENCH=OFF >/dev/null
-cmake --build "$BUILD_DIR" --target "${TARGETS[@]/%/_fuzz}" -j"$(nproc)"
+  -DVLM_SANITIZE=ON -DVLM_FUZZ=ON -DVLM_BUILD_BENCH=OFF -DVLM_BUILD_TESTS=$with_tests -DVLM_HWY_BASELINE_ONLY=ON >/dev/null
+if [ "$with_tests" = ON ]; then
+  cmake --build "$BUILD_DIR" -j"$(nproc)"
+  # Leak checking needs ptrace-free LSan; keep it on, it is part of what the sanitized suite checks.
+  ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" --timeout 1200
+else
+  cmake --build "$BUILD_DIR" --target "${TARGETS[@]/%/_fuzz}" -j"$(nproc)"
+fi
 built=$(date +%s)
 
 # Leaks count as failures; UBSan findings abort (the build uses -fno-sanitize-recover=undefined).
