@@ -120,6 +120,7 @@ struct UserInput {
     double fps = 2.0;                         // video frame sampling rate
     int max_frames = 0;                       // 0: no limit
     bool add_generation_prompt = true;
+    int prefill_chunk = 512;  // prompt tokens per decoder pass (bounds activation memory); <= 0: all
   };
 
   std::vector<Message> messages;

@@ -169,6 +169,7 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
   PreparedInput p;
   p.impl = std::make_shared<PreparedInput::Impl>();
   p.impl->input = impl->processor->prepare(to_chat_messages(input), to_processing_options(input.options));
+  p.impl->input.prefill_chunk = input.options.prefill_chunk;
   return p;
 }
 

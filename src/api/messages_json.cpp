@@ -6,6 +6,7 @@
 
 #include "api/internal.h"
 #include "core/error.h"
+#include "io/encoding.h"
 #include "io/json_file.h"
 
 namespace vlm {
@@ -13,46 +14,6 @@ namespace vlm {
 namespace {
 
 namespace fs = std::filesystem;
-
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+' || c == '-') return 62;
-  if (c == '/' || c == '_') return 63;
-  return -1;
-}
-
-std::vector<uint8_t> base64_decode(std::string_view s, const std::string& where) {
-  std::vector<uint8_t> out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : s) {
-    if (c == '=' || c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
-    int v = base64_value(c);
-    if (v < 0) fail(where, ": invalid base64 character '", c, "' in data URL");
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(uint8_t((acc >> bits) & 0xFF));
-    }
-  }
-  return out;
-}
-
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(uint8_t(s[i + 1])) && std::isxdigit(uint8_t(s[i + 2]))) {
-      out.push_back(char(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 struct Resolver {
   std::string base_dir;
@@ -73,7 +34,9 @@ struct Resolver {
       if (comma == std::string::npos) fail(where, ": malformed data URL (no ',')");
       std::string_view meta(url.data() + 5, comma - 5);
       if (meta.find(";base64") == std::string_view::npos) fail(where, ": only base64 data URLs are supported");
-      src.bytes = base64_decode(std::string_view(url).substr(comma + 1), where);
+      auto bytes = base64_decode(std::string_view(url).substr(comma + 1));
+      if (!bytes) fail(where, ": invalid base64 in data URL (bad character, length or padding)");
+      src.bytes = std::move(*bytes);
       if (src.bytes.empty()) fail(where, ": empty data URL");
     } else if (url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0) {
       fail(where, ": remote URLs are not fetched (", url, "); download the file and give its path");

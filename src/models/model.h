@@ -38,6 +38,9 @@ struct ModelInput {
   std::vector<Tensor> videos;
   std::vector<std::array<int64_t, 3>> video_grids;
   std::string prompt_text;  // rendered prompt, for display/debugging
+  // The decoder runs a long prompt this many tokens at a time, so activation memory stays bounded
+  // (causal models; a prefix-LM runs its bidirectional prefix at once). <= 0: all at once.
+  int64_t prefill_chunk = 512;
 };
 
 class Processor {

@@ -2,6 +2,7 @@
 // generation Sequence.
 #include "models/qwen2_vl.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -60,7 +61,18 @@ class Qwen2VLSequence : public Sequence {
     for (auto& row : idx.positions)
       for (auto& p : row) p += offset;
     delta_ = cache_.length() == 0 ? idx.delta : delta_ + idx.delta;
-    return model_.run_decoder(x, int64_t(input.ids.size()), idx.positions, cache_, 1, nullptr);
+    const int64_t n = int64_t(input.ids.size()), H = model_.config().hidden_size;
+    const int64_t chunk = input.prefill_chunk > 0 ? input.prefill_chunk : n;
+    std::vector<float> logits;
+    for (int64_t start = 0; start < n; start += chunk) {
+      const int64_t len = std::min(chunk, n - start);
+      std::vector<float> part(x.begin() + start * H, x.begin() + (start + len) * H);
+      std::array<std::vector<int64_t>, 3> pos;
+      for (int a = 0; a < 3; ++a)
+        pos[size_t(a)].assign(idx.positions[size_t(a)].begin() + start, idx.positions[size_t(a)].begin() + start + len);
+      logits = model_.run_decoder(part, len, pos, cache_, start + len == n ? 1 : 0, nullptr);
+    }
+    return logits;
   }
 
   std::vector<float> step(int32_t token) override {

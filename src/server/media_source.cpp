@@ -6,6 +6,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "io/encoding.h"
 #include "media/image.h"
 #include "server/api_error.h"
 
@@ -14,29 +15,6 @@ namespace vlm::server {
 namespace {
 
 namespace fs = std::filesystem;
-
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+' || c == '-') return 62;
-  if (c == '/' || c == '_') return 63;
-  return -1;
-}
-
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto hex = [](char c) { return std::isxdigit(uint8_t(c)) != 0; };
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) && hex(s[i + 2])) {
-      out.push_back(char(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
 
 struct FetchState {
   std::vector<uint8_t> data;
@@ -109,30 +87,10 @@ std::vector<uint8_t> read_local(const std::string& path, const MediaLimits& limi
 }  // namespace
 
 std::vector<uint8_t> decode_base64(std::string_view s, const std::string& param) {
-  // Whitespace is tolerated (wrapped base64); '=' only as trailing padding.
-  std::vector<uint8_t> out;
-  out.reserve(s.size() / 4 * 3);
-  uint32_t acc = 0;
-  int bits = 0, digits = 0, padding = 0;
-  for (char c : s) {
-    if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
-    if (c == '=') {
-      ++padding;
-      continue;
-    }
-    int v = base64_value(c);
-    if (v < 0 || padding > 0) throw bad_request("invalid base64 in image data URL", param, "invalid_base64");
-    ++digits;
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(uint8_t((acc >> bits) & 0xFF));
-    }
-  }
-  if (digits % 4 == 1 || padding > 2 || (padding > 0 && (digits + padding) % 4 != 0))
-    throw bad_request("invalid base64 in image data URL (bad length or padding)", param, "invalid_base64");
-  return out;
+  auto bytes = base64_decode(s);
+  if (!bytes) throw bad_request("invalid base64 in image data URL (bad character, length or padding)", param,
+                                "invalid_base64");
+  return std::move(*bytes);
 }
 
 std::string confine_path(const std::string& path, const std::string& dir, const std::string& param) {

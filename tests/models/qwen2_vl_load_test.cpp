@@ -317,5 +317,25 @@ TEST_F(Qwen2VLLoad, SplitPrefillEqualsOneShot) {
   EXPECT_LE(max_abs_diff(once.data(), split.data(), once.size()), 1e-3f);
 }
 
+TEST_F(Qwen2VLLoad, ChunkedPrefillEqualsOneShot) {
+  Case c = load_case("03_two_images");
+  ModelInput all = stored_input(c);
+  const Qwen2VLModel& m = model("tiny-mlx-4bit");
+  all.prefill_chunk = 0;
+  std::vector<float> once = m.start()->prefill(all);
+  for (int64_t chunk : {1, 7, 16, 58}) {  // chunks that cut through image tokens too
+    all.prefill_chunk = chunk;
+    auto seq = m.start();
+    std::vector<float> chunked = seq->prefill(all);
+    EXPECT_EQ(seq->length(), int64_t(all.ids.size()));
+    EXPECT_LE(max_abs_diff(once.data(), chunked.data(), once.size()), 1e-3f) << "chunk " << chunk;
+    // Decoding continues from the same state.
+    auto ref = m.start();
+    all.prefill_chunk = 0;
+    ref->prefill(all);
+    EXPECT_LE(max_abs_diff(ref->step(42).data(), seq->step(42).data(), once.size()), 1e-3f) << "chunk " << chunk;
+  }
+}
+
 }  // namespace
 }  // namespace vlm
