@@ -43,6 +43,7 @@ struct GenerationParams {
   bool ignore_eos = false;             // keep generating through EOS (benchmarks)
   bool logprobs = false;               // record the log-probability of each generated token
   int top_logprobs = 0;                // ... and of the N most likely alternatives
+  int max_kv_size = 0;                 // > 0: rotating KV cache of this many tokens (first 4 kept)
 };
 
 struct TopLogprob {

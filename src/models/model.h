@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "media/image.h"
 
@@ -58,6 +59,12 @@ class Sequence {
   // Appends one token; returns its logits [vocab].
   virtual std::vector<float> step(int32_t token) = 0;
   virtual int64_t length() const = 0;        // tokens processed so far
+  // Bounds the KV cache to `max_rows` rows (0 = unbounded), keeping the first `keep` rows and
+  // evicting the oldest others. Models whose attention cannot drop rows reject a bound.
+  virtual void set_kv_window(int64_t max_rows, int64_t keep) {
+    (void)keep;
+    if (max_rows > 0) fail("this model does not support a bounded KV cache (max_kv_size)");
+  }
   virtual double vision_ms() const = 0;      // time spent in the vision encoder during prefill
 };
 

@@ -57,10 +57,10 @@ class Qwen2VLSequence : public Sequence {
     vision_ms_ += ms;
     MRopeIndex idx = qwen2vl_rope_index(input.ids, input.image_grids, input.video_grids, model_.config());
     // A later prefill continues after everything seen so far, like decoded tokens do.
-    const int64_t offset = cache_.length() == 0 ? 0 : cache_.length() + delta_;
+    const int64_t offset = seen_ == 0 ? 0 : seen_ + delta_;
     for (auto& row : idx.positions)
       for (auto& p : row) p += offset;
-    delta_ = cache_.length() == 0 ? idx.delta : delta_ + idx.delta;
+    delta_ = seen_ == 0 ? idx.delta : delta_ + idx.delta;
     const int64_t n = int64_t(input.ids.size()), H = model_.config().hidden_size;
     const int64_t chunk = input.prefill_chunk > 0 ? input.prefill_chunk : n;
     std::vector<float> logits;
@@ -70,8 +70,10 @@ class Qwen2VLSequence : public Sequence {
       std::array<std::vector<int64_t>, 3> pos;
       for (int a = 0; a < 3; ++a)
         pos[size_t(a)].assign(idx.positions[size_t(a)].begin() + start, idx.positions[size_t(a)].begin() + start + len);
+      cache_.make_room(len);
       logits = model_.run_decoder(part, len, pos, cache_, start + len == n ? 1 : 0, nullptr);
     }
+    seen_ += n;
     return logits;
   }
 
@@ -79,18 +81,22 @@ class Qwen2VLSequence : public Sequence {
     ModelInput in;
     in.ids = {token};
     std::vector<float> x = model_.embed(in, nullptr, nullptr);
-    const int64_t p = cache_.length() + delta_;
+    const int64_t p = seen_ + delta_;
     std::array<std::vector<int64_t>, 3> positions = {std::vector<int64_t>{p}, std::vector<int64_t>{p},
                                                      std::vector<int64_t>{p}};
+    cache_.make_room(1);
+    ++seen_;
     return model_.run_decoder(x, 1, positions, cache_, 1, nullptr);
   }
 
-  int64_t length() const override { return cache_.length(); }
+  int64_t length() const override { return seen_; }
+  void set_kv_window(int64_t max_rows, int64_t keep) override { cache_.set_window(max_rows, keep); }
   double vision_ms() const override { return vision_ms_; }
 
  private:
   const Qwen2VLModel& model_;
   nn::KVCache cache_;
+  int64_t seen_ = 0;  // tokens processed (positions count these, not the cache rows a window keeps)
   int64_t delta_ = 0;
   double vision_ms_ = 0;
 };

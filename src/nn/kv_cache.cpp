@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/error.h"
+
 namespace vlm::nn {
 
 KVCache::KVCache(int layers, int kv_heads, int head_dim, int64_t initial_capacity)
@@ -16,6 +18,29 @@ void KVCache::reserve(int64_t rows) {
   for (auto* store : {&k_, &v_})
     for (auto& layer : *store) layer.resize(size_t(cap * width_));
   capacity_ = cap;
+}
+
+void KVCache::set_window(int64_t max_rows, int64_t keep) {
+  if (max_rows < 0 || keep < 0 || (max_rows > 0 && keep >= max_rows))
+    fail("KV cache window: need 0 <= keep (", keep, ") < max size (", max_rows, ")");
+  max_rows_ = max_rows;
+  keep_ = keep;
+}
+
+int64_t KVCache::make_room(int64_t n) {
+  if (max_rows_ <= 0 || length_ + n <= max_rows_) return 0;
+  if (n > max_rows_ - keep_)
+    fail("KV cache window of ", max_rows_, " rows (", keep_, " kept) cannot take a step of ", n,
+         " tokens: raise the window or lower the prefill chunk");
+  int64_t drop = std::max(length_ + n - max_rows_, (max_rows_ - keep_) / 8);
+  drop = std::min(drop, length_ - keep_);
+  const int64_t moved = length_ - keep_ - drop;
+  for (auto* store : {&k_, &v_})
+    for (auto& layer : *store)
+      std::memmove(layer.data() + keep_ * width_, layer.data() + (keep_ + drop) * width_,
+                   size_t(moved * width_) * sizeof(float));
+  length_ -= drop;
+  return drop;
 }
 
 void KVCache::append(int layer, const float* k, const float* v, int64_t n) {

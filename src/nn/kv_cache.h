@@ -21,6 +21,13 @@ class KVCache {
   // only after advance(n), so every layer of one step writes at the same offset.
   void append(int layer, const float* k, const float* v, int64_t n);
   void advance(int64_t n) { length_ += n; }
+  // Bounds the cache to `max_rows` (0 = unbounded): when a step needs room, the oldest rows after
+  // the first `keep` (attention sinks, as mlx-lm's rotating cache keeps) are evicted. Eviction goes
+  // in blocks of at least max_rows/8 rows so the copy is amortised over many decode steps.
+  void set_window(int64_t max_rows, int64_t keep);
+  // Makes room for `n` new rows under the window; returns how many rows were evicted.
+  int64_t make_room(int64_t n);
+
   // Drops everything after the first `n` rows.
   void truncate(int64_t n) { length_ = n < length_ ? n : length_; }
   void clear() { length_ = 0; }
@@ -32,6 +39,7 @@ class KVCache {
  private:
   void reserve(int64_t rows);
   int64_t width_ = 0, capacity_ = 0, length_ = 0;
+  int64_t max_rows_ = 0, keep_ = 0;
   std::vector<std::vector<float>> k_, v_;
 };
 

@@ -21,7 +21,7 @@ def load_case(name):
 class FixtureGreedy(unittest.TestCase):
     """Greedy ids of the tiny random-weight model (16 tokens) equal the PyTorch reference."""
 
-    def check_case(self, name, model="tiny-bf16"):
+    def check_case(self, name, *extra, model="tiny-bf16"):
         case = load_case(name)
         # The case paths are relative to the fixture folder: write the chat beside a link to it so that
         # relative-path resolution against the JSON file's folder is exercised too.
@@ -32,7 +32,7 @@ class FixtureGreedy(unittest.TestCase):
             with open(path, "w") as f:
                 json.dump(messages, f)
             out = run_json("generate", "--model", os.path.join(QWEN, model), "--messages", path,
-                           "--temperature", "0", "--max-tokens", "16", "--json")
+                           "--temperature", "0", "--max-tokens", "16", "--json", *extra)
         expected = case["models"][model]["generated_ids"]
         self.assertEqual(out["token_ids"], expected)
         self.assertEqual(out["finish_reason"], "length" if len(expected) == 16 else "stop")
@@ -44,6 +44,10 @@ class FixtureGreedy(unittest.TestCase):
 
     def test_one_image(self):
         self.check_case("02_one_image")
+
+    def test_rotating_kv_cache_large_enough_changes_nothing(self):
+        # 01_text_only has 27 prompt tokens; 16 generated tokens fit in a 64-token window.
+        self.check_case("01_text_only", "--max-kv-size", "64")
 
     def test_two_images(self):
         self.check_case("03_two_images")
@@ -58,7 +62,7 @@ class FixtureGreedy(unittest.TestCase):
         self.check_case("08_system_text_image_text")
 
     def test_mlx_4bit(self):
-        self.check_case("02_one_image", "tiny-mlx-4bit")
+        self.check_case("02_one_image", model="tiny-mlx-4bit")
 
     def test_prompt_and_image_flags(self):
         case = load_case("02_one_image")
@@ -189,6 +193,13 @@ class PaliGemmaGreedy(unittest.TestCase):
                              case["prompt"], "--temperature", "0", "--max-tokens", str(len(expected)), "--json")
                 self.assertEqual(j["token_ids"], expected, (name, model))
                 self.assertEqual(j["stats"]["prompt_tokens"], len(case["input_ids"]), (name, model))
+
+    def test_bounded_kv_cache_is_rejected_with_a_clear_error(self):
+        rc, _, err = run("generate", "--model", os.path.join(shared("fixtures", "paligemma"), "tiny-bf16"), "--image",
+                         shared("images", "coffee_20x13.jpg"), "--prompt", "caption en", "--max-tokens", "2",
+                         "--max-kv-size", "64", check=False)
+        self.assertEqual(rc, 1)
+        self.assertIn("does not support a bounded KV cache", err)
 
     def test_draw_boxes_writes_a_png_of_the_image_size(self):
         root = shared("fixtures", "paligemma")

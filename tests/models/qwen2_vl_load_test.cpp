@@ -317,6 +317,30 @@ TEST_F(Qwen2VLLoad, SplitPrefillEqualsOneShot) {
   EXPECT_LE(max_abs_diff(once.data(), split.data(), once.size()), 1e-3f);
 }
 
+TEST_F(Qwen2VLLoad, RotatingKvWindow) {
+  Case c = load_case("01_text_only");
+  ModelInput in = stored_input(c);
+  const Qwen2VLModel& m = model("tiny-bf16");
+  const int64_t L = int64_t(in.ids.size());
+  auto full = m.start(), roomy = m.start(), tight = m.start();
+  roomy->set_kv_window(L + 64, 4);  // never full: identical to the unbounded cache
+  tight->set_kv_window(L + 8, 4);   // starts evicting after 8 decoded tokens
+  std::vector<float> a = full->prefill(in), b = roomy->prefill(in), t = tight->prefill(in);
+  bool diverged = false;
+  for (int i = 0; i < 24; ++i) {
+    int32_t next = int32_t(std::max_element(a.begin(), a.end()) - a.begin());
+    EXPECT_EQ(max_abs_diff(a.data(), b.data(), a.size()), 0.f) << "step " << i;
+    if (i <= 8) {
+      EXPECT_EQ(max_abs_diff(a.data(), t.data(), a.size()), 0.f) << "step " << i;
+    }
+    if (i > 8 && max_abs_diff(a.data(), t.data(), a.size()) > 1e-3f) diverged = true;  // old rows gone
+    for (float v : t) ASSERT_TRUE(std::isfinite(v));
+    a = full->step(next), b = roomy->step(next), t = tight->step(next);
+  }
+  EXPECT_TRUE(diverged);
+  EXPECT_EQ(tight->length(), L + 24);  // positions keep counting every token
+}
+
 TEST_F(Qwen2VLLoad, ChunkedPrefillEqualsOneShot) {
   Case c = load_case("03_two_images");
   ModelInput all = stored_input(c);

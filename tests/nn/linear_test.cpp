@@ -91,6 +91,27 @@ TEST(KVCache, GrowsAndKeepsRows) {
   EXPECT_EQ(c.length(), 3);
 }
 
+TEST(KVCache, WindowKeepsSinksAndNewestRows) {
+  KVCache c(1, 1, 1, 4);
+  c.set_window(8, 2);
+  int64_t evicted = 0;
+  for (int step = 0; step < 20; ++step) {
+    evicted += c.make_room(1);
+    float k = float(step), v = -float(step);
+    c.append(0, &k, &v, 1);
+    c.advance(1);
+    ASSERT_LE(c.length(), 8);
+  }
+  EXPECT_EQ(c.length() + evicted, 20);
+  // The first two rows stay; the rest are the newest rows, in order.
+  EXPECT_EQ(c.keys(0)[0], 0.f);
+  EXPECT_EQ(c.keys(0)[1], 1.f);
+  for (int64_t i = 2; i < c.length(); ++i) EXPECT_EQ(c.keys(0)[i], float(20 - c.length() + i));
+  EXPECT_EQ(c.values(0)[c.length() - 1], -19.f);
+  EXPECT_THROW(c.make_room(7), Error);  // a step larger than the window minus the kept rows
+  EXPECT_THROW(c.set_window(4, 4), Error);
+}
+
 TEST(Rope, MropeWithEqualAxesIsPlainRope) {
   auto inv = rope_inv_freq(16, 1e6);
   std::vector<int64_t> pos = {0, 1, 5, 40, 1000};

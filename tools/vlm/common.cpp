@@ -21,6 +21,7 @@ std::vector<OptionSpec> sampling_options() {
       {"repetition-context-size", true, false, "tokens the repetition penalty looks back on (default 20)", "N"},
       {"seed", true, false, "random seed for reproducible sampling", "S"},
       {"stop", true, true, "stop string (not included in the output)", "STR"},
+      {"max-kv-size", true, false, "rotating KV cache of N tokens (keeps the first 4; default: unbounded)", "N"},
   };
 }
 
@@ -61,6 +62,7 @@ GenerationParams generation_params(const Args& args, const ModelDefaults& defaul
   p.sampling.repetition_penalty = float(args.get_double("repetition-penalty", 1e-6, 100).value_or(1.0));
   p.sampling.repetition_context_size = int(args.get_int("repetition-context-size", 0, 1 << 24).value_or(20));
   if (auto s = args.get_int("seed", 0, std::numeric_limits<int64_t>::max())) p.sampling.seed = uint64_t(*s);
+  p.max_kv_size = int(args.get_int("max-kv-size", 8, 1 << 24).value_or(0));
   p.stop = args.all("stop");
   for (const auto& s : p.stop)
     if (s.empty()) throw UsageError("option '--stop': empty stop string");
