@@ -96,26 +96,8 @@ bool run_decoder(Job* job) {
   return true;
 }
 
-struct AllocContext {
-  const std::string* src;
-  const ImageLimits* limits;
-  std::vector<uint8_t> buffer;
-  int width = 0, height = 0;
-  std::string error;
-};
-
 uint8_t* allocate(void* p, int width, int height, int components) noexcept {
-  auto* ctx = static_cast<AllocContext*>(p);
-  try {
-    check_dimensions(width, height, *ctx->src, *ctx->limits);
-    ctx->buffer.resize(size_t(width) * height * components);
-    ctx->width = width;
-    ctx->height = height;
-    return ctx->buffer.data();
-  } catch (const std::exception& e) {
-    ctx->error = e.what();
-    return nullptr;
-  }
+  return static_cast<PixelBuffer*>(p)->allocate(width, height, size_t(components));
 }
 
 // Pillow's cmyk2rgb on "CMYK;I" data (libjpeg returns Adobe-inverted values, Pillow re-inverts).
@@ -127,7 +109,7 @@ inline uint8_t muldiv255(int a, int b) {
 }  // namespace
 
 Image decode_jpeg(const uint8_t* data, size_t size, const std::string& src, const ImageLimits& limits) {
-  AllocContext ctx;
+  PixelBuffer ctx;
   ctx.src = &src;
   ctx.limits = &limits;
   Job job{data, size, &allocate, &ctx, 0, {}};
@@ -140,14 +122,14 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& src, cons
   img.height = ctx.height;
   size_t n = size_t(img.width) * img.height;
   if (job.components == 3) {
-    img.rgb = std::move(ctx.buffer);
+    img.rgb = std::move(ctx.bytes);
   } else if (job.components == 1) {
     img.rgb.resize(n * 3);
-    for (size_t i = 0; i < n; ++i) img.rgb[3 * i] = img.rgb[3 * i + 1] = img.rgb[3 * i + 2] = ctx.buffer[i];
+    for (size_t i = 0; i < n; ++i) img.rgb[3 * i] = img.rgb[3 * i + 1] = img.rgb[3 * i + 2] = ctx.bytes[i];
   } else if (job.components == 4) {
     img.rgb.resize(n * 3);
     for (size_t i = 0; i < n; ++i) {
-      const uint8_t* p = &ctx.buffer[4 * i];
+      const uint8_t* p = &ctx.bytes[4 * i];
       int nk = p[3];  // 255 - (255 - k) after Pillow's inversion
       for (int c = 0; c < 3; ++c) {
         int v = nk - muldiv255(255 - p[c], nk);

@@ -90,32 +90,14 @@ bool run_decoder(Job* job) {
   return true;
 }
 
-struct AllocContext {
-  const std::string* src;
-  const ImageLimits* limits;
-  std::vector<uint8_t> buffer;
-  int width = 0, height = 0;
-  std::string error;
-};
-
 uint8_t* allocate(void* p, int width, int height, int channels, int bytes) noexcept {
-  auto* ctx = static_cast<AllocContext*>(p);
-  try {
-    check_dimensions(width, height, *ctx->src, *ctx->limits);
-    ctx->buffer.resize(size_t(width) * height * channels * bytes);
-    ctx->width = width;
-    ctx->height = height;
-    return ctx->buffer.data();
-  } catch (const std::exception& e) {
-    ctx->error = e.what();
-    return nullptr;
-  }
+  return static_cast<PixelBuffer*>(p)->allocate(width, height, size_t(channels) * size_t(bytes));
 }
 
 }  // namespace
 
 Image decode_png(const uint8_t* data, size_t size, const std::string& src, const ImageLimits& limits) {
-  AllocContext ctx;
+  PixelBuffer ctx;
   ctx.src = &src;
   ctx.limits = &limits;
   Job job{data, size, 0, &allocate, &ctx, 0, 0, {}};
@@ -127,9 +109,9 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& src, const
   img.width = ctx.width;
   img.height = ctx.height;
   size_t n = size_t(img.width) * img.height;
-  const uint8_t* in = ctx.buffer.data();
+  const uint8_t* in = ctx.bytes.data();
   if (job.channels == 3 && job.bit_depth == 8) {
-    img.rgb = std::move(ctx.buffer);
+    img.rgb = std::move(ctx.bytes);
     return img;
   }
   img.rgb.resize(n * 3);

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "media/image.h"
 
@@ -17,6 +18,18 @@ Image decode_bmp(const uint8_t* data, size_t size, const std::string& src, const
 
 // Throws unless 0 < width, 0 < height and width * height <= limits.max_pixels.
 void check_dimensions(int64_t width, int64_t height, const std::string& src, const ImageLimits& limits);
+
+// Pixel memory handed to a C decoder (libjpeg, libpng) from inside its setjmp-guarded code: the
+// dimension check runs when the header is known, and nothing may throw across the C frames, so a
+// failure is recorded in `error` and signalled by nullptr.
+struct PixelBuffer {
+  const std::string* src = nullptr;
+  const ImageLimits* limits = nullptr;
+  std::vector<uint8_t> bytes;
+  int width = 0, height = 0;
+  std::string error;
+  uint8_t* allocate(int w, int h, size_t bytes_per_pixel) noexcept;
+};
 
 // EXIF orientation (1..8) from a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*",
 // optionally preceded by "Exif\0\0"); 1 when absent or malformed.

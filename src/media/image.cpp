@@ -18,6 +18,19 @@ void check_dimensions(int64_t width, int64_t height, const std::string& src, con
          " pixels (decompression bomb protection)");
 }
 
+uint8_t* PixelBuffer::allocate(int w, int h, size_t bytes_per_pixel) noexcept {
+  try {
+    check_dimensions(w, h, *src, *limits);
+    bytes.resize(size_t(w) * size_t(h) * bytes_per_pixel);
+    width = w;
+    height = h;
+    return bytes.data();
+  } catch (const std::exception& e) {
+    error = e.what();
+    return nullptr;
+  }
+}
+
 namespace {
 uint32_t rd32(const uint8_t* p, bool le) {
   return le ? p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24)
