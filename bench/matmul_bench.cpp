@@ -13,7 +13,7 @@
 #include <tuple>
 #include <vector>
 
-#include "core/thread_pool.h"
+#include "core/compute.h"
 #include "kernels/matmul.h"
 
 namespace {
@@ -65,15 +65,14 @@ void BM_MatMul(benchmark::State& state) {
   }
   static const vlm::MatMulPrecision kPrec[] = {vlm::MatMulPrecision::kF32, vlm::MatMulPrecision::kBF16,
                                                vlm::MatMulPrecision::kInt8};
-  vlm::set_matmul_precision(kPrec[prec]);
   const MatMulWeight& w = weight(format, N, K);
   std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   for (auto& v : x) v = u(rng);
-  vlm::thread_pool();
+  static vlm::Compute env = vlm::Compute::make();  // VLM_THREADS or one thread per core
   for (auto _ : state) {
-    w.forward(x.data(), M, y.data());
+    w.forward_as(kPrec[prec], env.threads(), x.data(), M, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GB/s"] =
@@ -82,7 +81,6 @@ void BM_MatMul(benchmark::State& state) {
       benchmark::Counter(2e-9 * double(M) * double(N) * double(K), benchmark::Counter::kIsIterationInvariantRate);
   static const char* kPrecName[] = {"", " bf16-dot", " int8"};
   state.SetLabel(std::string(format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64") + kPrecName[prec]);
-  vlm::set_matmul_precision(vlm::MatMulPrecision::kF32);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {

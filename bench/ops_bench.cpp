@@ -9,6 +9,14 @@
 #include "kernels/ops.h"
 
 namespace {
+// VLM_THREADS or one thread per core; VLM_PRECISION picks exact (default) or fast kernels.
+const vlm::Compute& env() {
+  static vlm::Compute c = vlm::Compute::make(0, vlm::precision_from_env(vlm::Precision::kExact));
+  return c;
+}
+}  // namespace
+
+namespace {
 
 std::vector<float> rand_vec(size_t n) {
   std::mt19937 rng(1);
@@ -27,7 +35,7 @@ void BM_Attention(benchmark::State& state) {
   vlm::AttentionMask mask;
   mask.q_offset = S - T;
   for (auto _ : state) {
-    vlm::attention(q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(128.f), mask,
+    vlm::attention(env(), q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(128.f), mask,
                    out.data());
     benchmark::DoNotOptimize(out.data());
   }
@@ -41,7 +49,7 @@ void BM_RmsNorm(benchmark::State& state) {
   const int64_t rows = state.range(0), dim = 1536;
   auto x = rand_vec(size_t(rows * dim)), w = rand_vec(size_t(dim));
   std::vector<float> out(x.size());
-  for (auto _ : state) vlm::rms_norm(x.data(), w.data(), rows, dim, 1e-6f, out.data());
+  for (auto _ : state) vlm::rms_norm(env(), x.data(), w.data(), rows, dim, 1e-6f, out.data());
   state.SetBytesProcessed(int64_t(state.iterations()) * rows * dim * 8);
 }
 BENCHMARK(BM_RmsNorm)->Arg(1)->Arg(512);
@@ -50,16 +58,16 @@ void BM_LayerNorm(benchmark::State& state) {
   const int64_t rows = state.range(0), dim = 1280;
   auto x = rand_vec(size_t(rows * dim)), w = rand_vec(size_t(dim)), b = rand_vec(size_t(dim));
   std::vector<float> out(x.size());
-  for (auto _ : state) vlm::layer_norm(x.data(), w.data(), b.data(), rows, dim, 1e-6f, out.data());
+  for (auto _ : state) vlm::layer_norm(env(), x.data(), w.data(), b.data(), rows, dim, 1e-6f, out.data());
   state.SetBytesProcessed(int64_t(state.iterations()) * rows * dim * 8);
 }
 BENCHMARK(BM_LayerNorm)->Arg(1024);
 
-template <void (*F)(float*, int64_t)>
+template <void (*F)(const vlm::Compute&, float*, int64_t)>
 void BM_Activation(benchmark::State& state) {
   auto x = rand_vec(size_t(state.range(0))), x0 = x;
   for (auto _ : state) {
-    F(x.data(), state.range(0));
+    F(env(), x.data(), state.range(0));
     state.PauseTiming();
     x = x0;  // keep inputs in range
     state.ResumeTiming();
@@ -74,7 +82,7 @@ void BM_SiluMul(benchmark::State& state) {
   const int64_t n = state.range(0);
   auto g = rand_vec(size_t(n)), up = rand_vec(size_t(n)), g0 = g;
   for (auto _ : state) {
-    vlm::silu_mul(g.data(), up.data(), n);
+    vlm::silu_mul(env(), g.data(), up.data(), n);
     state.PauseTiming();
     g = g0;
     state.ResumeTiming();
@@ -87,7 +95,7 @@ void BM_Softmax(benchmark::State& state) {
   const int64_t rows = 64, cols = state.range(0);
   auto x = rand_vec(size_t(rows * cols)), x0 = x;
   for (auto _ : state) {
-    vlm::softmax_rows(x.data(), rows, cols);
+    vlm::softmax_rows(env(), x.data(), rows, cols);
     state.PauseTiming();
     x = x0;
     state.ResumeTiming();

@@ -124,28 +124,4 @@ int physical_core_count() {
   return std::max(1, n);
 }
 
-namespace {
-std::unique_ptr<ThreadPool>& global_pool() {
-  static std::unique_ptr<ThreadPool> pool;
-  return pool;
-}
-std::mutex global_pool_mutex;
-}  // namespace
-
-ThreadPool& thread_pool() {
-  std::lock_guard<std::mutex> lock(global_pool_mutex);
-  auto& pool = global_pool();
-  if (!pool) {
-    int n = physical_core_count();
-    if (const char* env = std::getenv("VLM_THREADS")) n = std::max(1, std::atoi(env));
-    pool = std::make_unique<ThreadPool>(n);
-  }
-  return *pool;
-}
-
-void set_num_threads(int n) {
-  std::lock_guard<std::mutex> lock(global_pool_mutex);
-  global_pool() = std::make_unique<ThreadPool>(n > 0 ? n : physical_core_count());
-}
-
 }  // namespace vlm

@@ -49,9 +49,4 @@ class ThreadPool {
 // Number of physical cores (hyper-threads not counted), at least 1.
 int physical_core_count();
 
-// The process-wide pool used by kernels. Default size: physical_core_count(), or VLM_THREADS.
-ThreadPool& thread_pool();
-// Replaces the process-wide pool (must not be called while kernels run).
-void set_num_threads(int n);
-
 }  // namespace vlm

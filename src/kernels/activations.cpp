@@ -58,8 +58,8 @@ struct GeluErf {
 
 // gate[i] = f(gate[i]) (* up[i] when up != nullptr), split across threads for long rows.
 template <class F>
-void Apply(float* HWY_RESTRICT x, const float* HWY_RESTRICT up, int64_t n) {
-  thread_pool().parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+void Apply(ThreadPool& pool, float* HWY_RESTRICT x, const float* HWY_RESTRICT up, int64_t n) {
+  pool.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
     const DF d;
     const int64_t NL = int64_t(hn::Lanes(d));
     const F f;
@@ -84,17 +84,17 @@ void Apply(float* HWY_RESTRICT x, const float* HWY_RESTRICT up, int64_t n) {
   });
 }
 
-void SiluImpl(float* x, const float* up, int64_t n) {
-  Apply<Silu>(x, up, n);
+void SiluImpl(ThreadPool& pool, float* x, const float* up, int64_t n) {
+  Apply<Silu>(pool, x, up, n);
 }
-void QuickGeluImpl(float* x, const float* up, int64_t n) {
-  Apply<QuickGelu>(x, up, n);
+void QuickGeluImpl(ThreadPool& pool, float* x, const float* up, int64_t n) {
+  Apply<QuickGelu>(pool, x, up, n);
 }
-void GeluTanhImpl(float* x, const float* up, int64_t n) {
-  Apply<GeluTanh>(x, up, n);
+void GeluTanhImpl(ThreadPool& pool, float* x, const float* up, int64_t n) {
+  Apply<GeluTanh>(pool, x, up, n);
 }
-void GeluErfImpl(float* x, const float* up, int64_t n) {
-  Apply<GeluErf>(x, up, n);
+void GeluErfImpl(ThreadPool& pool, float* x, const float* up, int64_t n) {
+  Apply<GeluErf>(pool, x, up, n);
 }
 
 void AddImpl(float* HWY_RESTRICT x, const float* HWY_RESTRICT y, int64_t n) {
@@ -128,23 +128,23 @@ HWY_EXPORT(AddImpl);
 HWY_EXPORT(ScaleImpl);
 }  // namespace ops_detail
 
-void gelu_erf(float* x, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::GeluErfImpl)(x, nullptr, n);
+void gelu_erf(const Compute& env, float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::GeluErfImpl)(env.threads(), x, nullptr, n);
 }
-void gelu_tanh(float* x, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(x, nullptr, n);
+void gelu_tanh(const Compute& env, float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(env.threads(), x, nullptr, n);
 }
-void quick_gelu(float* x, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::QuickGeluImpl)(x, nullptr, n);
+void quick_gelu(const Compute& env, float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::QuickGeluImpl)(env.threads(), x, nullptr, n);
 }
-void silu(float* x, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(x, nullptr, n);
+void silu(const Compute& env, float* x, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(env.threads(), x, nullptr, n);
 }
-void silu_mul(float* gate, const float* up, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(gate, up, n);
+void silu_mul(const Compute& env, float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::SiluImpl)(env.threads(), gate, up, n);
 }
-void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(gate, up, n);
+void gelu_tanh_mul(const Compute& env, float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::GeluTanhImpl)(env.threads(), gate, up, n);
 }
 void add_inplace(float* x, const float* y, int64_t n) {
   HWY_DYNAMIC_DISPATCH(ops_detail::AddImpl)(x, y, n);

@@ -30,35 +30,12 @@ bool is_float(DType t) {
 // Below this many activation rows, streaming the weights once per row block (GEMV) beats
 // dequantizing them into panels (GEMM).
 constexpr int64_t kGemvMaxRows = 6;
-MatMulPrecision initial_precision() {
-  const char* env = std::getenv("VLM_MATMUL_PRECISION");
-  if (!env || !*env) return MatMulPrecision::kF32;
-  try {
-    return parse_matmul_precision(env);
-  } catch (const Error& e) {  // runs during static initialisation: warn instead of terminating
-    std::fprintf(stderr, "vlm: %s; using f32\n", e.what());
-    return MatMulPrecision::kF32;
-  }
-}
-std::atomic<MatMulPrecision> g_precision{initial_precision()};
 }  // namespace
 
-MatMulPrecision parse_matmul_precision(const std::string& name) {
-  if (name == "f32" || name == "fp32") return MatMulPrecision::kF32;
-  if (name == "bf16") return MatMulPrecision::kBF16;
-  if (name == "int8") return MatMulPrecision::kInt8;
-  fail("matmul precision '", name, "' (VLM_MATMUL_PRECISION) is not one of f32, bf16, int8");
-}
 bool matmul_int8_supported() {
   return matmul_detail::avx512_vnni_enabled();
 }
 
-void set_matmul_precision(MatMulPrecision p) {
-  g_precision.store(p);
-}
-MatMulPrecision matmul_precision() {
-  return g_precision.load();
-}
 bool matmul_bf16_supported() {
   return matmul_detail::bf16_gemm_supported();
 }
@@ -210,21 +187,31 @@ void MatMulWeight::dequantize_row(int64_t r, float* out) const {
   matmul_detail::dequantize_range(p, r, 0, p.K, out);
 }
 
-void MatMulWeight::forward(const float* x, int64_t M, float* y, const float* bias) const {
+MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w) {
+  if (precision == Precision::kExact) return MatMulPrecision::kF32;
+  return w.is_quantized() && (w.bits() == 2 || w.bits() == 4 || w.bits() == 8) ? MatMulPrecision::kInt8
+                                                                                : MatMulPrecision::kBF16;
+}
+
+void MatMulWeight::forward(const Compute& env, const float* x, int64_t M, float* y, const float* bias) const {
+  forward_as(matmul_precision_for(env.precision, *this), env.threads(), x, M, y, bias);
+}
+
+void MatMulWeight::forward_as(MatMulPrecision prec, ThreadPool& pool, const float* x, int64_t M, float* y,
+                              const float* bias) const {
   if (!impl_) fail("MatMulWeight::forward: weight is not defined");
   if (M <= 0 || impl_->N == 0) return;
-  const MatMulPrecision prec = g_precision.load(std::memory_order_relaxed);
   if (prec == MatMulPrecision::kInt8 && matmul_detail::int8_supports(*impl_)) {
-    if (M <= kGemvMaxRows) return matmul_detail::gemv_int8(*impl_, x, M, y, bias);
-    return matmul_detail::gemm_int8(*impl_, x, M, y, bias);
+    if (M <= kGemvMaxRows) return matmul_detail::gemv_int8(pool, *impl_, x, M, y, bias);
+    return matmul_detail::gemm_int8(pool, *impl_, x, M, y, bias);
   }
   if (M <= kGemvMaxRows) {
-    if (matmul_detail::gemv_avx512_supports(*impl_)) return matmul_detail::gemv_avx512(*impl_, x, M, y, bias);
-    matmul_detail::gemv(*impl_, x, M, y, bias);
+    if (matmul_detail::gemv_avx512_supports(*impl_)) return matmul_detail::gemv_avx512(pool, *impl_, x, M, y, bias);
+    matmul_detail::gemv(pool, *impl_, x, M, y, bias);
   } else if (prec == MatMulPrecision::kBF16 && matmul_detail::bf16_gemm_supported()) {
-    matmul_detail::gemm_bf16(*impl_, x, M, y, bias);
+    matmul_detail::gemm_bf16(pool, *impl_, x, M, y, bias);
   } else {
-    matmul_detail::gemm(*impl_, x, M, y, bias);
+    matmul_detail::gemm(pool, *impl_, x, M, y, bias);
   }
 }
 

@@ -8,9 +8,12 @@
 #include <memory>
 #include <string>
 
+#include "core/compute.h"
 #include "core/tensor.h"
 
 namespace vlm {
+
+enum class MatMulPrecision : int;
 
 class MatMulWeight {
  public:
@@ -32,8 +35,12 @@ class MatMulWeight {
 
   // out[K] = row r of W in float32.
   void dequantize_row(int64_t r, float* out) const;
-  // y[M, N] = x[M, K] · Wᵀ (+ bias[N]); x and y row-major contiguous; multi-threaded.
-  void forward(const float* x, int64_t M, float* y, const float* bias = nullptr) const;
+  // y[M, N] = x[M, K] · Wᵀ (+ bias[N]); x and y row-major contiguous; runs on env's threads at
+  // env's precision (see MatMulPrecision).
+  void forward(const Compute& env, const float* x, int64_t M, float* y, const float* bias = nullptr) const;
+  // The same with the kernel arithmetic chosen explicitly (tests and kernel benchmarks).
+  void forward_as(MatMulPrecision precision, ThreadPool& pool, const float* x, int64_t M, float* y,
+                  const float* bias = nullptr) const;
 
   struct Impl;
 
@@ -41,23 +48,20 @@ class MatMulWeight {
   std::shared_ptr<const Impl> impl_;
 };
 
-// Arithmetic of matmuls. kF32 (default) accumulates exact float32 products everywhere.
+// Arithmetic of one matmul. kF32 accumulates exact float32 products everywhere (Precision::kExact).
 // kBF16 (GEMM path only, M > 6 rows) rounds activations and weights to bfloat16 and uses
 // AVX512_BF16 dot products (~2x faster, ~3 significant digits per product); ignored without
 // AVX512_BF16. kInt8 (2/4/8-bit quantized weights on AVX512_VNNI CPUs, GEMV and GEMM) quantizes
 // activations to int8 per weight group (one float scale per group, error <= 0.4% of the group's
 // largest |x|) and multiplies them with the weights' integer values exactly; other weights stay
-// float32-exact. Process-wide; the initial value comes from env VLM_MATMUL_PRECISION
-// (f32 | bf16 | int8), default f32.
-enum class MatMulPrecision { kF32, kBF16, kInt8 };
-void set_matmul_precision(MatMulPrecision p);
-MatMulPrecision matmul_precision();
+// float32-exact.
+enum class MatMulPrecision : int { kF32, kBF16, kInt8 };
+// What Precision::kFast means for a weight: kInt8 for 2/4/8-bit weights, kBF16 otherwise.
+MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w);
 // True when kBF16 actually takes effect on this CPU.
 bool matmul_bf16_supported();
 // True when kInt8 takes effect for this CPU (it still needs 2/4/8-bit weights).
 bool matmul_int8_supported();
-// Parses "f32", "bf16" or "int8" (as in VLM_MATMUL_PRECISION); throws vlm::Error otherwise.
-MatMulPrecision parse_matmul_precision(const std::string& name);
 
 // Unpacks element i of an MLX-packed row (reference helper, also used by tests).
 uint32_t mlx_unpack(const uint32_t* row, int64_t i, int bits);

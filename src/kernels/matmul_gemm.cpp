@@ -60,13 +60,14 @@ HWY_INLINE void Tile(const float* const* xr, const float* panel, int64_t kc, flo
   }
 }
 
-void GemmImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+              const float* bias) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
   const int64_t NR = 2 * NL;
   const int64_t N = p.N, K = p.K;
   const int64_t panels = (N + NR - 1) / NR;
-  thread_pool().run(panels, [&](int64_t pi) {
+  pool.run(panels, [&](int64_t pi) {
     const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
     HWY_ALIGN float panel[kKC * HWY_MAX_BYTES / 2];  // [KC][NR]
     float rowbuf[kKC];
@@ -113,8 +114,9 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace vlm::matmul_detail {
 HWY_EXPORT(GemmImpl);
-void gemm(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
-  HWY_DYNAMIC_DISPATCH(GemmImpl)(p, x, M, y, bias);
+void gemm(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+          const float* bias) {
+  HWY_DYNAMIC_DISPATCH(GemmImpl)(pool, p, x, M, y, bias);
 }
 }  // namespace vlm::matmul_detail
 #endif

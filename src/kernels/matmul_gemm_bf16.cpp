@@ -72,16 +72,17 @@ bool bf16_gemm_supported() {
   return ok;
 }
 
-void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+               const float* bias) {
   const int64_t N = p.N, K = p.K, Kp = (K + 1) / 2;
   // Activations as bf16 pairs, each row padded to whole pairs with a zero.
   std::vector<uint32_t> xb(size_t(M * Kp), 0);
-  thread_pool().parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
+  pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) to_bf16(x + m * K, K, reinterpret_cast<uint16_t*>(xb.data() + m * Kp));
   });
   const bool direct = !p.quantized && p.w.dtype() == DType::BF16 && K % 2 == 0;
   const int64_t panels = (N + kNR - 1) / kNR;
-  thread_pool().run(panels, [&](int64_t pi) {
+  pool.run(panels, [&](int64_t pi) {
     const int64_t n0 = pi * kNR, nr = std::min(kNR, N - n0);
     alignas(64) uint32_t panel[kKC / 2 * kNR];
     alignas(64) float ctile[kMR * kNR];
@@ -128,8 +129,9 @@ void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
 bool bf16_gemm_supported() {
   return false;
 }
-void gemm_bf16(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
-  gemm(p, x, M, y, bias);
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+               const float* bias) {
+  gemm(pool, p, x, M, y, bias);
 }
 
 #endif

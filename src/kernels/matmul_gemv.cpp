@@ -238,7 +238,8 @@ void RunBlock(const MatMulWeight::Impl& p, const QuantCtx* qc, const float* x, i
   GenericRange<MB>(p, x, n0, n1, y, bias);
 }
 
-void GemvImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+void GemvImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+              const float* bias) {
   const int64_t NL = int64_t(hn::Lanes(DF()));
   const int64_t K = p.K, N = p.N;
   QuantCtx qc{};
@@ -277,7 +278,7 @@ void GemvImpl(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, 
   }
   const QuantCtx* qcp = fast_quant ? &qc : nullptr;
   const int64_t blocks = (N + kRowBlock - 1) / kRowBlock;
-  thread_pool().parallel_for(blocks, 8, [&](int64_t b0, int64_t b1) {
+  pool.parallel_for(blocks, 8, [&](int64_t b0, int64_t b1) {
     const int64_t n0 = b0 * kRowBlock, n1 = std::min(N, b1 * kRowBlock);
     for (int64_t m = 0; m < M;) {
       const int64_t left = M - m;
@@ -314,8 +315,9 @@ HWY_EXPORT(ChosenTarget);
 int64_t chosen_simd_target() {
   return HWY_DYNAMIC_DISPATCH(ChosenTarget)();
 }
-void gemv(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
-  HWY_DYNAMIC_DISPATCH(GemvImpl)(p, x, M, y, bias);
+void gemv(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+          const float* bias) {
+  HWY_DYNAMIC_DISPATCH(GemvImpl)(pool, p, x, M, y, bias);
 }
 }  // namespace vlm::matmul_detail
 #endif

@@ -246,7 +246,8 @@ bool gemv_avx512_supports(const MatMulWeight::Impl& p) {
   return wpg < 16 ? 16 % wpg == 0 : wpg % 16 == 0;
 }
 
-void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                 const float* bias) {
   Ctx c{};
   c.p = &p;
   const int64_t K = p.K;
@@ -286,9 +287,9 @@ void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* 
     }
   };
   const int64_t bytes = int64_t(p.w.nbytes());
-  if (bytes < kMinParallelBytes || thread_pool().size() == 1) return work(0, blocks);
+  if (bytes < kMinParallelBytes || pool.size() == 1) return work(0, blocks);
   const int64_t grain = std::max<int64_t>(1, kChunkBytes / std::max<int64_t>(1, bytes / blocks));
-  thread_pool().parallel_for(blocks, grain, work);
+  pool.parallel_for(blocks, grain, work);
 }
 
 #else
@@ -296,8 +297,9 @@ void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* 
 bool gemv_avx512_supports(const MatMulWeight::Impl&) {
   return false;
 }
-void gemv_avx512(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
-  gemv(p, x, M, y, bias);
+void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                 const float* bias) {
+  gemv(pool, p, x, M, y, bias);
 }
 
 #endif

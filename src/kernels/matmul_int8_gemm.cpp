@@ -103,17 +103,18 @@ VLM_AVX512_VNNI void tile(const Panel& pn, const int8_t* const* xq, const float*
 
 }  // namespace
 
-void gemm_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+               const float* bias) {
   const int64_t N = p.N, K = p.K, G = p.group, groups = K / G;
   QuantizedX qx;
   qx.groups = groups;
   qx.q.resize(size_t(M * K));
   qx.scale.resize(size_t(M * groups));
   qx.sum.resize(size_t(M * groups));
-  thread_pool().parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows(x, m0, m1, K, G, qx); });
+  pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows(x, m0, m1, K, G, qx); });
   const int64_t kc_max = std::max<int64_t>(G, kKC / G * G);
   const int64_t panels = (N + kNR - 1) / kNR;
-  thread_pool().run(panels, [&](int64_t pi) {
+  pool.run(panels, [&](int64_t pi) {
     const int64_t n0 = pi * kNR, nr = std::min(kNR, N - n0);
     thread_local std::vector<Panel> panel_buf(1);  // ~80 KB: too big for the stack
     Panel& pn = panel_buf[0];
@@ -149,8 +150,9 @@ void gemm_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
 
 #else
 
-void gemm_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
-  gemm(p, x, M, y, bias);
+void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+               const float* bias) {
+  gemm(pool, p, x, M, y, bias);
 }
 
 #endif

@@ -103,7 +103,8 @@ VLM_AVX512_VNNI void run_rows(const Ctx& c, int64_t n0, int64_t n1, float* y, in
 
 }  // namespace
 
-void gemv_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
+void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+               const float* bias) {
   Ctx c{};
   c.p = &p;
   const int64_t K = p.K, P = 8 / p.bits, B = 64 * P;  // values per block
@@ -151,15 +152,16 @@ void gemv_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
     }
   };
   const int64_t bytes = int64_t(p.w.nbytes());
-  if (bytes < kMinParallelBytes || thread_pool().size() == 1) return work(0, blocks);
+  if (bytes < kMinParallelBytes || pool.size() == 1) return work(0, blocks);
   const int64_t grain = std::max<int64_t>(1, kChunkBytes / std::max<int64_t>(1, bytes / blocks));
-  thread_pool().parallel_for(blocks, grain, work);
+  pool.parallel_for(blocks, grain, work);
 }
 
 #else
 
-void gemv_int8(const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
-  gemv(p, x, M, y, bias);
+void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+               const float* bias) {
+  gemv(pool, p, x, M, y, bias);
 }
 
 #endif

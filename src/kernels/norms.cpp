@@ -70,9 +70,9 @@ HWY_INLINE void Normalize(const float* x, const float* w, const float* b, float 
   for (; i < n; ++i) o[i] = (x[i] - c) * (inv * (w[i] + w_offset)) + (b ? b[i] : 0.f);
 }
 
-void RmsNormImpl(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
+void RmsNormImpl(ThreadPool& pool, const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
                  bool one_plus_weight) {
-  thread_pool().parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+  pool.parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       const float inv = 1.0f / std::sqrt(SumSquares(xr, dim, 0.f) / float(dim) + eps);
@@ -81,8 +81,9 @@ void RmsNormImpl(const float* x, const float* w, int64_t rows, int64_t dim, floa
   });
 }
 
-void LayerNormImpl(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out) {
-  thread_pool().parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+void LayerNormImpl(ThreadPool& pool, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps,
+                   float* out) {
+  pool.parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
       const float mean = Sum(xr, dim) / float(dim);
@@ -121,9 +122,9 @@ void SoftmaxRow(float* p, int64_t n) {
   for (; i < n; ++i) p[i] *= float(1.0 / sum);
 }
 
-void SoftmaxRowsImpl(float* x, int64_t rows, int64_t cols) {
-  thread_pool().parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, cols)),
-                             [&](int64_t r0, int64_t r1) {
+void SoftmaxRowsImpl(ThreadPool& pool, float* x, int64_t rows, int64_t cols) {
+  pool.parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, cols)),
+                    [&](int64_t r0, int64_t r1) {
                                for (int64_t r = r0; r < r1; ++r) SoftmaxRow(x + r * cols, cols);
                              });
 }
@@ -139,14 +140,16 @@ HWY_EXPORT(LayerNormImpl);
 HWY_EXPORT(SoftmaxRowsImpl);
 }  // namespace ops_detail
 
-void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out, bool one_plus_weight) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::RmsNormImpl)(x, w, rows, dim, eps, out, one_plus_weight);
+void rms_norm(const Compute& env, const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
+              bool one_plus_weight) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::RmsNormImpl)(env.threads(), x, w, rows, dim, eps, out, one_plus_weight);
 }
-void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::LayerNormImpl)(x, w, b, rows, dim, eps, out);
+void layer_norm(const Compute& env, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps,
+                float* out) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::LayerNormImpl)(env.threads(), x, w, b, rows, dim, eps, out);
 }
-void softmax_rows(float* x, int64_t rows, int64_t cols) {
-  HWY_DYNAMIC_DISPATCH(ops_detail::SoftmaxRowsImpl)(x, rows, cols);
+void softmax_rows(const Compute& env, float* x, int64_t rows, int64_t cols) {
+  HWY_DYNAMIC_DISPATCH(ops_detail::SoftmaxRowsImpl)(env.threads(), x, rows, cols);
 }
 }  // namespace vlm
 #endif

@@ -3,24 +3,26 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/compute.h"
+
 namespace vlm {
 
 // out[m, :] = x[m, :] / sqrt(mean(x²) + eps) * w   (Gemma: * (1 + w) when `one_plus_weight`).
-void rms_norm(const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
+void rms_norm(const Compute& env, const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
               bool one_plus_weight = false);
 // out[m, :] = (x - mean) / sqrt(var + eps) * w + b   (biased variance, as torch).
-void layer_norm(const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out);
+void layer_norm(const Compute& env, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out);
 
-void gelu_erf(float* x, int64_t n);    // x·Φ(x), exact
-void gelu_tanh(float* x, int64_t n);   // tanh approximation ("gelu_pytorch_tanh")
-void quick_gelu(float* x, int64_t n);  // x·sigmoid(1.702x)
-void silu(float* x, int64_t n);        // x·sigmoid(x)
+void gelu_erf(const Compute& env, float* x, int64_t n);    // x·Φ(x), exact
+void gelu_tanh(const Compute& env, float* x, int64_t n);   // tanh approximation ("gelu_pytorch_tanh")
+void quick_gelu(const Compute& env, float* x, int64_t n);  // x·sigmoid(1.702x)
+void silu(const Compute& env, float* x, int64_t n);        // x·sigmoid(x)
 // gate[i] = silu(gate[i]) * up[i]  /  gelu_tanh(gate[i]) * up[i]
-void silu_mul(float* gate, const float* up, int64_t n);
-void gelu_tanh_mul(float* gate, const float* up, int64_t n);
+void silu_mul(const Compute& env, float* gate, const float* up, int64_t n);
+void gelu_tanh_mul(const Compute& env, float* gate, const float* up, int64_t n);
 void add_inplace(float* x, const float* y, int64_t n);
 void scale_inplace(float* x, float s, int64_t n);
-void softmax_rows(float* x, int64_t rows, int64_t cols);
+void softmax_rows(const Compute& env, float* x, int64_t rows, int64_t cols);
 
 // Rotary embedding, "rotate half" convention: for each of `heads` heads of width `head_dim`
 // in row t, x = x·cos[t] + rotate_half(x)·sin[t], with cos/sin tables [rows, head_dim].
@@ -43,7 +45,7 @@ struct AttentionMask {
 // strides kv_stride; out: [T, q_heads, head_dim] contiguous. Query head h uses kv head
 // h / (q_heads / kv_heads). Computed with an online softmax over key tiles, so no more than a
 // tile of scores exists at a time.
-void attention(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
+void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
                int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask, float* out);
 
 }  // namespace vlm

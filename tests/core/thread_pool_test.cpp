@@ -1,5 +1,8 @@
 #include "core/thread_pool.h"
 
+#include "core/compute.h"
+#include "core/error.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -44,11 +47,16 @@ TEST(ThreadPool, ManyShortJobsBackToBack) {
   EXPECT_EQ(sum.load(), 2000 * 3);
 }
 
-TEST(ThreadPool, GlobalPoolResizes) {
-  set_num_threads(3);
-  EXPECT_EQ(thread_pool().size(), 3);
-  set_num_threads(0);
-  EXPECT_EQ(thread_pool().size(), physical_core_count());
+TEST(Compute, OwnsItsPoolAndPrecision) {
+  Compute a = Compute::make(3, Precision::kFast), b = Compute::make(1);
+  EXPECT_EQ(a.num_threads(), 3);
+  EXPECT_EQ(b.num_threads(), 1);
+  EXPECT_EQ(a.precision, Precision::kFast);
+  EXPECT_EQ(b.precision, Precision::kExact);
+  EXPECT_NE(a.pool.get(), b.pool.get());
+  EXPECT_EQ(Compute::make(0).num_threads() >= 1, true);
+  EXPECT_STREQ(precision_name(parse_precision("fast")), "fast");
+  EXPECT_THROW(parse_precision("f32"), Error);
 }
 
 }  // namespace

@@ -17,12 +17,12 @@ namespace {
 
 using namespace matmul_test;
 
-// Restores the process-wide settings a test changes.
+// Restores the kernel settings a test changes.
 struct PrecisionScope {
-  explicit PrecisionScope(MatMulPrecision p) { set_matmul_precision(p); }
+  explicit PrecisionScope(MatMulPrecision p) { kernel_env().precision = p; }
   ~PrecisionScope() {
-    set_matmul_precision(MatMulPrecision::kF32);
-    set_num_threads(0);
+    kernel_env().precision = MatMulPrecision::kF32;
+    kernel_env().set_threads(0);
   }
 };
 
@@ -47,7 +47,7 @@ TEST(MatMulInt8, EveryBitsGroupAndRowCount) {
   PrecisionScope scope(MatMulPrecision::kInt8);
   std::mt19937 rng(11);
   for (int threads : {1, 2}) {
-    set_num_threads(threads);
+    kernel_env().set_threads(threads);
     for (int bits : {2, 4, 8})
       for (int group : {32, 64, 128})
         for (DType st : {DType::BF16, DType::F16, DType::F32}) {
@@ -67,7 +67,7 @@ TEST(MatMulInt8, EveryBitsGroupAndRowCount) {
 TEST(MatMulInt8, LargeTwoThreads) {
   if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
   PrecisionScope scope(MatMulPrecision::kInt8);
-  set_num_threads(2);
+  kernel_env().set_threads(2);
   std::mt19937 rng(12);
   RefWeight r = make_quant(rng, 611, 1536, 4, 64, DType::BF16);
   for (int64_t M : {1, 3, 50}) check_forward(r, M, rng, true, "int8 large", 2e-6, int8_bound(r, 64));
@@ -90,7 +90,7 @@ TEST(MatMulInt8, OtherWeightsFallBack) {
 // The default f32 GEMV split over two threads (weights above the single-thread cutoff).
 TEST(MatMulF32, LargeTwoThreads) {
   PrecisionScope scope(MatMulPrecision::kF32);
-  set_num_threads(2);
+  kernel_env().set_threads(2);
   std::mt19937 rng(14);
   for (int bits : {2, 4, 8}) {
     RefWeight r = make_quant(rng, 515, 1024, bits, 64, DType::BF16);
@@ -100,12 +100,18 @@ TEST(MatMulF32, LargeTwoThreads) {
   for (int64_t M : {1, 5}) check_forward(d, M, rng, true, "f32 large bf16");
 }
 
-TEST(MatMulPrecisionSetting, ParsesNames) {
-  EXPECT_EQ(parse_matmul_precision("f32"), MatMulPrecision::kF32);
-  EXPECT_EQ(parse_matmul_precision("bf16"), MatMulPrecision::kBF16);
-  EXPECT_EQ(parse_matmul_precision("int8"), MatMulPrecision::kInt8);
-  EXPECT_THROW(parse_matmul_precision("int4"), Error);
-  EXPECT_THROW(parse_matmul_precision(""), Error);
+TEST(PrecisionSetting, ParsesNamesAndMapsFastPerWeight) {
+  EXPECT_EQ(parse_precision("exact"), Precision::kExact);
+  EXPECT_EQ(parse_precision("fast"), Precision::kFast);
+  EXPECT_THROW(parse_precision("int4"), Error);
+  EXPECT_THROW(parse_precision(""), Error);
+  std::mt19937 rng(3);
+  RefWeight q4 = make_quant(rng, 8, 64, 4, 32, DType::BF16), q3 = make_quant(rng, 8, 64, 3, 32, DType::BF16);
+  RefWeight dense = make_dense(rng, 8, 64, DType::BF16);
+  EXPECT_EQ(matmul_precision_for(Precision::kExact, q4.w), MatMulPrecision::kF32);
+  EXPECT_EQ(matmul_precision_for(Precision::kFast, q4.w), MatMulPrecision::kInt8);
+  EXPECT_EQ(matmul_precision_for(Precision::kFast, q3.w), MatMulPrecision::kBF16);
+  EXPECT_EQ(matmul_precision_for(Precision::kFast, dense.w), MatMulPrecision::kBF16);
 }
 
 }  // namespace

@@ -5,10 +5,12 @@
 
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "kernels/matmul.h"
 
 namespace vlm::matmul_test {
@@ -89,12 +91,24 @@ inline std::vector<float> random_vec(std::mt19937& rng, int64_t n) {
 // Optional extra error allowance for element (m, n) given x: returns a bound added to tol·scale.
 using ExtraBound = std::function<double(const std::vector<float>& x, int64_t m, int64_t n)>;
 
+// The kernel settings the checks below run with (tests change them; kernels take them explicitly).
+struct KernelEnv {
+  MatMulPrecision precision = MatMulPrecision::kF32;
+  std::shared_ptr<ThreadPool> pool = std::make_shared<ThreadPool>(2);
+  void set_threads(int n) { pool = std::make_shared<ThreadPool>(n > 0 ? n : 2); }
+  Compute compute() const { return Compute{pool, Precision::kExact}; }
+};
+inline KernelEnv& kernel_env() {
+  static KernelEnv env;
+  return env;
+}
+
 inline void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool with_bias, const std::string& what,
                           double tol = 2e-6, const ExtraBound& extra = nullptr) {
   const int64_t N = r.w.rows(), K = r.w.cols();
   std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N);
   std::vector<float> y(size_t(M * N), NAN);
-  r.w.forward(x.data(), M, y.data(), with_bias ? bias.data() : nullptr);
+  r.w.forward_as(kernel_env().precision, *kernel_env().pool, x.data(), M, y.data(), with_bias ? bias.data() : nullptr);
   int bad = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {

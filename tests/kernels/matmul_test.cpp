@@ -86,13 +86,13 @@ TEST(MatMul, ThreadCountIndependent) {
   for (const RefWeight* r : {&q, &d})
     for (int64_t M : {1, 3, 100}) {
       std::vector<float> x = random_vec(rng, M * 512), y1(size_t(M * 300)), y2(size_t(M * 300));
-      set_num_threads(1);
-      r->w.forward(x.data(), M, y1.data());
-      set_num_threads(2);
-      r->w.forward(x.data(), M, y2.data());
+      kernel_env().set_threads(1);
+      r->w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, y1.data());
+      kernel_env().set_threads(2);
+      r->w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, y2.data());
       for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y1[i], y2[i], 1e-5 * (1 + std::fabs(y1[i]))) << M;
     }
-  set_num_threads(0);
+  kernel_env().set_threads(0);
 }
 
 // Every SIMD target compiled in and supported here (AVX-512, AVX2, SSE4, emulated 128-bit...)
@@ -121,11 +121,10 @@ TEST(MatMul, Bf16PrecisionMode) {
   ws.push_back(make_quant(rng, 33, 384, 3, 128, DType::F32));
   ws.push_back(make_dense(rng, 70, 259, DType::BF16));  // odd K: zero-padded last pair
   ws.push_back(make_dense(rng, 64, 512, DType::F32));
-  set_matmul_precision(MatMulPrecision::kBF16);
+  kernel_env().precision = MatMulPrecision::kBF16;
   for (const auto& w : ws)
     for (int64_t M : {1, 7, 8, 64, 129}) check_forward(w, M, rng, M % 2 == 1, "bf16 mode", 8e-3);
-  set_matmul_precision(MatMulPrecision::kF32);
-  EXPECT_EQ(matmul_precision(), MatMulPrecision::kF32);
+  kernel_env().precision = MatMulPrecision::kF32;
 }
 
 TEST(MatMul, RejectsBadShapes) {

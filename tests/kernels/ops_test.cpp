@@ -34,6 +34,9 @@ void expect_close(const std::vector<float>& got, const std::vector<double>& want
       ADD_FAILURE() << what << " [" << i << "]: got " << got[i] << " want " << want[i];
 }
 
+// The compute environment the kernels run in (tests switch its thread count).
+Compute g_env = Compute::make(2);
+
 const std::vector<int64_t> kSizes = {1, 3, 7, 15, 16, 17, 33, 100, 1000, 1536};
 
 TEST(Ops, RmsNorm) {
@@ -43,7 +46,7 @@ TEST(Ops, RmsNorm) {
       const int64_t rows = 5;
       auto x = rand_vec(rng, size_t(rows * dim), -3.f, 3.f), w = rand_vec(rng, size_t(dim));
       std::vector<float> out(x.size());
-      rms_norm(x.data(), w.data(), rows, dim, 1e-6f, out.data(), one_plus);
+      rms_norm(g_env, x.data(), w.data(), rows, dim, 1e-6f, out.data(), one_plus);
       std::vector<double> ref;
       for (int64_t r = 0; r < rows; ++r) {
         double ss = 0;
@@ -64,7 +67,7 @@ TEST(Ops, LayerNorm) {
       auto x = rand_vec(rng, size_t(rows * dim), 2.f, 5.f), w = rand_vec(rng, size_t(dim)),
            b = rand_vec(rng, size_t(dim));
       std::vector<float> out(x.size());
-      layer_norm(x.data(), w.data(), with_bias ? b.data() : nullptr, rows, dim, 1e-5f, out.data());
+      layer_norm(g_env, x.data(), w.data(), with_bias ? b.data() : nullptr, rows, dim, 1e-5f, out.data());
       std::vector<double> ref;
       for (int64_t r = 0; r < rows; ++r) {
         double mean = 0, var = 0;
@@ -80,7 +83,7 @@ TEST(Ops, LayerNorm) {
     }
 }
 
-void check_activation(const std::string& name, const std::function<void(float*, int64_t)>& f,
+void check_activation(const std::string& name, const std::function<void(const Compute&, float*, int64_t)>& f,
                       const std::function<double(double)>& ref_fn) {
   std::mt19937 rng(3);
   for (int64_t n : kSizes) {
@@ -93,7 +96,7 @@ void check_activation(const std::string& name, const std::function<void(float*, 
     }
     std::vector<double> ref;
     for (float v : x) ref.push_back(ref_fn(v));
-    f(x.data(), n);
+    f(g_env, x.data(), n);
     expect_close(x, ref, 1e-5, 1e-30, name + " n=" + std::to_string(n));
   }
 }
@@ -124,8 +127,8 @@ TEST(Ops, GatedAndElementwise) {
       ref_scale.push_back(double(g[i]) * 0.37f);
     }
     auto a = g, b = g, c = g, s = g;
-    silu_mul(a.data(), up.data(), n);
-    gelu_tanh_mul(b.data(), up.data(), n);
+    silu_mul(g_env, a.data(), up.data(), n);
+    gelu_tanh_mul(g_env, b.data(), up.data(), n);
     add_inplace(c.data(), up.data(), n);
     scale_inplace(s.data(), 0.37f, n);
     expect_close(a, ref_silu, 1e-5, 1e-30, "silu_mul");
@@ -147,7 +150,7 @@ TEST(Ops, Softmax) {
       for (int64_t i = 0; i < cols; ++i) sum += std::exp(x[size_t(r * cols + i)] - mx);
       for (int64_t i = 0; i < cols; ++i) ref.push_back(std::exp(x[size_t(r * cols + i)] - mx) / sum);
     }
-    softmax_rows(x.data(), rows, cols);
+    softmax_rows(g_env, x.data(), rows, cols);
     expect_close(x, ref, 1e-5, 1e-30, "softmax cols=" + std::to_string(cols));
   }
 }
@@ -234,13 +237,13 @@ TEST(Ops, AttentionAllMasks) {
     const float scale = 1.f / std::sqrt(float(c.hd));
     auto ref = ref_attention(q, qs, k, v, kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.visible);
     for (int threads : {1, 2}) {
-      set_num_threads(threads);
+      g_env = Compute::make(threads);
       std::vector<float> out(size_t(c.T * c.qh * c.hd), NAN);
-      attention(q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask, out.data());
+      attention(g_env, q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask, out.data());
       expect_close(out, ref, 1e-5, 2e-6, std::string(c.name) + " threads=" + std::to_string(threads));
     }
   }
-  set_num_threads(0);
+  g_env = Compute::make(2);
 }
 
 // Re-runs the vectorized kernels on every compiled and supported SIMD target.
@@ -256,11 +259,11 @@ TEST(Ops, EverySimdTarget) {
     auto ref =
         ref_attention(q, 2 * hd, k, v, hd, T, S, 2, 1, int(hd), 0.3, [](int64_t i, int64_t j) { return j <= i; });
     std::vector<float> out(size_t(T * 2 * hd));
-    attention(q.data(), 2 * hd, k.data(), v.data(), hd, T, S, 2, 1, int(hd), 0.3f, AttentionMask{}, out.data());
+    attention(g_env, q.data(), 2 * hd, k.data(), v.data(), hd, T, S, 2, 1, int(hd), 0.3f, AttentionMask{}, out.data());
     expect_close(out, ref, 1e-5, 2e-6, "attention");
     auto x = rand_vec(rng, 3 * 37), w = rand_vec(rng, 37);
     std::vector<float> o(x.size());
-    rms_norm(x.data(), w.data(), 3, 37, 1e-6f, o.data());
+    rms_norm(g_env, x.data(), w.data(), 3, 37, 1e-6f, o.data());
     std::vector<double> rref;
     for (int r = 0; r < 3; ++r) {
       double ss = 0;
@@ -274,7 +277,7 @@ TEST(Ops, EverySimdTarget) {
 
 TEST(Ops, AttentionRejectsBadHeads) {
   float buf[16] = {};
-  EXPECT_THROW(attention(buf, 4, buf, buf, 4, 1, 1, 3, 2, 2, 1.f, AttentionMask{}, buf), Error);
+  EXPECT_THROW(attention(g_env, buf, 4, buf, buf, 4, 1, 1, 3, 2, 2, 1.f, AttentionMask{}, buf), Error);
 }
 
 }  // namespace
