@@ -13,7 +13,7 @@
 #include <random>
 
 #include "io/checkpoint.h"
-#include "models/paligemma.h"
+#include "models/paligemma/paligemma.h"
 
 namespace {
 

@@ -12,7 +12,7 @@
 #include <random>
 
 #include "io/checkpoint.h"
-#include "models/qwen2_vl.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 namespace {
 

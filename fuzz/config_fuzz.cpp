@@ -4,8 +4,8 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
-#include "models/paligemma.h"
-#include "models/qwen2_vl.h"
+#include "models/paligemma/paligemma.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   nlohmann::json config;

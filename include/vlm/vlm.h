@@ -77,7 +77,14 @@ vlm_status vlm_model_load(const char* id_or_dir, vlm_model** out_model);
 void vlm_model_free(vlm_model* model);
 const char* vlm_model_type(const vlm_model* model);
 int64_t vlm_model_context_length(const vlm_model* model);
-void vlm_set_threads(int32_t n); /* 0: default */
+/* Load options: compute threads (0: VLM_THREADS, else physical cores) and precision ("exact",
+ * "fast", or NULL/"" for VLM_PRECISION, else exact). Each model keeps its own settings. */
+typedef struct {
+  int32_t threads;
+  const char* precision;
+} vlm_load_options;
+vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options,
+                                       vlm_model** out_model);
 
 vlm_input* vlm_input_new(void);
 void vlm_input_free(vlm_input* input);

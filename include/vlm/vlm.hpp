@@ -158,7 +158,10 @@ std::vector<std::string> supported_model_types();  // config.json model_type val
 struct LoadOptions {
   bool offline = false;  // never download (also HF_HUB_OFFLINE=1)
   std::string revision;  // hub revision; "" = main
-  int threads = 0;       // 0: physical cores (or VLM_THREADS)
+  int threads = 0;       // compute threads of this model; 0: VLM_THREADS, else physical cores
+  // "exact" (float32 everywhere: the oracle-fixture path) or "fast" (bf16/int8 activations in
+  // matmuls, float32 accumulation); "": VLM_PRECISION, else exact. Each model keeps its own.
+  std::string precision;
 };
 
 // A local directory as is; a hub id ("org/name") resolved through the Hugging Face cache, downloading what
@@ -225,6 +228,8 @@ struct ModelInfoSummary {
   int64_t num_parameters = 0;
   std::vector<int32_t> eos_ids;  // config.json + generation_config.json + tokenizer
   double load_ms = 0;
+  int threads = 0;        // compute threads this model runs on
+  std::string precision;  // "exact" or "fast"
 };
 
 class ModelContext {
@@ -247,7 +252,5 @@ class ModelContext {
 
 // Peak resident memory of this process (VmHWM from /proc/self/status), 0 when unknown.
 int64_t peak_memory_bytes();
-// Number of threads the kernels use; 0 restores the default.
-void set_threads(int n);
 
 }  // namespace vlm

@@ -78,13 +78,27 @@ const char* vlm_last_error(void) {
 }
 
 vlm_status vlm_model_load(const char* id_or_dir, vlm_model** out_model) {
+  return vlm_model_load_with_options(id_or_dir, nullptr, out_model);
+}
+
+vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options,
+                                       vlm_model** out_model) {
   if (!out_model) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load: out_model is NULL");
   *out_model = nullptr;
   if (!id_or_dir || !*id_or_dir) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load: no model given");
+  vlm::LoadOptions load;
+  if (options) {
+    if (options->threads < 0) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load: threads is negative");
+    load.threads = options->threads;
+    if (options->precision) load.precision = options->precision;
+    if (!load.precision.empty() && load.precision != "exact" && load.precision != "fast")
+      return set_error(VLM_ERR_INVALID_ARGUMENT,
+                       "vlm_model_load: precision '" + load.precision + "' is not one of: exact, fast");
+  }
   std::string dir;
   vlm_status st = guarded(VLM_ERR_NOT_FOUND, [&] { dir = vlm::resolve_model_dir(id_or_dir); });
   if (st != VLM_OK) return st;
-  return guarded(VLM_ERR_LOAD, [&] { *out_model = new vlm_model{vlm::ModelContext::load(dir)}; });
+  return guarded(VLM_ERR_LOAD, [&] { *out_model = new vlm_model{vlm::ModelContext::load(dir, load)}; });
 }
 
 void vlm_model_free(vlm_model* model) {
@@ -97,13 +111,6 @@ const char* vlm_model_type(const vlm_model* model) {
 
 int64_t vlm_model_context_length(const vlm_model* model) {
   return model ? model->ctx.info().context_length : 0;
-}
-
-void vlm_set_threads(int32_t n) {
-  try {
-    vlm::set_threads(n);
-  } catch (...) {
-  }
 }
 
 vlm_input* vlm_input_new(void) {

@@ -55,10 +55,8 @@ std::vector<int32_t> collect_eos_ids(const std::string& dir, const ModelInfo& in
       add_ids(ids, j["text_config"]["eos_token_id"]);
   }
   if (auto eos = tokenizer.eos_id()) add_ids(ids, *eos);
-  // Qwen2-VL's upstream generation_config.json stops on <|endoftext|> as well as <|im_end|>; the
-  // mlx-community conversions dropped that file, so the pair is restored from the vocabulary.
-  if (info.model_type.rfind("qwen2", 0) == 0)
-    if (auto end = tokenizer.token_to_id("<|endoftext|>")) add_ids(ids, *end);
+  for (const std::string& token : extra_eos_tokens(info.model_type))
+    if (auto id = tokenizer.token_to_id(token)) add_ids(ids, *id);
   return ids;
 }
 
@@ -134,8 +132,11 @@ int64_t PreparedInput::num_videos() const {
 
 ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
-  if (options.threads > 0) set_threads(options.threads);
+  if (options.threads < 0) fail("threads must be >= 0, got ", options.threads);
   auto impl = std::make_shared<Impl>();
+  const Precision precision = options.precision.empty() ? precision_from_env(Precision::kExact)
+                                                        : parse_precision(options.precision);
+  impl->env = Compute::make(options.threads, precision);
   impl->dir = resolve_model_dir(id_or_dir, options);
   if (!fs::exists(fs::path(impl->dir) / "config.json")) fail(impl->dir, ": not a model directory (no config.json)");
   impl->checkpoint = std::make_shared<Checkpoint>(Checkpoint::open(impl->dir));
@@ -151,6 +152,8 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   s.context_length = mi.context_length;
   s.num_parameters = mi.num_parameters;
   s.eos_ids = collect_eos_ids(impl->dir, mi, impl->text.impl->tokenizer);
+  s.threads = impl->env.num_threads();
+  s.precision = precision_name(precision);
   s.load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ModelContext ctx;
   ctx.impl = std::move(impl);
@@ -168,7 +171,9 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
   if (input.messages.empty()) fail("prepare: the input has no messages");
   PreparedInput p;
   p.impl = std::make_shared<PreparedInput::Impl>();
-  p.impl->input = impl->processor->prepare(to_chat_messages(input), to_processing_options(input.options));
+  ProcessingOptions options = to_processing_options(input.options);
+  options.pool = impl->env.pool.get();
+  p.impl->input = impl->processor->prepare(to_chat_messages(input), options);
   p.impl->input.prefill_chunk = input.options.prefill_chunk;
   return p;
 }
@@ -179,6 +184,7 @@ GenerationResult ModelContext::generate(const PreparedInput& input, const Genera
   DetokenizerStream text(impl->text.impl->tokenizer);
   GenerationSetup setup;
   setup.model = impl->model.get();
+  setup.env = impl->env;
   setup.text = &text;
   setup.eos_ids = impl->info.eos_ids;
   const Tokenizer* tok = &impl->text.impl->tokenizer;

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/compute.h"
 #include "io/checkpoint.h"
 #include "media/image.h"
 #include "models/model.h"
@@ -28,6 +29,7 @@ struct ModelContext::Impl {
   std::unique_ptr<Model> model;
   std::unique_ptr<Processor> processor;
   ModelInfoSummary info;
+  Compute env;  // this model's threads and precision
 };
 
 // UserInput -> the processor's messages: images decoded, videos decoded and sampled.

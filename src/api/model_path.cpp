@@ -114,12 +114,4 @@ ModelSummary inspect_model(const std::string& id_or_dir, const LoadOptions& opti
   return s;
 }
 
-void set_threads(int n) {
-  if (n <= 0) {
-    const char* env = std::getenv("VLM_THREADS");
-    n = env ? std::max(1, std::atoi(env)) : physical_core_count();
-  }
-  set_num_threads(n);
-}
-
 }  // namespace vlm

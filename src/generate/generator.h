@@ -29,6 +29,7 @@ class TextStream {
 
 struct GenerationSetup {
   const Model* model = nullptr;
+  Compute env;  // where the model computes
   TextStream* text = nullptr;
   std::vector<int32_t> eos_ids;                      // the model's EOS ids (params add more)
   std::function<std::string(int32_t)> token_string;  // vocabulary string, for logprobs (may be empty)

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "core/thread_pool.h"
+
 namespace vlm {
 
 // 8-bit RGB, row-major HWC (always 3 channels after load: converted like Pillow's convert("RGB")).
@@ -27,6 +29,7 @@ Image image_from_float(const float* data, int width, int height, int channels, b
 
 enum class Resample { Nearest, Box, Bilinear, Hamming, Bicubic, Lanczos };
 // Pillow's Image.resize(size, resample) for RGB uint8 images, bit-exact.
-Image resize(const Image& img, int width, int height, Resample filter);
+// Rows are split over `pool` when one is given.
+Image resize(const Image& img, int width, int height, Resample filter, ThreadPool* pool = nullptr);
 
 }  // namespace vlm

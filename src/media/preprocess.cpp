@@ -76,13 +76,13 @@ std::array<int, 2> qwen2vl_smart_resize(int height, int width, int factor, int64
   return {int(hb), int(wb)};
 }
 
-Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2VLImageConfig& cfg) {
+Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2VLImageConfig& cfg, ThreadPool* pool) {
   if (frames.empty()) fail("qwen2vl_preprocess: no image");
   const int P = cfg.patch_size, T = cfg.temporal_patch_size, M = cfg.merge_size;
   auto [H, W] = qwen2vl_smart_resize(frames[0].height, frames[0].width, P * M, cfg.min_pixels, cfg.max_pixels);
   std::vector<std::vector<float>> planes;  // CHW per frame
   for (const Image& f : frames)
-    planes.push_back(rescale_normalize_chw(resize(f, W, H, Resample::Bicubic), cfg.mean, cfg.std));
+    planes.push_back(rescale_normalize_chw(resize(f, W, H, Resample::Bicubic, pool), cfg.mean, cfg.std));
   while (planes.size() % T) planes.push_back(planes.back());  // a still image repeats to T frames
   const int64_t gt = int64_t(planes.size()) / T, gh = H / P, gw = W / P;
   const int64_t row_len = 3 * int64_t(T) * P * P;
@@ -139,8 +139,8 @@ SiglipImageConfig SiglipImageConfig::from_file(const std::string& path) {
   return c;
 }
 
-Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg) {
-  std::vector<float> v = rescale_normalize_chw(resize(img, cfg.width, cfg.height, cfg.resample), cfg.mean, cfg.std);
+Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg, ThreadPool* pool) {
+  std::vector<float> v = rescale_normalize_chw(resize(img, cfg.width, cfg.height, cfg.resample, pool), cfg.mean, cfg.std);
   return Tensor::from_floats(v, {3, cfg.height, cfg.width});
 }
 

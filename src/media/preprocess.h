@@ -38,7 +38,8 @@ struct Qwen2VLPatches {
 };
 // One image (repeated to temporal_patch_size frames), or video frames (all the same size;
 // the last is repeated to a multiple of temporal_patch_size). Resizes with PIL bicubic.
-Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2VLImageConfig& cfg);
+Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2VLImageConfig& cfg,
+                                  ThreadPool* pool = nullptr);
 
 struct SiglipImageConfig {
   int height = 224, width = 224;
@@ -48,6 +49,6 @@ struct SiglipImageConfig {
   static SiglipImageConfig from_file(const std::string& path);
 };
 // Resize to height x width, rescale, normalise: F32 [3, H, W].
-Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg);
+Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg, ThreadPool* pool = nullptr);
 
 }  // namespace vlm

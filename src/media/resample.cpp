@@ -3,6 +3,7 @@
 // coefficients in 22-bit fixed point, a uint8 intermediate after the horizontal pass, then the
 // vertical pass; only source rows the vertical pass reads are resampled horizontally.
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstring>
 
@@ -179,11 +180,20 @@ void transpose_rows(const uint8_t* const* rows, size_t n, uint8_t* tr) {
 }
 
 // Rows [row0, row0 + out_rows) of `in` resampled to out_w columns.
-void horizontal_pass(const uint8_t* in, int in_w, int row0, int out_rows, const Coeffs& c, int out_w, uint8_t* out) {
+// Splits [0, n) over `pool`, or runs it on the caller when there is none.
+void split_rows(ThreadPool* pool, int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool)
+    pool->parallel_for(n, grain, fn);
+  else
+    fn(0, n);
+}
+
+void horizontal_pass(ThreadPool* pool, const uint8_t* in, int in_w, int row0, int out_rows, const Coeffs& c, int out_w,
+                     uint8_t* out) {
   const HorizontalPlan plan = plan_horizontal(c, in_w, out_w);
   const int64_t blocks = (out_rows + kRows - 1) / kRows;
   const size_t row_len = size_t(in_w) * 3;
-  thread_pool().parallel_for(blocks, 2, [&](int64_t b0, int64_t b1) {
+  split_rows(pool, blocks, 2, [&](int64_t b0, int64_t b1) {
     std::vector<uint8_t> tr(row_len * kRows);
     std::vector<uint8_t> spare(size_t(out_w) * 3);  // sink for the padding rows of the last block
     for (int64_t b = b0; b < b1; ++b) {
@@ -206,9 +216,9 @@ __attribute__((target_clones("avx2", "default"))) void accumulate_row(int32_t* a
 }
 
 // `first` indices are relative to `in`'s first row.
-void vertical_pass(const uint8_t* in, int w, const Coeffs& c, int out_h, uint8_t* out) {
+void vertical_pass(ThreadPool* pool, const uint8_t* in, int w, const Coeffs& c, int out_h, uint8_t* out) {
   const size_t row_len = size_t(w) * 3;
-  thread_pool().parallel_for(out_h, 4, [&](int64_t y0, int64_t y1) {
+  split_rows(pool, out_h, 4, [&](int64_t y0, int64_t y1) {
     std::vector<int32_t> acc(row_len);
     for (int64_t yy = y0; yy < y1; ++yy) {
       std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
@@ -225,7 +235,7 @@ void vertical_pass(const uint8_t* in, int w, const Coeffs& c, int out_h, uint8_t
 
 // Geometry.c's ImagingScaleAffine with a = (in/out, 0, 0; 0, in/out, 0): the source coordinate is
 // accumulated in double, starting at half a step, and truncated.
-Image resize_nearest(const Image& img, int width, int height) {
+Image resize_nearest(ThreadPool* pool, const Image& img, int width, int height) {
   auto table = [](int in_size, int out_size) {
     double a = double(float(in_size) - 0.0f) / out_size;
     std::vector<int> idx(out_size);
@@ -238,7 +248,7 @@ Image resize_nearest(const Image& img, int width, int height) {
   out.width = width;
   out.height = height;
   out.rgb.resize(size_t(width) * height * 3);
-  thread_pool().parallel_for(height, 16, [&](int64_t y0, int64_t y1) {
+  split_rows(pool, height, 16, [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
       uint8_t* dst = &out.rgb[size_t(y) * width * 3];
       for (int x = 0; x < width; ++x) std::memcpy(dst + 3 * x, img.pixel(xs[x], ys[y]), 3);
@@ -249,12 +259,12 @@ Image resize_nearest(const Image& img, int width, int height) {
 
 }  // namespace
 
-Image resize(const Image& img, int width, int height, Resample filter) {
+Image resize(const Image& img, int width, int height, Resample filter, ThreadPool* pool) {
   if (width <= 0 || height <= 0) fail("resize: target size must be positive, got ", width, "x", height);
   if (img.width <= 0 || img.height <= 0 || img.rgb.size() != size_t(img.width) * img.height * 3)
     fail("resize: invalid source image ", img.width, "x", img.height);
   if (width == img.width && height == img.height) return img;  // Pillow returns a copy
-  if (filter == Resample::Nearest) return resize_nearest(img, width, height);
+  if (filter == Resample::Nearest) return resize_nearest(pool, img, width, height);
   Filter f = filter_for(filter);
   Coeffs ch = precompute_coeffs(img.width, 0.0f, float(img.width), width, f);
   Coeffs cv = precompute_coeffs(img.height, 0.0f, float(img.height), height, f);
@@ -269,12 +279,12 @@ Image resize(const Image& img, int width, int height, Resample filter) {
     int row_last = cv.first[height - 1] + cv.count[height - 1];
     for (int& v : cv.first) v -= row_first;
     std::vector<uint8_t> tmp(size_t(width) * (row_last - row_first) * 3);
-    horizontal_pass(img.rgb.data(), img.width, row_first, row_last - row_first, ch, width, tmp.data());
-    vertical_pass(tmp.data(), width, cv, height, out.rgb.data());
+    horizontal_pass(pool, img.rgb.data(), img.width, row_first, row_last - row_first, ch, width, tmp.data());
+    vertical_pass(pool, tmp.data(), width, cv, height, out.rgb.data());
   } else if (need_h) {
-    horizontal_pass(img.rgb.data(), img.width, 0, height, ch, width, out.rgb.data());
+    horizontal_pass(pool, img.rgb.data(), img.width, 0, height, ch, width, out.rgb.data());
   } else {
-    vertical_pass(img.rgb.data(), width, cv, height, out.rgb.data());
+    vertical_pass(pool, img.rgb.data(), width, cv, height, out.rgb.data());
   }
   return out;
 }

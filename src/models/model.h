@@ -3,12 +3,15 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "core/compute.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "media/image.h"
+#include "nn/layers.h"
 
 namespace vlm {
 
@@ -29,6 +32,7 @@ struct ProcessingOptions {
   int resize_width = 0, resize_height = 0;  // 0 = model default
   int64_t min_pixels = 0, max_pixels = 0;  // 0 = preprocessor_config.json
   bool add_generation_prompt = true;
+  ThreadPool* pool = nullptr;  // splits image resizing over these threads when set
 };
 
 // What a processor produces: prompt ids plus model-specific vision tensors.
@@ -66,6 +70,8 @@ class Sequence {
     if (max_rows > 0) fail("this model does not support a bounded KV cache (max_kv_size)");
   }
   virtual double vision_ms() const = 0;      // time spent in the vision encoder during prefill
+  // Reports intermediate tensors of later prefills and steps (nn::Observation names); null: none.
+  virtual void set_observer(const nn::Observer* observer) { (void)observer; }
 };
 
 struct ModelInfo {
@@ -80,7 +86,17 @@ class Model {
  public:
   virtual ~Model() = default;
   virtual const ModelInfo& info() const = 0;
-  virtual std::unique_ptr<Sequence> start() const = 0;
+  // A new generation state that computes on `env` (threads and precision).
+  virtual std::unique_ptr<Sequence> start(const Compute& env) const = 0;
+  // Advances each sequence (started from this model) by its token; returns each one's logits.
+  // The default steps them one by one; decoder models share one pass over the weights.
+  virtual std::vector<std::vector<float>> step_batch(std::span<Sequence* const> sequences,
+                                                     std::span<const int32_t> tokens) const {
+    if (sequences.size() != tokens.size()) fail("step_batch: ", sequences.size(), " sequences, ", tokens.size(), " tokens");
+    std::vector<std::vector<float>> out;
+    for (size_t i = 0; i < sequences.size(); ++i) out.push_back(sequences[i]->step(tokens[i]));
+    return out;
+  }
 };
 
 }  // namespace vlm

@@ -4,8 +4,8 @@
 #include <map>
 #include <mutex>
 
-#include "models/paligemma.h"
-#include "models/qwen2_vl.h"
+#include "models/paligemma/paligemma.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 namespace vlm {
 
@@ -16,13 +16,16 @@ struct BuiltinFamily {
   const char* processor_class;  // the processor a checkpoint of this type uses by default
   ModelFactory model;
   ProcessorFactory processor;
+  std::vector<std::string> extra_eos_tokens;
 };
 
 // One line per model family.
 std::vector<BuiltinFamily> builtin_families() {
   return {
-      {"qwen2_vl", "Qwen2VLProcessor", make_qwen2_vl_model, make_qwen2_vl_processor},
-      {"paligemma", "PaliGemmaProcessor", make_paligemma_model, make_paligemma_processor},
+      // Qwen2-VL's upstream generation_config.json also stops on <|endoftext|>; the mlx-community
+      // conversions dropped that file.
+      {"qwen2_vl", "Qwen2VLProcessor", make_qwen2_vl_model, make_qwen2_vl_processor, {"<|endoftext|>"}},
+      {"paligemma", "PaliGemmaProcessor", make_paligemma_model, make_paligemma_processor, {}},
   };
 }
 
@@ -31,11 +34,13 @@ struct Registry {
   std::map<std::string, ModelFactory> models;
   std::map<std::string, ProcessorFactory> processors;
   std::map<std::string, std::string> default_processor;  // model_type -> processor class
+  std::map<std::string, std::vector<std::string>> extra_eos;
   Registry() {
     for (auto& f : builtin_families()) {
       models[f.model_type] = f.model;
       processors[f.processor_class] = f.processor;
       default_processor[f.model_type] = f.processor_class;
+      extra_eos[f.model_type] = f.extra_eos_tokens;
     }
   }
 };
@@ -51,9 +56,17 @@ std::string model_type_of(const json& config, const std::string& where) {
 
 }  // namespace
 
-void register_model_type(const std::string& model_type, ModelFactory factory) {
+void register_model_type(const std::string& model_type, ModelFactory factory,
+                         std::vector<std::string> extra_eos_tokens) {
   std::lock_guard<std::mutex> lock(registry().mutex);
   registry().models[model_type] = std::move(factory);
+  registry().extra_eos[model_type] = std::move(extra_eos_tokens);
+}
+
+std::vector<std::string> extra_eos_tokens(const std::string& model_type) {
+  std::lock_guard<std::mutex> lock(registry().mutex);
+  auto it = registry().extra_eos.find(model_type);
+  return it == registry().extra_eos.end() ? std::vector<std::string>{} : it->second;
 }
 
 void register_processor_class(const std::string& processor_class, ProcessorFactory factory) {

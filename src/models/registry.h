@@ -15,7 +15,11 @@ using ModelFactory = std::function<std::unique_ptr<Model>(const Checkpoint& chec
 using ProcessorFactory = std::function<std::unique_ptr<Processor>(const std::string& model_dir, const Tokenizer&,
                                                                   const json& config)>;
 
-void register_model_type(const std::string& model_type, ModelFactory factory);
+// `extra_eos_tokens`: token strings that also end generation for this model type (as MLXVLM's
+// extraEOSTokens), resolved through the tokenizer.
+void register_model_type(const std::string& model_type, ModelFactory factory,
+                         std::vector<std::string> extra_eos_tokens = {});
+std::vector<std::string> extra_eos_tokens(const std::string& model_type);
 void register_processor_class(const std::string& processor_class, ProcessorFactory factory);
 std::vector<std::string> registered_model_types();
 

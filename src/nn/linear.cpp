@@ -44,13 +44,13 @@ Linear Linear::from_weight(MatMulWeight w, std::vector<float> bias) {
   return l;
 }
 
-void Linear::forward(const float* x, int64_t M, float* y) const {
-  w_.forward(x, M, y, bias_.empty() ? nullptr : bias_.data());
+void Linear::forward(const Compute& env, const float* x, int64_t M, float* y) const {
+  w_.forward(env, x, M, y, bias_.empty() ? nullptr : bias_.data());
 }
 
-std::vector<float> Linear::forward(const std::vector<float>& x, int64_t M) const {
+std::vector<float> Linear::forward(const Compute& env, const std::vector<float>& x, int64_t M) const {
   std::vector<float> y(size_t(M * out_features()));
-  forward(x.data(), M, y.data());
+  forward(env, x.data(), M, y.data());
   return y;
 }
 

@@ -25,8 +25,8 @@ class Linear {
   const std::vector<float>& bias() const { return bias_; }
 
   // y[M, out] = x[M, in] · Wᵀ + b
-  void forward(const float* x, int64_t M, float* y) const;
-  std::vector<float> forward(const std::vector<float>& x, int64_t M) const;
+  void forward(const Compute& env, const float* x, int64_t M, float* y) const;
+  std::vector<float> forward(const Compute& env, const std::vector<float>& x, int64_t M) const;
 
  private:
   MatMulWeight w_;

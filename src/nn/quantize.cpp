@@ -21,7 +21,8 @@ void store(DType t, void* base, int64_t i, float v) {
 }
 }  // namespace
 
-MlxQuantized mlx_quantize(const float* w, int64_t rows, int64_t cols, int bits, int group_size, DType param_dtype) {
+MlxQuantized mlx_quantize(const float* w, int64_t rows, int64_t cols, int bits, int group_size, DType param_dtype,
+                          ThreadPool* pool) {
   if (cols % group_size != 0) fail("mlx_quantize: ", cols, " columns are not a multiple of group size ", group_size);
   if ((cols * bits) % 32 != 0) fail("mlx_quantize: ", cols, " columns of ", bits, " bits do not fill whole words");
   const int64_t words = cols * bits / 32, groups = cols / group_size;
@@ -31,7 +32,7 @@ MlxQuantized mlx_quantize(const float* w, int64_t rows, int64_t cols, int bits, 
   out.scales = Tensor::empty(param_dtype, {rows, groups});
   out.biases = Tensor::empty(param_dtype, {rows, groups});
   uint32_t* packed = out.packed.data<uint32_t>();
-  thread_pool().parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+  auto quantize_rows = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       uint32_t* row = packed + r * words;
       for (int64_t g = 0; g < groups; ++g) {
@@ -59,7 +60,11 @@ MlxQuantized mlx_quantize(const float* w, int64_t rows, int64_t cols, int bits, 
         }
       }
     }
-  });
+  };
+  if (pool)
+    pool->parallel_for(rows, 64, quantize_rows);
+  else
+    quantize_rows(0, rows);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "core/thread_pool.h"
 
 namespace vlm::nn {
 
@@ -15,7 +16,8 @@ struct MlxQuantized {
 
 // Per group: scale = (max - min) / (2^bits - 1), anchored on the end of larger magnitude so that
 // that end is exactly representable (scales may be negative); values packed LSB-first.
+// Rows are split over `pool` when one is given.
 MlxQuantized mlx_quantize(const float* w, int64_t rows, int64_t cols, int bits, int group_size,
-                          DType param_dtype = DType::BF16);
+                          DType param_dtype = DType::BF16, ThreadPool* pool = nullptr);
 
 }  // namespace vlm::nn

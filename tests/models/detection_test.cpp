@@ -1,4 +1,4 @@
-#include "models/detection.h"
+#include "models/paligemma/detection.h"
 
 #include <gtest/gtest.h>
 #include <png.h>

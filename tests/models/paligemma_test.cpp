@@ -1,6 +1,6 @@
 // PaliGemma against the float32 transformers oracle in shared/fixtures/paligemma (see its README):
 // every case x model dir, fed with the stored ids and pixel values.
-#include "models/paligemma.h"
+#include "models/paligemma/paligemma.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -12,7 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
-#include "models/qwen2_vl.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 namespace vlm::qwen2vl_test {
 

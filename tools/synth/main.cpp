@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "io/json_file.h"
 #include "nn/quantize.h"
 
@@ -243,13 +244,14 @@ void write_checkpoint(const std::vector<Spec>& specs, const Layout& layout, cons
   w.open(path);
   Rng rng{seed * 0x9e3779b97f4a7c15ull + 1};
   size_t done = 0;
+  ThreadPool pool(physical_core_count());
   for (const auto& s : specs) {
     Shape shape = padded_shape(s);
     std::vector<float> values = pad(make_values(s, rng), s);
     DType dt = s.dtype == DType::F32 ? DType::F32 : float_dtype;
     std::string name = s.matrix ? s.name + ".weight" : s.name;
     if (s.quantize) {
-      nn::MlxQuantized q = nn::mlx_quantize(values.data(), shape[0], shape[1], s.bits, group, dt);
+      nn::MlxQuantized q = nn::mlx_quantize(values.data(), shape[0], shape[1], s.bits, group, dt, &pool);
       w.write(name, q.packed);
       w.write(s.name + ".scales", q.scales);
       w.write(s.name + ".biases", q.biases);

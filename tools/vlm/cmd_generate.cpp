@@ -5,7 +5,7 @@
 
 #include "common.h"
 #include "media/image.h"
-#include "models/detection.h"
+#include "models/paligemma/detection.h"
 
 namespace vlm::cli {
 

@@ -21,13 +21,13 @@ int run_bench(const std::vector<std::string>& argv);
 
 // --max-tokens, --temperature, --top-p, --top-k, --min-p, --repetition-penalty, ... --seed, --stop.
 std::vector<OptionSpec> sampling_options();
-// --threads, --offline.
+// --threads, --precision, --offline.
 std::vector<OptionSpec> runtime_options();
 // --resize, --min-pixels, --max-pixels, --fps.
 std::vector<OptionSpec> processing_options();
 
 GenerationParams generation_params(const Args& args, const ModelDefaults& defaults);
-LoadOptions load_options(const Args& args);  // also applies --threads
+LoadOptions load_options(const Args& args);
 UserInput::Options input_options(const Args& args);
 // Defaults registered for `model` (an id), or the generic ones.
 ModelDefaults defaults_for(const std::string& model);

@@ -1,7 +1,7 @@
 // Qwen2-VL config.json parsing and the multimodal rotary index (transformers' get_rope_index).
 #include <algorithm>
 
-#include "models/qwen2_vl.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 namespace vlm {
 
@@ -117,6 +117,24 @@ Qwen2VLConfig Qwen2VLConfig::from_json(const json& j, const std::string& where) 
     fail(w, ": hidden_size (merger output) ", v.hidden_size, " differs from the language model's hidden_size ",
          c.hidden_size);
   return c;
+}
+
+nn::DecoderConfig Qwen2VLConfig::decoder_config() const {
+  nn::DecoderConfig d;
+  d.hidden = hidden_size;
+  d.intermediate = intermediate_size;
+  d.vocab = vocab_size;
+  d.max_positions = max_position_embeddings;
+  d.num_layers = int(num_layers);
+  d.num_heads = int(num_heads);
+  d.num_kv_heads = int(num_kv_heads);
+  d.head_dim = int(head_dim);
+  d.norm_eps = rms_norm_eps;
+  d.mlp_activation = nn::Activation::kSilu;
+  d.qkv_bias = true;
+  d.tie_embeddings = tie_word_embeddings;
+  d.ropes = {nn::RopeSpec{rope_theta, 1.0, mrope_section}};
+  return d;
 }
 
 MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector<Grid>& image_grids,

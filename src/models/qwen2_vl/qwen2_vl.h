@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "io/checkpoint.h"
-#include "models/model.h"
-#include "nn/kv_cache.h"
+#include "models/decoder_model.h"
 #include "nn/linear.h"
+#include "nn/vit.h"
 #include "text/tokenizer.h"
 
 namespace vlm {
@@ -40,6 +40,7 @@ struct Qwen2VLConfig {
 
   // config.json content (text keys at top level or under text_config); `where` names the file.
   static Qwen2VLConfig from_json(const json& config, const std::string& where);
+  nn::DecoderConfig decoder_config() const;
 };
 
 // Multimodal rotary positions (T, H, W rows) of a prompt and rope_delta = max position + 1 - L.
@@ -51,81 +52,40 @@ struct MRopeIndex {
 MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector<Grid>& image_grids,
                               const std::vector<Grid>& video_grids, const Qwen2VLConfig& config);
 
-// Intermediates of the vision tower, for comparison with reference outputs.
-struct Qwen2VLVisionTrace {
-  std::vector<float> patch_embed;  // [N, E]
-  std::vector<float> blocks_out;   // [N, E]
-};
-
 class Qwen2VLVisionTower {
  public:
   // `prefix` is where the tower's tensors live ("visual.", "model.visual." or "vision_tower.").
   static Qwen2VLVisionTower load(const Checkpoint& ckpt, const std::string& prefix, const Qwen2VLVisionConfig& cfg);
   // pixel_values [N, patch_dim] for the items described by `grids` (N = Σ t·h·w, in patchify order);
   // returns merged features [N / merge², hidden_size]. Attention is block-diagonal per image and
-  // per temporal slice.
-  std::vector<float> encode(const float* pixel_values, int64_t rows, const std::vector<Grid>& grids,
-                            Qwen2VLVisionTrace* trace = nullptr) const;
+  // per temporal slice. Reports vision.patch_embed, vision.layer and vision.out to `observer`.
+  std::vector<float> encode(const Compute& env, const float* pixel_values, int64_t rows,
+                            const std::vector<Grid>& grids, const nn::Observer* observer = nullptr) const;
   const Qwen2VLVisionConfig& config() const { return cfg_; }
 
  private:
-  struct Block {
-    std::vector<float> norm1_w, norm1_b, norm2_w, norm2_b;
-    nn::Linear qkv, proj, fc1, fc2;
-  };
   Qwen2VLVisionConfig cfg_;
   MatMulWeight patch_embed_;  // [E, C·T·P·P], columns in pixel_values order
-  std::vector<Block> blocks_;
-  std::vector<float> ln_q_w_, ln_q_b_;
+  nn::VitStack blocks_;
+  nn::Norm ln_q_;
   nn::Linear merger0_, merger2_;
 };
 
-// Everything a full (non-incremental) forward pass produced, for tests.
-struct Qwen2VLTrace {
-  Qwen2VLVisionTrace image, video;
-  std::vector<float> image_features, video_features;
-  MRopeIndex rope;
-  std::vector<std::vector<float>> layer_out;  // per decoder layer: residual stream [L, H]
-  std::vector<float> hidden;                  // after the final norm [L, H]
-  std::vector<float> logits;                  // [logits_rows, vocab] for the last logits_rows positions
-};
-
-class Qwen2VLModel : public Model {
+class Qwen2VLModel : public DecoderModel {
  public:
   static std::unique_ptr<Qwen2VLModel> load(const Checkpoint& ckpt);
-
-  const ModelInfo& info() const override { return info_; }
-  std::unique_ptr<Sequence> start() const override;
   const Qwen2VLConfig& config() const { return cfg_; }
   const Qwen2VLVisionTower& vision() const { return vision_; }
 
-  // Test hooks.
-  std::vector<float> encode_vision(const Tensor& pixel_values, const std::vector<Grid>& grids,
-                                   Qwen2VLVisionTrace* trace = nullptr) const;
-  Qwen2VLTrace forward(const ModelInput& input, int64_t logits_rows) const;
-
-  // Token embeddings with the vision features scattered over the pad tokens [ids.size(), H];
-  // checks that the pad counts match the feature rows.
-  std::vector<float> embed(const ModelInput& input, Qwen2VLTrace* trace, double* vision_ms) const;
-  // Runs n rows of embeddings `x` (overwritten with the final hidden states) through the decoder
-  // at `positions`, appending to `cache`; returns logits of the last `logits_rows` rows.
-  std::vector<float> run_decoder(std::vector<float>& x, int64_t n, const std::array<std::vector<int64_t>, 3>& positions,
-                                 nn::KVCache& cache, int64_t logits_rows, Qwen2VLTrace* trace) const;
-  nn::KVCache make_cache(int64_t capacity) const;
+  // The vision tower on stored pixel values (checks the shape against the config).
+  std::vector<float> encode_vision(const Compute& env, const Tensor& pixel_values, const std::vector<Grid>& grids,
+                                   const nn::Observer* observer = nullptr) const;
+  PromptRows build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
+                          const nn::Observer* observer, double* vision_ms) const override;
 
  private:
-  struct Layer {
-    std::vector<float> input_norm, post_norm;
-    nn::Linear q, k, v, o, gate, up, down;
-  };
   Qwen2VLConfig cfg_;
-  ModelInfo info_;
   Qwen2VLVisionTower vision_;
-  nn::Embedding embed_tokens_;
-  std::vector<Layer> layers_;
-  std::vector<float> final_norm_;
-  MatMulWeight lm_head_;  // the embedding table when tied
-  std::vector<float> inv_freq_;
 };
 
 std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint);

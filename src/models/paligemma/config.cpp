@@ -1,7 +1,7 @@
 // PaliGemmaConfig from config.json, with transformers' defaults for every omitted key.
 #include <set>
 
-#include "models/paligemma.h"
+#include "models/paligemma/paligemma.h"
 
 namespace vlm {
 
@@ -140,6 +140,28 @@ PaliGemmaConfig PaliGemmaConfig::from_json(const json& config, const std::string
   if (c.image_token_index < 0 || c.image_token_index >= c.text.vocab_size)
     fail(where, ": image_token_index ", c.image_token_index, " is outside the vocabulary (", c.text.vocab_size, ")");
   return c;
+}
+
+}  // namespace vlm
+
+namespace vlm {
+
+nn::DecoderConfig PaliGemmaConfig::decoder_config() const {
+  nn::DecoderConfig d;
+  d.hidden = text.hidden_size;
+  d.intermediate = text.intermediate_size;
+  d.vocab = text.vocab_size;
+  d.max_positions = text.max_position_embeddings;
+  d.num_layers = text.num_layers;
+  d.num_heads = text.num_heads;
+  d.num_kv_heads = text.num_kv_heads;
+  d.head_dim = text.head_dim;
+  d.norm_eps = text.rms_norm_eps;
+  d.norm_one_plus = true;  // GemmaRMSNorm
+  d.mlp_activation = nn::parse_activation(text.hidden_act, "paligemma text_config");
+  d.tie_embeddings = text.tie_word_embeddings;
+  d.ropes = {nn::RopeSpec{text.rope_theta, 1.0, {}}};
+  return d;
 }
 
 }  // namespace vlm

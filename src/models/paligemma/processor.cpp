@@ -3,7 +3,7 @@
 #include <filesystem>
 
 #include "media/preprocess.h"
-#include "models/paligemma.h"
+#include "models/paligemma/paligemma.h"
 
 namespace vlm {
 
@@ -35,7 +35,7 @@ class PaliGemmaProcessor : public Processor {
            " differs from vision_config.image_size ", cfg.vision.image_size);
   }
 
-  ModelInput prepare(const std::vector<ChatMessage>& messages, const ProcessingOptions&) const override {
+  ModelInput prepare(const std::vector<ChatMessage>& messages, const ProcessingOptions& options) const override {
     const Image* image = nullptr;
     int images = 0;
     for (auto& m : messages)
@@ -63,7 +63,7 @@ class PaliGemmaProcessor : public Processor {
     // tokenizer config says (transformers' processor string gives the same ids).
     std::vector<int32_t> text = tokenizer_.encode(prompt + "\n", false);
     in.ids.insert(in.ids.end(), text.begin(), text.end());
-    in.images.push_back(siglip_preprocess(*image, image_cfg_));
+    in.images.push_back(siglip_preprocess(*image, image_cfg_, options.pool));
     in.prompt_text.reserve(size_t(image_seq_length_) * 7 + prompt.size() + 8);
     for (int64_t i = 0; i < image_seq_length_; ++i) in.prompt_text += "<image>";
     in.prompt_text += tokenizer_.bos_token().empty() ? "<bos>" : tokenizer_.bos_token();

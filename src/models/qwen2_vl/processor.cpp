@@ -3,7 +3,7 @@
 #include <filesystem>
 
 #include "media/preprocess.h"
-#include "models/qwen2_vl.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 #include "text/chat_template.h"
 
 namespace vlm {
@@ -40,7 +40,7 @@ class Qwen2VLProcessor : public Processor {
           case ContentPart::Kind::Text: content.push_back({{"type", "text"}, {"text", part.text}}); break;
           case ContentPart::Kind::Image: {
             content.push_back({{"type", "image"}});
-            Qwen2VLPatches p = qwen2vl_preprocess({sized(part.image, options, icfg)}, icfg);
+            Qwen2VLPatches p = qwen2vl_preprocess({sized(part.image, options, icfg)}, icfg, options.pool);
             in.images.push_back(p.pixel_values);
             in.image_grids.push_back(p.grid_thw);
             break;
@@ -50,7 +50,7 @@ class Qwen2VLProcessor : public Processor {
             content.push_back({{"type", "video"}});
             std::vector<Image> frames;
             for (const Image& f : part.frames) frames.push_back(sized(f, options, icfg));
-            Qwen2VLPatches p = qwen2vl_preprocess(frames, icfg);
+            Qwen2VLPatches p = qwen2vl_preprocess(frames, icfg, options.pool);
             in.videos.push_back(p.pixel_values);
             in.video_grids.push_back(p.grid_thw);
             break;
@@ -81,7 +81,7 @@ class Qwen2VLProcessor : public Processor {
     int h = o.resize_height > 0 ? o.resize_height : img.height;
     auto hw = qwen2vl_smart_resize(h, w, c.patch_size * c.merge_size, c.min_pixels, c.max_pixels);
     if (hw[0] == img.height && hw[1] == img.width) return img;
-    return resize(img, hw[1], hw[0], Resample::Bicubic);
+    return resize(img, hw[1], hw[0], Resample::Bicubic, o.pool);
   }
 
   // Replaces the k-th `token` by grid_k.t·h·w/unit copies; the counts of items must agree.

@@ -1,0 +1,139 @@
+#include "models/decoder_model.h"
+
+#include <algorithm>
+
+#include "kernels/ops.h"
+
+namespace vlm {
+
+std::unique_ptr<Sequence> DecoderModel::start(const Compute& env) const {
+  return std::make_unique<DecoderSequence>(*this, env);
+}
+
+void DecoderModel::embed_token(int32_t token, float* out) const {
+  decoder_.embed(&token, 1, out);
+  if (embed_scale_ != 1.f) scale_inplace(out, embed_scale_, decoder_.config().hidden);
+}
+
+std::vector<std::vector<float>> DecoderModel::step_batch(std::span<Sequence* const> sequences,
+                                                         std::span<const int32_t> tokens) const {
+  std::vector<DecoderSequence*> own;
+  for (Sequence* s : sequences) {
+    auto* d = dynamic_cast<DecoderSequence*>(s);
+    if (!d) return Model::step_batch(sequences, tokens);
+    own.push_back(d);
+  }
+  return DecoderSequence::step_many(*this, own, tokens);
+}
+
+DecoderSequence::DecoderSequence(const DecoderModel& model, const Compute& env)
+    : model_(model), env_(env), cache_(model.decoder().make_cache()), next_position_(model.first_position()) {}
+
+void DecoderSequence::set_kv_window(int64_t max_rows, int64_t keep) {
+  if (max_rows > 0 && prefix_rows_ > 0 && max_rows <= prefix_rows_ + keep)
+    fail("max_kv_size ", max_rows, " does not leave room beyond the ", prefix_rows_,
+         " rows of the bidirectional prompt, which must stay cached");
+  window_ = max_rows;
+  keep_ = keep;
+  cache_.set_window(max_rows, std::max(keep, prefix_rows_));
+}
+
+void DecoderSequence::check_room(int64_t rows) const {
+  const int64_t limit = model_.decoder().config().max_positions;
+  if (limit > 0 && next_position_ + rows > limit + model_.first_position())
+    fail(model_.info().model_type, ": sequence of ", seen_ + rows, " tokens exceeds max_position_embeddings ",
+         limit);
+}
+
+std::vector<float> DecoderSequence::prefill(const ModelInput& input) {
+  const std::string& type = model_.info().model_type;
+  if (input.ids.empty()) fail(type, ": prefill needs at least one token");
+  check_room(int64_t(input.ids.size()));
+  PromptRows p = model_.build_prompt(env_, input, next_position_, observer_, &vision_ms_);
+  const int64_t n = int64_t(input.ids.size()), H = model_.decoder().config().hidden;
+  if (int64_t(p.embeddings.size()) != n * H || p.positions.size() != n)
+    fail(type, ": the family built ", p.positions.size(), " prompt rows for ", n, " tokens");
+  if (p.prefix_lm) {
+    // The whole prompt is one bidirectional block: it runs at once and stays cached.
+    prefix_rows_ = cache_.length() + n;
+    if (window_ > 0) set_kv_window(window_, keep_);
+  }
+  const int64_t chunk = p.prefix_lm || input.prefill_chunk <= 0 ? n : input.prefill_chunk;
+  std::vector<float> logits;
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t len = std::min(chunk, n - start);
+    nn::Positions pos;
+    pos.append(p.positions, start, len);
+    cache_.make_room(len);
+    logits = run(p.embeddings.data() + start * H, len, pos, start + len == n);
+  }
+  seen_ += n;
+  next_position_ = p.next_position;
+  return logits;
+}
+
+std::vector<float> DecoderSequence::step(int32_t token) {
+  if (seen_ == 0) fail(model_.info().model_type, ": step() before prefill()");
+  check_room(1);
+  const int64_t H = model_.decoder().config().hidden;
+  std::vector<float> x(static_cast<size_t>(H));
+  model_.embed_token(token, x.data());
+  cache_.make_room(1);
+  std::vector<float> logits =
+      run(x.data(), 1, nn::Positions::sequential(next_position_, 1, model_.three_axis_positions()), true);
+  ++seen_;
+  ++next_position_;
+  return logits;
+}
+
+std::vector<float> DecoderSequence::run(float* x, int64_t rows, const nn::Positions& positions, bool want_logits) {
+  const nn::TextDecoder& dec = model_.decoder();
+  const int64_t H = dec.config().hidden;
+  const nn::DecoderSpan span{rows, &cache_, prefix_rows_};
+  dec.forward(env_, x, {&span, 1}, positions, ws_, observer_);
+  std::vector<float> logits(want_logits ? size_t(dec.config().vocab) : 0);
+  if (observer_ && *observer_) {  // every row's final norm, for the oracle tests
+    float* hidden = hidden_.get(rows * H);
+    dec.head(env_, x, rows, hidden, nullptr);
+    nn::observe(observer_, "decoder.norm", -1, hidden, rows, H);
+  }
+  if (want_logits) dec.head(env_, x + (rows - 1) * H, 1, hidden_.get(H), logits.data());
+  return logits;
+}
+
+std::vector<std::vector<float>> DecoderSequence::step_many(const DecoderModel& model,
+                                                           std::span<DecoderSequence* const> seqs,
+                                                           std::span<const int32_t> tokens) {
+  if (seqs.size() != tokens.size()) fail("step_batch: ", seqs.size(), " sequences but ", tokens.size(), " tokens");
+  if (seqs.empty()) return {};
+  const nn::TextDecoder& dec = model.decoder();
+  const int64_t H = dec.config().hidden, V = dec.config().vocab, B = int64_t(seqs.size());
+  std::vector<float> x(size_t(B * H));
+  std::vector<nn::DecoderSpan> spans;
+  nn::Positions positions;
+  for (int64_t b = 0; b < B; ++b) {
+    DecoderSequence& s = *seqs[size_t(b)];
+    if (&s.model_ != &model) fail("step_batch: a sequence belongs to another model");
+    if (s.seen_ == 0) fail(model.info().model_type, ": step() before prefill()");
+    for (int64_t j = 0; j < b; ++j)
+      if (seqs[size_t(j)] == &s) fail("step_batch: the same sequence appears twice");
+    s.check_room(1);
+    model.embed_token(tokens[size_t(b)], x.data() + b * H);
+    s.cache_.make_room(1);
+    spans.push_back({1, &s.cache_, s.prefix_rows_});
+    positions.append(nn::Positions::sequential(s.next_position_, 1, model.three_axis_positions()), 0, 1);
+  }
+  DecoderSequence& lead = *seqs[0];
+  dec.forward(lead.env_, x.data(), spans, positions, lead.ws_, nullptr);
+  std::vector<float> logits(size_t(B * V));
+  dec.head(lead.env_, x.data(), B, lead.hidden_.get(B * H), logits.data());
+  std::vector<std::vector<float>> out;
+  for (int64_t b = 0; b < B; ++b) {
+    out.emplace_back(logits.begin() + b * V, logits.begin() + (b + 1) * V);
+    ++seqs[size_t(b)]->seen_;
+    ++seqs[size_t(b)]->next_position_;
+  }
+  return out;
+}
+
+}  // namespace vlm

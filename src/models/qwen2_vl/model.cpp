@@ -1,0 +1,105 @@
+// Qwen2-VL: weight loading in every known checkpoint layout, and how a prompt becomes decoder rows
+// (vision features scattered over the pad tokens, multimodal rotary positions). The decoder,
+// cache and generation loop are the shared ones (models/decoder_model.h).
+#include <algorithm>
+#include <chrono>
+
+#include "models/common.h"
+#include "models/qwen2_vl/qwen2_vl.h"
+
+namespace vlm {
+
+std::unique_ptr<Qwen2VLModel> Qwen2VLModel::load(const Checkpoint& ckpt) {
+  auto model = std::make_unique<Qwen2VLModel>();
+  Qwen2VLConfig& c = model->cfg_;
+  c = Qwen2VLConfig::from_json(ckpt.config(), ckpt.dir() + "/config.json");
+  // Layouts: HF ("model.", "visual.", "lm_head"), newer transformers ("model.language_model.",
+  // "model.visual.", "lm_head"), mlx-vlm ("language_model.model.", "vision_tower.", "language_model.lm_head").
+  nn::DecoderNames names;
+  names.model = require_prefix(ckpt, {"model.language_model.", "language_model.model.", "model."},
+                               "embed_tokens.weight", "language-model embedding");
+  names.lm_head = ckpt.has("language_model.lm_head.weight") ? "language_model.lm_head" : "lm_head";
+  const std::string vis =
+      require_prefix(ckpt, {"model.visual.", "visual.", "vision_tower."}, "patch_embed.proj.weight", "vision tower");
+  model->vision_ = Qwen2VLVisionTower::load(ckpt, vis, c.vision);
+  model->decoder_ = nn::TextDecoder::load(ckpt, names, c.decoder_config());
+
+  ModelInfo& info = model->info_;
+  info.model_type = "qwen2_vl";
+  info.vocab_size = c.vocab_size;
+  info.context_length = c.max_position_embeddings;
+  info.eos_ids = resolve_eos_ids(ckpt, json(c.eos_ids));
+  info.num_parameters = count_parameters(ckpt);
+  return model;
+}
+
+std::vector<float> Qwen2VLModel::encode_vision(const Compute& env, const Tensor& pixel_values,
+                                               const std::vector<Grid>& grids, const nn::Observer* observer) const {
+  const int64_t D = cfg_.vision.patch_dim();
+  if (pixel_values.ndim() != 2 || pixel_values.dim(1) != D)
+    fail("qwen2_vl: pixel values have shape ", shape_str(pixel_values.shape()), ", expected [N, ", D, "]");
+  std::vector<float> px = pixel_values.to_floats();
+  return vision_.encode(env, px.data(), pixel_values.dim(0), grids, observer);
+}
+
+PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
+                                      const nn::Observer* observer, double* vision_ms) const {
+  const int64_t L = int64_t(input.ids.size()), H = cfg_.hidden_size, D = cfg_.vision.patch_dim();
+  const int64_t unit = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+  PromptRows out;
+  out.embeddings.resize(size_t(L * H));
+  decoder_.embed(input.ids.data(), L, out.embeddings.data());
+
+  auto scatter = [&](const std::vector<Tensor>& items, const std::vector<Grid>& grids, int32_t pad, const char* kind,
+                     const char* token, const char* features_name) {
+    const int64_t pads = std::count(input.ids.begin(), input.ids.end(), pad);
+    if (items.size() != grids.size())
+      fail("qwen2_vl: ", items.size(), " ", kind, " tensors but ", grids.size(), " ", kind, " grids");
+    if (items.empty()) {
+      if (pads) fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but no ", kind, " was given");
+      return;
+    }
+    std::vector<float> px;
+    int64_t rows = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const Tensor& t = items[i];
+      const Grid& g = grids[i];
+      if (t.ndim() != 2 || t.dim(1) != D || t.dim(0) != g[0] * g[1] * g[2])
+        fail("qwen2_vl: ", kind, " ", i, " has pixel values of shape ", shape_str(t.shape()), " but its grid [", g[0],
+             ", ", g[1], ", ", g[2], "] needs [", g[0] * g[1] * g[2], ", ", D, "]");
+      std::vector<float> v = t.to_floats();
+      px.insert(px.end(), v.begin(), v.end());
+      rows += t.dim(0);
+    }
+    if (pads * unit != rows)
+      fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but the ", kind, " inputs give ", rows / unit,
+           " feature rows");
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<float> f = vision_.encode(env, px.data(), rows, grids, observer);
+    if (vision_ms)
+      *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    nn::observe(observer, features_name, -1, f.data(), rows / unit, H);
+    int64_t next = 0;
+    for (int64_t i = 0; i < L; ++i)
+      if (input.ids[size_t(i)] == pad) std::copy_n(f.data() + (next++) * H, H, out.embeddings.data() + i * H);
+  };
+  scatter(input.images, input.image_grids, cfg_.image_token_id, "image", "<|image_pad|>", "image_features");
+  scatter(input.videos, input.video_grids, cfg_.video_token_id, "video", "<|video_pad|>", "video_features");
+  nn::observe(observer, "decoder.input", -1, out.embeddings.data(), L, H);
+
+  // Positions restart from 0 for each prompt in get_rope_index; a later prompt continues after
+  // everything the sequence has seen, as decoded tokens do.
+  MRopeIndex idx = qwen2vl_rope_index(input.ids, input.image_grids, input.video_grids, cfg_);
+  for (size_t a = 0; a < 3; ++a) {
+    for (int64_t& p : idx.positions[a]) p += first_position;
+    out.positions.axes[a] = std::move(idx.positions[a]);
+  }
+  out.next_position = first_position + L + idx.delta;
+  return out;
+}
+
+std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint) {
+  return Qwen2VLModel::load(checkpoint);
+}
+
+}  // namespace vlm
