@@ -17,6 +17,12 @@
 
 namespace {
 
+// VLM_THREADS or one thread per core; VLM_PRECISION picks exact (default) or fast kernels.
+const vlm::Compute& bench_env() {
+  static vlm::Compute env = vlm::Compute::make(0, vlm::precision_from_env(vlm::Precision::kExact));
+  return env;
+}
+
 using namespace vlm;
 
 Tensor random_bf16(Shape shape, float scale, std::mt19937& rng) {
@@ -91,7 +97,7 @@ void BM_VisionOneBlock(benchmark::State& state) {
   std::vector<float> px(3 * 448 * 448);
   for (auto& x : px) x = u(rng);
   Tensor pixels = Tensor::from_floats(px, {3, 448, 448});
-  for (auto _ : state) benchmark::DoNotOptimize(m.project(m.vision_tower(pixels)));
+  for (auto _ : state) benchmark::DoNotOptimize(m.project(bench_env(), m.vision().encode(bench_env(), pixels)));
   state.counters["patches"] = 1024;
 }
 BENCHMARK(BM_VisionOneBlock)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -106,7 +112,7 @@ ModelInput text_prompt(int64_t n) {
 void BM_PrefillOneLayer(benchmark::State& state) {
   const PaliGemmaModel& m = bench_model();
   ModelInput in = text_prompt(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(m.start()->prefill(in));
+  for (auto _ : state) benchmark::DoNotOptimize(m.start(bench_env())->prefill(in));
   state.counters["tok/s"] = benchmark::Counter(double(state.range(0)), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_PrefillOneLayer)->Arg(1040)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -114,7 +120,7 @@ BENCHMARK(BM_PrefillOneLayer)->Arg(1040)->Unit(benchmark::kMillisecond)->UseReal
 // Arg: context length before the step.
 void BM_DecodeStepOneLayer(benchmark::State& state) {
   const PaliGemmaModel& m = bench_model();
-  auto seq = m.start();
+  auto seq = m.start(bench_env());
   seq->prefill(text_prompt(state.range(0)));
   int32_t tok = 5;
   for (auto _ : state) {

@@ -16,6 +16,12 @@
 
 namespace {
 
+// VLM_THREADS or one thread per core; VLM_PRECISION picks exact (default) or fast kernels.
+const vlm::Compute& bench_env() {
+  static vlm::Compute env = vlm::Compute::make(0, vlm::precision_from_env(vlm::Precision::kExact));
+  return env;
+}
+
 using namespace vlm;
 
 Tensor random_bf16(Shape shape, float scale, std::mt19937& rng) {
@@ -83,7 +89,7 @@ void BM_VisionEncodeOneBlock(benchmark::State& state) {
   std::normal_distribution<float> nd;
   std::vector<float> px(size_t(N * 1176));
   for (auto& x : px) x = nd(rng);
-  for (auto _ : state) benchmark::DoNotOptimize(m.vision().encode(px.data(), N, {{1, side, side}}));
+  for (auto _ : state) benchmark::DoNotOptimize(m.vision().encode(bench_env(), px.data(), N, {{1, side, side}}));
   state.counters["patches"] = double(N);
 }
 BENCHMARK(BM_VisionEncodeOneBlock)->Arg(448)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -98,7 +104,7 @@ ModelInput text_prompt(int64_t n) {
 void BM_PrefillOneLayer(benchmark::State& state) {
   const Qwen2VLModel& m = bench_model();
   ModelInput in = text_prompt(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(m.start()->prefill(in));
+  for (auto _ : state) benchmark::DoNotOptimize(m.start(bench_env())->prefill(in));
   state.counters["tok/s"] = benchmark::Counter(double(state.range(0)), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_PrefillOneLayer)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -106,7 +112,7 @@ BENCHMARK(BM_PrefillOneLayer)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealT
 // Arg: context length before the step.
 void BM_DecodeStepOneLayer(benchmark::State& state) {
   const Qwen2VLModel& m = bench_model();
-  auto seq = m.start();
+  auto seq = m.start(bench_env());
   seq->prefill(text_prompt(state.range(0)));
   int32_t tok = 5;
   for (auto _ : state) {

@@ -2,6 +2,8 @@
 // shared fixtures) and with the trained demo model.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <filesystem>
 #include <fstream>
 
@@ -88,7 +90,7 @@ class FakeModel : public Model {
     info_.context_length = json_get<int64_t>(ckpt.config(), "max_position_embeddings", 0, "config");
   }
   const ModelInfo& info() const override { return info_; }
-  std::unique_ptr<Sequence> start() const override { return std::make_unique<FakeSeq>(info_.vocab_size); }
+  std::unique_ptr<Sequence> start(const Compute&) const override { return std::make_unique<FakeSeq>(info_.vocab_size); }
 
  private:
   ModelInfo info_;
@@ -261,6 +263,45 @@ TEST(DemoModel, InspectCountsParameters) {
   EXPECT_EQ(q.quant_group_size, 64);
   EXPECT_EQ(q.model_type, "qwen2_vl");
   EXPECT_EQ(q.context_length, 32768);
+}
+
+}  // namespace
+}  // namespace vlm
+
+namespace vlm {
+namespace {
+
+// Precision and threads belong to each context: an exact and a fast context in one process,
+// generating at the same time on two threads, each give what they give alone.
+TEST(DemoModel, TwoContextsWithDifferentPrecisionShareNothing) {
+  if (!fs::exists(kDemo)) GTEST_SKIP() << "demo model absent";
+  json cases = read_json_file(kDemo + "/cases.json");
+  const std::string dir = kDemo + "/qwen2-vl-shapes-4bit";
+  LoadOptions exact_opts, fast_opts;
+  exact_opts.precision = "exact";
+  exact_opts.threads = 1;
+  fast_opts.precision = "fast";
+  fast_opts.threads = 2;
+  ModelContext exact = ModelContext::load(dir, exact_opts), fast = ModelContext::load(dir, fast_opts);
+  EXPECT_EQ(exact.info().precision, "exact");
+  EXPECT_EQ(fast.info().precision, "fast");
+  EXPECT_EQ(exact.info().threads, 1);
+  EXPECT_EQ(fast.info().threads, 2);
+  GenerationParams p;
+  p.max_tokens = 20;
+  for (const json& c : cases["cases"]) {
+    UserInput in = UserInput::from_prompt("Describe the image.", {kDemo + "/" + c["image"].get<std::string>()});
+    GenerationResult a, b;
+    std::thread other([&] { b = fast.generate(in, p); });
+    a = exact.generate(in, p);
+    other.join();
+    EXPECT_EQ(a.token_ids, c["models"]["qwen2-vl-shapes-4bit"]["generated_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(a.text, c["expected_caption"].get<std::string>());
+    EXPECT_EQ(b.text, c["expected_caption"].get<std::string>()) << "fast precision, " << c["image"];
+  }
+  LoadOptions bad;
+  bad.precision = "int4";
+  EXPECT_THROW(ModelContext::load(dir, bad), Error);
 }
 
 }  // namespace

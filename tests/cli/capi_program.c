@@ -95,8 +95,13 @@ int main(int argc, char** argv) {
   snprintf(model_dir, sizeof model_dir, "%s/demo/qwen2-vl-shapes-4bit", argv[1]);
   snprintf(image, sizeof image, "%s/demo/images/shapes_02.png", argv[1]);
 
-  vlm_set_threads(2);
-  if (vlm_model_load(model_dir, &model) != VLM_OK) {
+  {
+    vlm_load_options bad = {2, "int4"};
+    CHECK(vlm_model_load_with_options(model_dir, &bad, &model) == VLM_ERR_INVALID_ARGUMENT);
+    CHECK(model == NULL);
+  }
+  vlm_load_options options = {2, "exact"};
+  if (vlm_model_load_with_options(model_dir, &options, &model) != VLM_OK) {
     fprintf(stderr, "load failed: %s\n", vlm_last_error());
     return 1;
   }

@@ -194,12 +194,19 @@ class PaliGemmaGreedy(unittest.TestCase):
                 self.assertEqual(j["token_ids"], expected, (name, model))
                 self.assertEqual(j["stats"]["prompt_tokens"], len(case["input_ids"]), (name, model))
 
-    def test_bounded_kv_cache_is_rejected_with_a_clear_error(self):
-        rc, _, err = run("generate", "--model", os.path.join(shared("fixtures", "paligemma"), "tiny-bf16"), "--image",
-                         shared("images", "coffee_20x13.jpg"), "--prompt", "caption en", "--max-tokens", "2",
-                         "--max-kv-size", "64", check=False)
+    def test_bounded_kv_cache_keeps_the_bidirectional_prompt(self):
+        # The prefix-LM prompt must stay cached: a window that cannot hold it is a clear error,
+        # a larger one works (and evicts only generated tokens).
+        args = ["generate", "--model", os.path.join(shared("fixtures", "paligemma"), "tiny-bf16"), "--image",
+                shared("images", "coffee_20x13.jpg"), "--prompt", "caption en", "--max-tokens", "2",
+                "--temperature", "0"]
+        rc, _, err = run(*args, "--max-kv-size", "8", check=False)
         self.assertEqual(rc, 1)
-        self.assertIn("does not support a bounded KV cache", err)
+        self.assertIn("bidirectional prompt", err)
+        rc, out, _ = run(*args, "--max-kv-size", "64", check=False)
+        self.assertEqual(rc, 0)
+        rc, plain, _ = run(*args, check=False)
+        self.assertEqual(out, plain)
 
     def test_draw_boxes_writes_a_png_of_the_image_size(self):
         root = shared("fixtures", "paligemma")

@@ -14,6 +14,7 @@
 
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "trace_util.h"
 
 namespace vlm {
 namespace {
@@ -85,6 +86,27 @@ std::vector<float> flatten(const std::vector<std::vector<float>>& rows) {
   return out;
 }
 
+using vlm::testing::Recorder;
+using vlm::testing::test_env;
+
+// The stored ids and pixel values as a model input (one bidirectional prompt, one chunk).
+ModelInput stored_input(const CaseData& c) {
+  ModelInput in;
+  in.ids = c.ints("input_ids");
+  in.images = {c.get("pixel_values")};
+  in.prefill_chunk = 0;
+  return in;
+}
+
+// Final-norm states of the prompt ([L, H]) through the observer.
+std::vector<float> prompt_hidden(const PaliGemmaModel& model, const ModelInput& in) {
+  Recorder rec;
+  auto seq = model.start(test_env());
+  seq->set_observer(&rec.observer);
+  seq->prefill(in);
+  return rec.last("decoder.norm");
+}
+
 int32_t argmax(const float* v, int64_t n) {
   return int32_t(std::max_element(v, v + n) - v);  // first maximum = lowest id on ties
 }
@@ -100,22 +122,30 @@ TEST_P(PaliGemmaCase, MatchesOracleFromStoredInputs) {
   const PaliGemmaModel& model = model_for(cm.model_dir);
   const std::string& p = cm.prefix;
   std::vector<int32_t> ids = c.ints("input_ids");
-  auto seq = std::make_unique<PaliGemmaSequence>(model);
-  PaliGemmaTrace tr;
-  std::vector<float> hidden = seq->prefill_hidden(ids, {c.get("pixel_values")}, &tr);
+  Recorder rec;
+  auto seq = model.start(test_env());
+  seq->set_observer(&rec.observer);
+  std::vector<float> prefill_logits = seq->prefill(stored_input(c));
 
-  expect_close("vision_embeddings", tr.vision_hidden_states.at(0), c.floats(p + "vision_embeddings"), kRel);
-  expect_close("vision_hidden_states", flatten(tr.vision_hidden_states), c.floats(p + "vision_hidden_states"), kRel);
-  expect_close("vision_last_hidden_state", tr.vision_last_hidden_state, c.floats(p + "vision_last_hidden_state"), kRel);
-  expect_close("image_features", tr.image_features, c.floats(p + "image_features"), kRel);
-  expect_close("lm_inputs_embeds", tr.inputs_embeds, c.floats(p + "lm_inputs_embeds"), kRel);
-  expect_close("lm_hidden_states", flatten(tr.lm_hidden_states), c.floats(p + "lm_hidden_states"), kRel);
+  std::vector<std::vector<float>> vision_states = {rec.last("vision.patch_embed")};
+  for (const auto& layer : rec.all("vision.layer")) vision_states.push_back(layer);
+  std::vector<std::vector<float>> lm_states = {rec.last("decoder.embeddings")};
+  for (const auto& layer : rec.all("decoder.layer")) lm_states.push_back(layer);
+  std::vector<float> hidden = rec.last("decoder.norm");
+  expect_close("vision_embeddings", vision_states.at(0), c.floats(p + "vision_embeddings"), kRel);
+  expect_close("vision_hidden_states", flatten(vision_states), c.floats(p + "vision_hidden_states"), kRel);
+  expect_close("vision_last_hidden_state", rec.last("vision.out"), c.floats(p + "vision_last_hidden_state"), kRel);
+  expect_close("image_features", rec.last("image_features"), c.floats(p + "image_features"), kRel);
+  expect_close("lm_inputs_embeds", rec.last("decoder.input"), c.floats(p + "lm_inputs_embeds"), kRel);
+  expect_close("lm_hidden_states", flatten(lm_states), c.floats(p + "lm_hidden_states"), kRel);
   expect_close("lm_final_hidden", hidden, c.floats(p + "lm_final_hidden"), kRel);
 
   // Logits at the last 8 prompt positions: top-64, probe columns, logsumexp.
   const int64_t H = model.config().text.hidden_size, V = model.config().text.vocab_size;
   const int64_t L = int64_t(ids.size()), rows = std::min<int64_t>(8, L);
-  std::vector<float> logits = model.logits(hidden.data() + (L - rows) * H, rows);
+  std::vector<float> logits(size_t(rows * V)), scratch(size_t(rows * H));
+  model.decoder().head(test_env(), lm_states.back().data() + (L - rows) * H, rows, scratch.data(), logits.data());
+  expect_close("prefill logits", prefill_logits, std::vector<float>(logits.end() - V, logits.end()), 1e-6f);
   auto top = c.floats(p + "logits_last8_top64");
   auto top_ids = c.ints(p + "logits_last8_top64_ids");
   auto probe = c.floats(p + "logits_last8_probe");
@@ -148,9 +178,9 @@ TEST_P(PaliGemmaCase, MatchesOracleFromStoredInputs) {
       EXPECT_NEAR(step_logits[size_t(gen_top5_ids[s * 5 + i])], gen_top5[s * 5 + i], kLogitAbs) << "step " << s;
     int32_t id = argmax(step_logits.data(), V);
     ASSERT_EQ(id, want_ids[s]) << "greedy step " << s;
-    std::vector<float> h = seq->step_hidden(id);
+    step_logits = seq->step(id);
+    const std::vector<float>& h = rec.last("decoder.norm");
     fed_hidden.insert(fed_hidden.end(), h.begin(), h.end());
-    step_logits = model.logits(h.data(), 1);
   }
   expect_close("gen_final_hidden", fed_hidden, gen_hidden, kRel);
   EXPECT_EQ(seq->length(), L + int64_t(want_ids.size()));
@@ -166,38 +196,31 @@ TEST_P(PaliGemmaCase, CachedDecodingEqualsFullRecompute) {
   std::vector<int32_t> gen = c.ints(cm.prefix + "generated_ids");
   const int64_t H = model.config().text.hidden_size, L = int64_t(ids.size()), G = int64_t(gen.size());
 
-  PaliGemmaSequence stepped(model);
-  std::vector<float> prompt_hidden = stepped.prefill_hidden(ids, {c.get("pixel_values")});
+  Recorder rec;
+  auto stepped = model.start(test_env());
+  stepped->set_observer(&rec.observer);
+  stepped->prefill(stored_input(c));
+  std::vector<float> prompt_rows = rec.last("decoder.embeddings"), prompt_hidden = rec.last("decoder.norm");
   std::vector<float> step_hidden;
   for (int32_t t : gen) {
-    auto h = stepped.step_hidden(t);
+    stepped->step(t);
+    const std::vector<float>& h = rec.last("decoder.norm");
     step_hidden.insert(step_hidden.end(), h.begin(), h.end());
   }
 
-  // The same tokens in one decoder call: [prompt | generated] with the prompt as prefix.
-  PaliGemmaSequence probe(model);
-  PaliGemmaTrace tr;
-  probe.prefill_hidden(ids, {c.get("pixel_values")}, &tr);
-  std::vector<float> x = tr.inputs_embeds;
-  std::vector<float> g = model.embed(gen);
-  x.insert(x.end(), g.begin(), g.end());
-  for (float& v : x) v *= model.embed_normalizer();
-  nn::KVCache cache = model.new_cache();
+  // The same tokens in one decoder pass: [prompt | generated] with the prompt as the prefix.
+  std::vector<float> x = prompt_rows;
+  x.resize(size_t((L + G) * H));
+  for (int64_t g = 0; g < G; ++g) model.embed_token(gen[size_t(g)], x.data() + (L + g) * H);
+  nn::KVCache cache = model.decoder().make_cache();
+  nn::DecoderWorkspace ws;
+  const nn::DecoderSpan span{L + G, &cache, L};
+  model.decoder().forward(test_env(), x.data(), {&span, 1}, nn::Positions::sequential(1, L + G, false), ws);
   std::vector<float> full(size_t((L + G) * H));
-  model.decode(x, L + G, cache, L, full.data());
+  model.decoder().head(test_env(), x.data(), L + G, full.data(), nullptr);
   expect_close("prompt rows", std::vector<float>(full.begin(), full.begin() + L * H), prompt_hidden, 1e-5f);
   expect_close("generated rows", std::vector<float>(full.begin() + L * H, full.end()), step_hidden, 1e-5f);
-
-  // Sequence interface: prefill logits = last prompt row, step logits = the fed-back state.
-  ModelInput in;
-  in.ids = ids;
-  in.images = {c.get("pixel_values").reshape({3, c.get("pixel_values").dim(2), c.get("pixel_values").dim(3)})};
-  std::unique_ptr<Sequence> seq = model.start();
-  std::vector<float> l0 = seq->prefill(in);
-  expect_close("prefill logits", l0, model.logits(prompt_hidden.data() + (L - 1) * H, 1), 1e-5f);
-  std::vector<float> l1 = seq->step(gen[0]);
-  expect_close("step logits", l1, model.logits(step_hidden.data(), 1), 1e-5f);
-  EXPECT_EQ(seq->length(), L + 1);
+  EXPECT_EQ(stepped->length(), L + G);
 }
 
 std::string case_model_name(const ::testing::TestParamInfo<CaseModel>& info) {
@@ -284,7 +307,7 @@ TEST(PaliGemmaProcessor, EndToEndGreedyIdsFromPromptAndImageFile) {
     Image img = load_image(kFixtures + "/" + c.meta["image"]["file"].get<std::string>());
     ModelInput in = processor_for(dir)->prepare(user_turn(c.meta["prompt"], {img}), {});
     const PaliGemmaModel& model = model_for(dir);
-    std::unique_ptr<Sequence> seq = model.start();
+    std::unique_ptr<Sequence> seq = model.start(test_env());
     std::vector<float> logits = seq->prefill(in);
     std::vector<int32_t> ids;
     for (int s = 0; s < 16; ++s) {
@@ -331,18 +354,18 @@ TEST(PaliGemma, RejectsImageTokenCountAndPixelShapeMismatch) {
   std::vector<int32_t> ids(16, 257152);
   ids.insert(ids.end(), {2, 21209, 659, 108});
   Tensor px = Tensor::zeros(DType::F32, {3, 56, 56});
-  PaliGemmaSequence a(model);
-  EXPECT_THROW(a.prefill_hidden(ids, {}), Error);
-  PaliGemmaSequence b(model);
-  EXPECT_THROW(b.prefill_hidden(ids, {px, px}), Error);
-  PaliGemmaSequence c(model);
-  EXPECT_THROW(c.prefill_hidden(ids, {Tensor::zeros(DType::F32, {3, 64, 64})}), Error);
-  PaliGemmaSequence d(model);
-  EXPECT_THROW(d.prefill_hidden({2, 300000}, {}), Error);  // id outside the vocabulary
-  PaliGemmaSequence e(model);
-  EXPECT_THROW(e.step(5), Error);  // step before prefill
-  PaliGemmaSequence ok(model);
-  EXPECT_NO_THROW(ok.prefill_hidden(ids, {px}));
+  auto prefill = [&](std::vector<int32_t> prompt, std::vector<Tensor> images) {
+    ModelInput in;
+    in.ids = std::move(prompt);
+    in.images = std::move(images);
+    return model.start(test_env())->prefill(in);
+  };
+  EXPECT_THROW(prefill(ids, {}), Error);
+  EXPECT_THROW(prefill(ids, {px, px}), Error);
+  EXPECT_THROW(prefill(ids, {Tensor::zeros(DType::F32, {3, 64, 64})}), Error);
+  EXPECT_THROW(prefill({2, 300000}, {}), Error);  // id outside the vocabulary
+  EXPECT_THROW(model.start(test_env())->step(5), Error);  // step before prefill
+  EXPECT_NO_THROW(prefill(ids, {px}));
 }
 
 // transformers >= 4.52 key names (model.vision_tower / model.multi_modal_projector /
@@ -367,15 +390,12 @@ TEST(PaliGemma, LoadsNewTransformersKeyNames) {
     save_safetensors((tmp / "model.safetensors").string(), renamed, {{"format", "pt"}});
   }
   CaseData c = load_case("pad_caption_en_astronaut");
-  std::vector<int32_t> ids = c.ints("input_ids");
   std::vector<float> got, want;
   {
     PaliGemmaModel renamed(Checkpoint::open(tmp.string()));
-    PaliGemmaSequence seq(renamed);
-    got = seq.prefill_hidden(ids, {c.get("pixel_values")});
+    got = prompt_hidden(renamed, stored_input(c));
   }
-  PaliGemmaSequence ref(model_for("tiny-pad-bf16"));
-  want = ref.prefill_hidden(ids, {c.get("pixel_values")});
+  want = prompt_hidden(model_for("tiny-pad-bf16"), stored_input(c));
   EXPECT_EQ(got, want);
   expect_close("lm_final_hidden", got, c.floats("pad-bf16.lm_final_hidden"), kRel);
   fs::remove_all(tmp);

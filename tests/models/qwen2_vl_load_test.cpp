@@ -8,6 +8,7 @@
 
 #include "models/registry.h"
 #include "qwen2_vl_fixtures.h"
+#include "trace_util.h"
 
 namespace vlm {
 namespace {
@@ -151,11 +152,13 @@ TEST_F(Qwen2VLLoad, ModelInfoAndRegistry) {
     EXPECT_EQ(info.model_type, "qwen2_vl");
     EXPECT_EQ(info.vocab_size, 151936);
     EXPECT_EQ(info.context_length, 32768);
-    // The 2024 conversion has no generation_config.json; <|endoftext|> must still stop.
-    EXPECT_EQ(info.eos_ids, (std::vector<int32_t>{151645, 151643})) << name;
+    EXPECT_EQ(info.eos_ids.at(0), 151645) << name;
     EXPECT_GT(info.num_parameters, 151936 * 64) << name;
   }
   EXPECT_EQ(model("tiny-bf16").info().num_parameters, model("tiny-mlx-4bit").info().num_parameters);
+  // The 2024 conversion has no generation_config.json; <|endoftext|> must still stop (the API
+  // resolves the registry's extra EOS tokens through the tokenizer).
+  EXPECT_EQ(extra_eos_tokens("qwen2_vl"), (std::vector<std::string>{"<|endoftext|>"}));
   std::unique_ptr<Model> m = create_model(Checkpoint::open(fixture_dir() + "/tiny-mlx-4bit"));
   EXPECT_EQ(m->info().model_type, "qwen2_vl");
 }
@@ -179,8 +182,9 @@ TEST_F(Qwen2VLLoad, NewerTransformersLayoutAndUntiedHead) {
   auto m = Qwen2VLModel::load(Checkpoint::open(dir.str()));
   Case c = load_case("02_one_image");
   ModelInput in = stored_input(c);
-  Qwen2VLTrace got = m->forward(in, 2), want = model("tiny-bf16").forward(in, 2);
-  EXPECT_EQ(got.image_features, want.image_features);
+  vlm::testing::ForwardTrace got = vlm::testing::forward_trace(*m, in, 2),
+                             want = vlm::testing::forward_trace(model("tiny-bf16"), in, 2);
+  EXPECT_EQ(got.rec.last("image_features"), want.rec.last("image_features"));
   EXPECT_EQ(got.logits, want.logits);
 }
 
@@ -256,7 +260,7 @@ TEST_F(Qwen2VLLoad, MissingOrMalformedTensors) {
 }
 
 void expect_prefill_error(const ModelInput& in, const std::string& needle) {
-  auto seq = model("tiny-bf16").start();
+  auto seq = model("tiny-bf16").start(vlm::testing::test_env());
   try {
     seq->prefill(in);
     ADD_FAILURE() << "prefill succeeded, expected an error mentioning " << needle;
@@ -292,7 +296,7 @@ TEST_F(Qwen2VLLoad, PadTokensMustMatchFeatures) {
   in = good;
   in.ids[0] = 200000;
   expect_prefill_error(in, "200000");
-  EXPECT_THROW(model("tiny-bf16").start()->prefill(ModelInput{}), Error);
+  EXPECT_THROW(model("tiny-bf16").start(vlm::testing::test_env())->prefill(ModelInput{}), Error);
 }
 
 // A second prefill continues the sequence: prompt split in two gives the one-shot logits.
@@ -300,7 +304,7 @@ TEST_F(Qwen2VLLoad, SplitPrefillEqualsOneShot) {
   Case c = load_case("07_multi_turn");
   ModelInput all = stored_input(c);
   const Qwen2VLModel& m = model("tiny-bf16");
-  std::vector<float> once = m.start()->prefill(all);
+  std::vector<float> once = m.start(vlm::testing::test_env())->prefill(all);
   // Split after the first image's <|vision_end|> (the first turn's items only in part 1).
   auto end1 = std::find(all.ids.begin(), all.ids.end(), 151653) + 1;
   ModelInput a, b;
@@ -310,7 +314,7 @@ TEST_F(Qwen2VLLoad, SplitPrefillEqualsOneShot) {
   b.ids.assign(end1, all.ids.end());
   b.images = {all.images[1]};
   b.image_grids = {all.image_grids[1]};
-  auto seq = m.start();
+  auto seq = m.start(vlm::testing::test_env());
   seq->prefill(a);
   std::vector<float> split = seq->prefill(b);
   EXPECT_EQ(seq->length(), int64_t(all.ids.size()));
@@ -322,7 +326,7 @@ TEST_F(Qwen2VLLoad, RotatingKvWindow) {
   ModelInput in = stored_input(c);
   const Qwen2VLModel& m = model("tiny-bf16");
   const int64_t L = int64_t(in.ids.size());
-  auto full = m.start(), roomy = m.start(), tight = m.start();
+  auto full = m.start(vlm::testing::test_env()), roomy = m.start(vlm::testing::test_env()), tight = m.start(vlm::testing::test_env());
   roomy->set_kv_window(L + 64, 4);  // never full: identical to the unbounded cache
   tight->set_kv_window(L + 8, 4);   // starts evicting after 8 decoded tokens
   std::vector<float> a = full->prefill(in), b = roomy->prefill(in), t = tight->prefill(in);
@@ -346,15 +350,15 @@ TEST_F(Qwen2VLLoad, ChunkedPrefillEqualsOneShot) {
   ModelInput all = stored_input(c);
   const Qwen2VLModel& m = model("tiny-mlx-4bit");
   all.prefill_chunk = 0;
-  std::vector<float> once = m.start()->prefill(all);
+  std::vector<float> once = m.start(vlm::testing::test_env())->prefill(all);
   for (int64_t chunk : {1, 7, 16, 58}) {  // chunks that cut through image tokens too
     all.prefill_chunk = chunk;
-    auto seq = m.start();
+    auto seq = m.start(vlm::testing::test_env());
     std::vector<float> chunked = seq->prefill(all);
     EXPECT_EQ(seq->length(), int64_t(all.ids.size()));
     EXPECT_LE(max_abs_diff(once.data(), chunked.data(), once.size()), 1e-3f) << "chunk " << chunk;
     // Decoding continues from the same state.
-    auto ref = m.start();
+    auto ref = m.start(vlm::testing::test_env());
     all.prefill_chunk = 0;
     ref->prefill(all);
     EXPECT_LE(max_abs_diff(ref->step(42).data(), seq->step(42).data(), once.size()), 1e-3f) << "chunk " << chunk;

@@ -152,7 +152,7 @@ TEST_P(Qwen2VLDemo, CaptionsSampleImages) {
   for (const json& cs : cases["cases"]) {
     ModelInput in = proc->prepare(to_messages(cs["messages"], demo), ProcessingOptions{});
     EXPECT_EQ(in.ids, cs["input_ids"].get<std::vector<int32_t>>()) << cs["name"];
-    auto seq = model->start();
+    auto seq = model->start(Compute::make(2));
     std::vector<float> logits = seq->prefill(in);
     std::vector<int32_t> out;
     for (int i = 0; i < 12; ++i) {

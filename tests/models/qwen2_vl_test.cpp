@@ -5,11 +5,14 @@
 #include <tuple>
 
 #include "qwen2_vl_fixtures.h"
+#include "trace_util.h"
 
 namespace vlm {
 namespace {
 
 using namespace qwen2vl_test;
+using vlm::testing::forward_trace;
+using vlm::testing::test_env;
 
 class Qwen2VLCaseModel : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
@@ -29,30 +32,37 @@ TEST_P(Qwen2VLCaseModel, MatchesStoredTensors) {
   Case c = load_case(case_name);
   const Qwen2VLModel& m = model(model_name);
   ModelInput in = stored_input(c);
-  Qwen2VLTrace t = m.forward(in, 8);
+  vlm::testing::ForwardTrace t = forward_trace(m, in, 8);
   const std::string p = model_name + ".";
   const int64_t L = int64_t(in.ids.size()), H = m.config().hidden_size, V = m.config().vocab_size;
+  const int depth = int(m.config().vision.depth);
 
+  // The tower runs once for the images, then once for the videos: observations come in that order.
   int vision_checked = 0;
-  for (auto [kind, trace, features] :
-       {std::make_tuple("image", &t.image, &t.image_features), std::make_tuple("video", &t.video, &t.video_features)}) {
+  size_t pass = 0;
+  for (const char* kind : {"image", "video"}) {
     std::string k = p + kind;
     if (!c.has(k + "_patch_embed")) continue;
-    expect_close(trace->patch_embed, c.floats(k + "_patch_embed"), 1e-4f, k + "_patch_embed");
-    expect_close(trace->blocks_out, c.floats(k + "_blocks_out"), 1e-4f, k + "_blocks_out");
-    expect_close(*features, c.floats(k + "_features"), 1e-4f, k + "_features");
+    ASSERT_GT(t.rec.all("vision.patch_embed").size(), pass) << k;
+    expect_close(t.rec.all("vision.patch_embed")[pass], c.floats(k + "_patch_embed"), 1e-4f, k + "_patch_embed");
+    expect_close(t.rec.all("vision.layer")[(pass + 1) * size_t(depth) - 1], c.floats(k + "_blocks_out"), 1e-4f,
+                 k + "_blocks_out");
+    expect_close(t.rec.last(std::string(kind) + "_features"), c.floats(k + "_features"), 1e-4f, k + "_features");
     ++vision_checked;
+    ++pass;
   }
   EXPECT_EQ(vision_checked, int(!in.images.empty()) + int(!in.videos.empty()));
 
   std::vector<float> layers = c.floats(p + "layer_out_last8");
-  ASSERT_EQ(t.layer_out.size(), size_t(m.config().num_layers));
-  for (size_t l = 0; l < t.layer_out.size(); ++l) {
-    const float* got = t.layer_out[l].data() + (L - 8) * H;
+  const auto& layer_out = t.rec.all("decoder.layer");
+  ASSERT_EQ(layer_out.size(), size_t(m.config().num_layers));
+  for (size_t l = 0; l < layer_out.size(); ++l) {
+    const float* got = layer_out[l].data() + (L - 8) * H;
     EXPECT_LE(max_abs_diff(got, layers.data() + l * 8 * H, size_t(8 * H)), 1e-3f) << "layer " << l;
   }
   std::vector<float> hidden = c.floats(p + "hidden_last8");
-  EXPECT_LE(max_abs_diff(t.hidden.data() + (L - 8) * H, hidden.data(), size_t(8 * H)), 1e-3f) << "hidden_last8";
+  EXPECT_LE(max_abs_diff(t.rec.last("decoder.norm").data() + (L - 8) * H, hidden.data(), size_t(8 * H)), 1e-3f)
+      << "hidden_last8";
 
   ASSERT_EQ(t.logits.size(), size_t(8 * V));
   std::vector<int64_t> cols = c.ints("logits_cols");
@@ -87,7 +97,7 @@ TEST_P(Qwen2VLCaseModel, GreedyWithKVCacheMatchesReferenceAndRecompute) {
   ModelInput in = stored_input(c);
   const int64_t V = m.config().vocab_size;
 
-  auto seq = m.start();
+  auto seq = m.start(test_env());
   std::vector<float> logits = seq->prefill(in);
   ASSERT_EQ(int64_t(logits.size()), V);
   std::vector<std::vector<float>> step_logits;
@@ -103,7 +113,7 @@ TEST_P(Qwen2VLCaseModel, GreedyWithKVCacheMatchesReferenceAndRecompute) {
 
   ModelInput full = in;
   for (int i = 0; i < 15; ++i) full.ids.push_back(int32_t(generated[size_t(i)]));
-  Qwen2VLTrace t = m.forward(full, 16);
+  vlm::testing::ForwardTrace t = forward_trace(m, full, 16);
   for (int i = 0; i < 16; ++i)
     EXPECT_LE(max_abs_diff(t.logits.data() + i * V, step_logits[size_t(i)].data(), size_t(V)), 1e-3f) << "step " << i;
 }
@@ -122,17 +132,17 @@ TEST(Qwen2VLVision, ImagesTogetherEqualImagesAlone) {
   Case c = load_case("03_two_images");
   const Qwen2VLModel& m = model("tiny-bf16");
   std::vector<Grid> grids = grids_of(c, "image_grid_thw");
-  Qwen2VLVisionTrace trace;
-  std::vector<float> together = m.encode_vision(c.get("pixel_values"), grids, &trace);
+  vlm::testing::Recorder rec;
+  std::vector<float> together = m.encode_vision(test_env(), c.get("pixel_values"), grids, &rec.observer);
   EXPECT_LE(max_abs_diff(together.data(), c.floats("tiny-bf16.image_features").data(), together.size()), 1e-4f);
-  EXPECT_EQ(trace.patch_embed.size(), size_t(124 * 32));
+  EXPECT_EQ(rec.last("vision.patch_embed").size(), size_t(124 * 32));
   std::vector<Tensor> items = split_items(c, "pixel_values", grids);
-  std::vector<float> alone = m.encode_vision(items[0], {grids[0]});
-  std::vector<float> second = m.encode_vision(items[1], {grids[1]});
+  std::vector<float> alone = m.encode_vision(test_env(), items[0], {grids[0]});
+  std::vector<float> second = m.encode_vision(test_env(), items[1], {grids[1]});
   alone.insert(alone.end(), second.begin(), second.end());
   ASSERT_EQ(alone.size(), together.size());
   EXPECT_LE(max_abs_diff(alone.data(), together.data(), alone.size()), 1e-5f);
-  EXPECT_THROW(m.encode_vision(c.get("pixel_values"), {grids[0]}), Error);
+  EXPECT_THROW(m.encode_vision(test_env(), c.get("pixel_values"), {grids[0]}), Error);
 }
 
 class Qwen2VLCase : public ::testing::TestWithParam<std::string> {

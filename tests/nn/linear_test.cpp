@@ -61,7 +61,7 @@ TEST(Linear, ShapeMismatchNamesTensor) {
 TEST(Linear, ForwardAddsBias) {
   Tensor w = Tensor::from_floats({1, 2, 3, 4, 5, 6}, {2, 3});
   Linear l = Linear::from_weight(MatMulWeight::dense(w, "w"), {10, 20});
-  auto y = l.forward(std::vector<float>{1, 1, 1, 0, 1, 0}, 2);
+  auto y = l.forward(Compute::make(1), std::vector<float>{1, 1, 1, 0, 1, 0}, 2);
   EXPECT_EQ(y, (std::vector<float>{16, 35, 12, 25}));
 }
 

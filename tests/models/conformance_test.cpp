@@ -1,0 +1,218 @@
+// Invariants every registered decoder family must keep, written once and run over every fixture
+// checkpoint of every family: cached decoding equals a full recomputation, chunked prefill equals
+// one shot, a batched step equals single steps, a roomy KV window changes nothing. Inputs come
+// from a real image and prompt through the family's own processor.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "media/image.h"
+#include "models/registry.h"
+#include "trace_util.h"
+
+namespace vlm {
+namespace {
+
+namespace fs = std::filesystem;
+using vlm::testing::test_env;
+
+struct FamilyCheckpoint {
+  std::string model_type, dir;
+};
+
+// Every model directory under ../shared/fixtures/<family>/ whose config names a registered type.
+std::vector<FamilyCheckpoint> all_checkpoints() {
+  std::vector<FamilyCheckpoint> out;
+  const fs::path root = fs::path(VLM_SHARED_DIR) / "fixtures";
+  if (!fs::exists(root)) return out;
+  const std::vector<std::string> types = registered_model_types();
+  std::vector<fs::path> dirs;
+  for (const auto& family : fs::directory_iterator(root))
+    if (family.is_directory())
+      for (const auto& d : fs::directory_iterator(family.path()))
+        if (fs::exists(d.path() / "config.json")) dirs.push_back(d.path());
+  std::sort(dirs.begin(), dirs.end());
+  for (const fs::path& d : dirs) {
+    const std::string type = read_json_file((d / "config.json").string()).value("model_type", "");
+    if (std::find(types.begin(), types.end(), type) != types.end()) out.push_back({type, d.string()});
+  }
+  return out;
+}
+
+struct Loaded {
+  std::shared_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Processor> processor;
+  const DecoderModel& decoder() const { return dynamic_cast<const DecoderModel&>(*model); }
+};
+
+const Loaded& load(const std::string& dir) {
+  static std::map<std::string, Loaded> cache;
+  Loaded& l = cache[dir];
+  if (!l.model) {
+    l.checkpoint = std::make_shared<Checkpoint>(Checkpoint::open(dir));
+    l.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_dir(dir));
+    l.model = create_model(*l.checkpoint);
+    l.processor = create_processor(dir, *l.tokenizer, l.checkpoint->config());
+  }
+  return l;
+}
+
+ModelInput prompt_with_image(const Loaded& l, const std::string& text, const std::string& image) {
+  ChatMessage m;
+  m.role = "user";
+  ContentPart img;
+  img.kind = ContentPart::Kind::Image;
+  img.image = load_image(std::string(VLM_SHARED_DIR) + "/images/" + image);
+  m.content.push_back(img);
+  ContentPart t;
+  t.text = text;
+  m.content.push_back(t);
+  ModelInput in = l.processor->prepare({m}, {});
+  in.prefill_chunk = 0;
+  return in;
+}
+
+float max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+class Conformance : public ::testing::TestWithParam<FamilyCheckpoint> {};
+
+// Greedy steps through the KV cache give the logits of one decoder pass over prompt + tokens
+// (with the family's own positions and prefix block).
+TEST_P(Conformance, CachedDecodeEqualsFullRecompute) {
+  const Loaded& l = load(GetParam().dir);
+  const DecoderModel& m = l.decoder();
+  const ModelInput in = prompt_with_image(l, "Describe the image.", "camera.png");
+  auto seq = m.start(test_env());
+  std::vector<std::vector<float>> step_logits = {seq->prefill(in)};
+  std::vector<int32_t> generated;
+  for (int i = 0; i < 6; ++i) {
+    generated.push_back(argmax(step_logits.back()));
+    step_logits.push_back(seq->step(generated.back()));
+  }
+
+  const auto& cfg = m.decoder().config();
+  const int64_t H = cfg.hidden, V = cfg.vocab, L = int64_t(in.ids.size()), G = int64_t(generated.size());
+  PromptRows p = m.build_prompt(test_env(), in, m.first_position(), nullptr, nullptr);
+  std::vector<float> x = p.embeddings;
+  x.resize(size_t((L + G) * H));
+  for (int64_t g = 0; g < G; ++g) m.embed_token(generated[size_t(g)], x.data() + (L + g) * H);
+  nn::Positions positions = p.positions;
+  positions.append(nn::Positions::sequential(p.next_position, G, m.three_axis_positions()), 0, G);
+  nn::KVCache cache = m.decoder().make_cache();
+  nn::DecoderWorkspace ws;
+  const nn::DecoderSpan span{L + G, &cache, p.prefix_lm ? L : 0};
+  m.decoder().forward(test_env(), x.data(), {&span, 1}, positions, ws);
+  std::vector<float> hidden(size_t((G + 1) * H)), logits(size_t((G + 1) * V));
+  m.decoder().head(test_env(), x.data() + (L - 1) * H, G + 1, hidden.data(), logits.data());
+  for (int64_t i = 0; i <= G; ++i) {
+    std::vector<float> row(logits.begin() + i * V, logits.begin() + (i + 1) * V);
+    EXPECT_LE(max_diff(row, step_logits[size_t(i)]), 1e-3f) << "step " << i;
+  }
+}
+
+TEST_P(Conformance, ChunkedPrefillEqualsOneShot) {
+  const Loaded& l = load(GetParam().dir);
+  ModelInput in = prompt_with_image(l, "What is in the picture?", "camera.png");
+  auto once = l.model->start(test_env());
+  const std::vector<float> want = once->prefill(in);
+  const std::vector<float> want_next = once->step(7);
+  for (int64_t chunk : {1, 5, 16}) {
+    in.prefill_chunk = chunk;
+    auto seq = l.model->start(test_env());
+    EXPECT_LE(max_diff(seq->prefill(in), want), 1e-3f) << "chunk " << chunk;
+    EXPECT_EQ(seq->length(), int64_t(in.ids.size()));
+    EXPECT_LE(max_diff(seq->step(7), want_next), 1e-3f) << "chunk " << chunk;
+  }
+}
+
+// Several sequences advanced in one batched step get what they get alone; one leaving or joining
+// between steps changes nothing for the others.
+TEST_P(Conformance, BatchedStepEqualsSingleSteps) {
+  const Loaded& l = load(GetParam().dir);
+  const std::vector<ModelInput> prompts = {prompt_with_image(l, "Describe the image.", "camera.png"),
+                                           prompt_with_image(l, "caption en", "camera.png"),
+                                           prompt_with_image(l, "What colour is it?", "camera.png")};
+  std::vector<std::unique_ptr<Sequence>> alone, batched;
+  std::vector<int32_t> next;
+  for (const ModelInput& in : prompts) {
+    alone.push_back(l.model->start(test_env()));
+    batched.push_back(l.model->start(test_env()));
+    const std::vector<float> a = alone.back()->prefill(in);
+    EXPECT_EQ(max_diff(a, batched.back()->prefill(in)), 0.f);
+    next.push_back(argmax(a));
+  }
+  for (int step = 0; step < 4; ++step) {
+    // Step 2: the middle sequence sits out (it left), step 3: it is back (it joined again).
+    std::vector<Sequence*> members;
+    std::vector<int32_t> tokens;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (step == 2 && i == 1) continue;
+      members.push_back(batched[i].get());
+      tokens.push_back(next[i]);
+      which.push_back(i);
+    }
+    std::vector<std::vector<float>> out = l.model->step_batch(members, tokens);
+    ASSERT_EQ(out.size(), members.size());
+    for (size_t j = 0; j < which.size(); ++j) {
+      const size_t i = which[j];
+      const std::vector<float> single = alone[i]->step(next[i]);
+      EXPECT_LE(max_diff(out[j], single), 1e-4f) << "sequence " << i << " step " << step;
+      EXPECT_EQ(argmax(out[j]), argmax(single)) << "sequence " << i << " step " << step;
+      next[i] = argmax(single);
+    }
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i]->length(), alone[i]->length());
+  Sequence* twice[] = {batched[0].get(), batched[0].get()};
+  const int32_t tokens[] = {1, 2};
+  EXPECT_THROW(l.model->step_batch(twice, tokens), Error);
+}
+
+TEST_P(Conformance, RoomyKvWindowChangesNothing) {
+  const Loaded& l = load(GetParam().dir);
+  const ModelInput in = prompt_with_image(l, "Describe the image.", "camera.png");
+  auto plain = l.model->start(test_env()), windowed = l.model->start(test_env());
+  windowed->set_kv_window(int64_t(in.ids.size()) + 64, 4);
+  std::vector<float> a = plain->prefill(in), b = windowed->prefill(in);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(max_diff(a, b), 0.f) << "step " << i;
+    const int32_t t = argmax(a);
+    a = plain->step(t);
+    b = windowed->step(t);
+  }
+}
+
+std::string checkpoint_name(const ::testing::TestParamInfo<FamilyCheckpoint>& info) {
+  std::string s = info.param.model_type + "_" + fs::path(info.param.dir).filename().string();
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryFamily, Conformance, ::testing::ValuesIn(all_checkpoints()), checkpoint_name);
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Conformance);
+
+TEST(ConformanceSuite, CoversEveryRegisteredFamilyWithFixtures) {
+  if (!fs::exists(fs::path(VLM_SHARED_DIR) / "fixtures")) GTEST_SKIP() << "shared fixtures absent";
+  std::map<std::string, int> per_type;
+  for (const auto& c : all_checkpoints()) ++per_type[c.model_type];
+  EXPECT_GE(per_type["qwen2_vl"], 3);
+  EXPECT_GE(per_type["paligemma"], 4);
+}
+
+}  // namespace
+}  // namespace vlm
