@@ -11,7 +11,7 @@
 #include <string>
 
 #include "media/image.h"
-#include "media/preprocess.h"
+#include "models/qwen2_vl/qwen2_vl.h"
 
 namespace {
 

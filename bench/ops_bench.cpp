@@ -35,8 +35,8 @@ void BM_Attention(benchmark::State& state) {
   vlm::AttentionMask mask;
   mask.q_offset = S - T;
   for (auto _ : state) {
-    vlm::attention(env(), q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(128.f), mask,
-                   out.data());
+    vlm::attention(env(), q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(128.f),
+                   mask, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   double pairs = 0;  // visible (query, key) pairs

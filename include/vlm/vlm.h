@@ -83,8 +83,7 @@ typedef struct {
   int32_t threads;
   const char* precision;
 } vlm_load_options;
-vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options,
-                                       vlm_model** out_model);
+vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options, vlm_model** out_model);
 
 vlm_input* vlm_input_new(void);
 void vlm_input_free(vlm_input* input);

@@ -81,8 +81,7 @@ vlm_status vlm_model_load(const char* id_or_dir, vlm_model** out_model) {
   return vlm_model_load_with_options(id_or_dir, nullptr, out_model);
 }
 
-vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options,
-                                       vlm_model** out_model) {
+vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options, vlm_model** out_model) {
   if (!out_model) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load: out_model is NULL");
   *out_model = nullptr;
   if (!id_or_dir || !*id_or_dir) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load: no model given");

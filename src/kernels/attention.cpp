@@ -55,9 +55,9 @@ HWY_INLINE float Dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-void AttentionImpl(ThreadPool& pool, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
-                   int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask,
-                   float* out) {
+void AttentionImpl(ThreadPool& pool, const float* q, int64_t q_stride, const float* k, const float* v,
+                   int64_t kv_stride, int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale,
+                   const AttentionMask& mask, float* out) {
   const int group = q_heads / kv_heads;
   pool.run(T * q_heads, [&](int64_t task) {
     const DF d;
@@ -129,8 +129,9 @@ namespace ops_detail {
 HWY_EXPORT(AttentionImpl);
 }  // namespace ops_detail
 
-void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
-               int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask, float* out) {
+void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
+               int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask,
+               float* out) {
   if (q_heads <= 0 || kv_heads <= 0 || q_heads % kv_heads != 0 || head_dim <= 0)
     fail("attention: bad head configuration q_heads=", q_heads, " kv_heads=", kv_heads, " head_dim=", head_dim);
   HWY_DYNAMIC_DISPATCH(ops_detail::AttentionImpl)

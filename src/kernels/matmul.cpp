@@ -190,7 +190,7 @@ void MatMulWeight::dequantize_row(int64_t r, float* out) const {
 MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w) {
   if (precision == Precision::kExact) return MatMulPrecision::kF32;
   return w.is_quantized() && (w.bits() == 2 || w.bits() == 4 || w.bits() == 8) ? MatMulPrecision::kInt8
-                                                                                : MatMulPrecision::kBF16;
+                                                                               : MatMulPrecision::kBF16;
 }
 
 void MatMulWeight::forward(const Compute& env, const float* x, int64_t M, float* y, const float* bias) const {

@@ -60,8 +60,7 @@ HWY_INLINE void Tile(const float* const* xr, const float* panel, int64_t kc, flo
   }
 }
 
-void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-              const float* bias) {
+void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
   const int64_t NR = 2 * NL;
@@ -114,8 +113,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace vlm::matmul_detail {
 HWY_EXPORT(GemmImpl);
-void gemm(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-          const float* bias) {
+void gemm(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   HWY_DYNAMIC_DISPATCH(GemmImpl)(pool, p, x, M, y, bias);
 }
 }  // namespace vlm::matmul_detail

@@ -72,8 +72,7 @@ bool bf16_gemm_supported() {
   return ok;
 }
 
-void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const int64_t N = p.N, K = p.K, Kp = (K + 1) / 2;
   // Activations as bf16 pairs, each row padded to whole pairs with a zero.
   std::vector<uint32_t> xb(size_t(M * Kp), 0);
@@ -129,8 +128,7 @@ void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, in
 bool bf16_gemm_supported() {
   return false;
 }
-void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   gemm(pool, p, x, M, y, bias);
 }
 

@@ -238,8 +238,7 @@ void RunBlock(const MatMulWeight::Impl& p, const QuantCtx* qc, const float* x, i
   GenericRange<MB>(p, x, n0, n1, y, bias);
 }
 
-void GemvImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-              const float* bias) {
+void GemvImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const int64_t NL = int64_t(hn::Lanes(DF()));
   const int64_t K = p.K, N = p.N;
   QuantCtx qc{};
@@ -315,8 +314,7 @@ HWY_EXPORT(ChosenTarget);
 int64_t chosen_simd_target() {
   return HWY_DYNAMIC_DISPATCH(ChosenTarget)();
 }
-void gemv(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-          const float* bias) {
+void gemv(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   HWY_DYNAMIC_DISPATCH(GemvImpl)(pool, p, x, M, y, bias);
 }
 }  // namespace vlm::matmul_detail

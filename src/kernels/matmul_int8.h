@@ -14,10 +14,8 @@ namespace vlm::matmul_detail {
 
 // True when kInt8 can run this weight (VNNI present, bits 2/4/8, whole-word groups).
 bool int8_supports(const MatMulWeight::Impl& p);
-void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias);
-void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias);
+void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
 #ifdef VLM_X86_KERNELS
 // acc += w (u8) · x (s8) in place. Inline asm because GCC 12 surrounds the intrinsic with

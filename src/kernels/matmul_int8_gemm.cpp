@@ -103,8 +103,7 @@ VLM_AVX512_VNNI void tile(const Panel& pn, const int8_t* const* xq, const float*
 
 }  // namespace
 
-void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const int64_t N = p.N, K = p.K, G = p.group, groups = K / G;
   QuantizedX qx;
   qx.groups = groups;
@@ -150,8 +149,7 @@ void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, in
 
 #else
 
-void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemm_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   gemm(pool, p, x, M, y, bias);
 }
 

@@ -103,8 +103,7 @@ VLM_AVX512_VNNI void run_rows(const Ctx& c, int64_t n0, int64_t n1, float* y, in
 
 }  // namespace
 
-void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   Ctx c{};
   c.p = &p;
   const int64_t K = p.K, P = 8 / p.bits, B = 64 * P;  // values per block
@@ -159,8 +158,7 @@ void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, in
 
 #else
 
-void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemv_int8(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   gemv(pool, p, x, M, y, bias);
 }
 

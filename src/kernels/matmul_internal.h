@@ -30,17 +30,14 @@ void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_
 bool dequantize_range_avx512(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_t n, float* out);
 
 // y[M, N] = x · Wᵀ (+ bias) for small M: weights streamed once per block of activation rows.
-void gemv(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-          const float* bias);
+void gemv(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 // Same for large M: weights dequantized into cache-sized f32 panels reused across all rows.
-void gemm(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-          const float* bias);
+void gemm(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
 // AVX-512 GEMV (matmul_gemv_avx512.cpp): float32-exact like gemv(), for dense weights and
 // 2/4/8-bit groups it supports; callers check gemv_avx512_supports() first.
 bool gemv_avx512_supports(const MatMulWeight::Impl& p);
-void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-                 const float* bias);
+void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
 // The Highway target (HWY_AVX3, HWY_AVX2, ...) dynamic dispatch picks now; cheap (no cpuid),
 // and it follows hwy::SetSupportedTargetsForTest.
@@ -48,8 +45,7 @@ int64_t chosen_simd_target();
 
 // GEMM with bfloat16 dot products (AVX512_BF16); only call when bf16_gemm_supported().
 bool bf16_gemm_supported();
-void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias);
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
 
 }  // namespace matmul_detail
 }  // namespace vlm

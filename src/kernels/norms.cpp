@@ -81,8 +81,8 @@ void RmsNormImpl(ThreadPool& pool, const float* x, const float* w, int64_t rows,
   });
 }
 
-void LayerNormImpl(ThreadPool& pool, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps,
-                   float* out) {
+void LayerNormImpl(ThreadPool& pool, const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
+                   float eps, float* out) {
   pool.parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * dim;
@@ -123,10 +123,9 @@ void SoftmaxRow(float* p, int64_t n) {
 }
 
 void SoftmaxRowsImpl(ThreadPool& pool, float* x, int64_t rows, int64_t cols) {
-  pool.parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, cols)),
-                    [&](int64_t r0, int64_t r1) {
-                               for (int64_t r = r0; r < r1; ++r) SoftmaxRow(x + r * cols, cols);
-                             });
+  pool.parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, cols)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) SoftmaxRow(x + r * cols, cols);
+  });
 }
 
 }  // namespace vlm::ops_detail::HWY_NAMESPACE
@@ -144,8 +143,8 @@ void rms_norm(const Compute& env, const float* x, const float* w, int64_t rows, 
               bool one_plus_weight) {
   HWY_DYNAMIC_DISPATCH(ops_detail::RmsNormImpl)(env.threads(), x, w, rows, dim, eps, out, one_plus_weight);
 }
-void layer_norm(const Compute& env, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps,
-                float* out) {
+void layer_norm(const Compute& env, const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
+                float eps, float* out) {
   HWY_DYNAMIC_DISPATCH(ops_detail::LayerNormImpl)(env.threads(), x, w, b, rows, dim, eps, out);
 }
 void softmax_rows(const Compute& env, float* x, int64_t rows, int64_t cols) {

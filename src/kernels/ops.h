@@ -11,7 +11,8 @@ namespace vlm {
 void rms_norm(const Compute& env, const float* x, const float* w, int64_t rows, int64_t dim, float eps, float* out,
               bool one_plus_weight = false);
 // out[m, :] = (x - mean) / sqrt(var + eps) * w + b   (biased variance, as torch).
-void layer_norm(const Compute& env, const float* x, const float* w, const float* b, int64_t rows, int64_t dim, float eps, float* out);
+void layer_norm(const Compute& env, const float* x, const float* w, const float* b, int64_t rows, int64_t dim,
+                float eps, float* out);
 
 void gelu_erf(const Compute& env, float* x, int64_t n);    // x·Φ(x), exact
 void gelu_tanh(const Compute& env, float* x, int64_t n);   // tanh approximation ("gelu_pytorch_tanh")
@@ -45,7 +46,8 @@ struct AttentionMask {
 // strides kv_stride; out: [T, q_heads, head_dim] contiguous. Query head h uses kv head
 // h / (q_heads / kv_heads). Computed with an online softmax over key tiles, so no more than a
 // tile of scores exists at a time.
-void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride, int64_t T,
-               int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask, float* out);
+void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
+               int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask,
+               float* out);
 
 }  // namespace vlm

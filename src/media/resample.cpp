@@ -3,9 +3,9 @@
 // coefficients in 22-bit fixed point, a uint8 intermediate after the horizontal pass, then the
 // vertical pass; only source rows the vertical pass reads are resampled horizontally.
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "core/error.h"
 #include "core/thread_pool.h"

@@ -41,8 +41,7 @@ void DecoderSequence::set_kv_window(int64_t max_rows, int64_t keep) {
 void DecoderSequence::check_room(int64_t rows) const {
   const int64_t limit = model_.decoder().config().max_positions;
   if (limit > 0 && next_position_ + rows > limit + model_.first_position())
-    fail(model_.info().model_type, ": sequence of ", seen_ + rows, " tokens exceeds max_position_embeddings ",
-         limit);
+    fail(model_.info().model_type, ": sequence of ", seen_ + rows, " tokens exceeds max_position_embeddings ", limit);
 }
 
 std::vector<float> DecoderSequence::prefill(const ModelInput& input) {

@@ -30,7 +30,7 @@ struct ChatMessage {
 
 struct ProcessingOptions {
   int resize_width = 0, resize_height = 0;  // 0 = model default
-  int64_t min_pixels = 0, max_pixels = 0;  // 0 = preprocessor_config.json
+  int64_t min_pixels = 0, max_pixels = 0;   // 0 = preprocessor_config.json
   bool add_generation_prompt = true;
   ThreadPool* pool = nullptr;  // splits image resizing over these threads when set
 };
@@ -62,14 +62,14 @@ class Sequence {
   virtual std::vector<float> prefill(const ModelInput& input) = 0;
   // Appends one token; returns its logits [vocab].
   virtual std::vector<float> step(int32_t token) = 0;
-  virtual int64_t length() const = 0;        // tokens processed so far
+  virtual int64_t length() const = 0;  // tokens processed so far
   // Bounds the KV cache to `max_rows` rows (0 = unbounded), keeping the first `keep` rows and
   // evicting the oldest others. Models whose attention cannot drop rows reject a bound.
   virtual void set_kv_window(int64_t max_rows, int64_t keep) {
     (void)keep;
     if (max_rows > 0) fail("this model does not support a bounded KV cache (max_kv_size)");
   }
-  virtual double vision_ms() const = 0;      // time spent in the vision encoder during prefill
+  virtual double vision_ms() const = 0;  // time spent in the vision encoder during prefill
   // Reports intermediate tensors of later prefills and steps (nn::Observation names); null: none.
   virtual void set_observer(const nn::Observer* observer) { (void)observer; }
 };
@@ -77,8 +77,8 @@ class Sequence {
 struct ModelInfo {
   std::string model_type;
   int64_t vocab_size = 0;
-  int64_t context_length = 0;     // max_position_embeddings
-  std::vector<int32_t> eos_ids;   // from config.json (generation_config.json is merged by the loader)
+  int64_t context_length = 0;    // max_position_embeddings
+  std::vector<int32_t> eos_ids;  // from config.json (generation_config.json is merged by the loader)
   int64_t num_parameters = 0;
 };
 
@@ -92,7 +92,8 @@ class Model {
   // The default steps them one by one; decoder models share one pass over the weights.
   virtual std::vector<std::vector<float>> step_batch(std::span<Sequence* const> sequences,
                                                      std::span<const int32_t> tokens) const {
-    if (sequences.size() != tokens.size()) fail("step_batch: ", sequences.size(), " sequences, ", tokens.size(), " tokens");
+    if (sequences.size() != tokens.size())
+      fail("step_batch: ", sequences.size(), " sequences, ", tokens.size(), " tokens");
     std::vector<std::vector<float>> out;
     for (size_t i = 0; i < sequences.size(); ++i) out.push_back(sequences[i]->step(tokens[i]));
     return out;

@@ -12,8 +12,8 @@
 namespace vlm {
 
 using ModelFactory = std::function<std::unique_ptr<Model>(const Checkpoint& checkpoint)>;
-using ProcessorFactory = std::function<std::unique_ptr<Processor>(const std::string& model_dir, const Tokenizer&,
-                                                                  const json& config)>;
+using ProcessorFactory =
+    std::function<std::unique_ptr<Processor>(const std::string& model_dir, const Tokenizer&, const json& config)>;
 
 // `extra_eos_tokens`: token strings that also end generation for this model type (as MLXVLM's
 // extraEOSTokens), resolved through the tokenizer.

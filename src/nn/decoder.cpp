@@ -15,7 +15,8 @@ const LayerAttention& DecoderConfig::layer(int i) const {
 void DecoderConfig::validate(const std::string& where) const {
   if (hidden <= 0 || intermediate <= 0 || vocab <= 0 || num_layers <= 0 || num_heads <= 0 || num_kv_heads <= 0 ||
       head_dim <= 0)
-    fail(where, ": the text config needs positive hidden_size, intermediate_size, vocab_size, num_hidden_layers, "
+    fail(where,
+         ": the text config needs positive hidden_size, intermediate_size, vocab_size, num_hidden_layers, "
          "num_attention_heads, num_key_value_heads and head_dim");
   if (num_heads % num_kv_heads != 0)
     fail(where, ": num_attention_heads ", num_heads, " is not a multiple of num_key_value_heads ", num_kv_heads);

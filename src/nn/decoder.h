@@ -111,7 +111,7 @@ class TextDecoder {
   Embedding embed_;
   std::vector<Layer> layers_;
   Norm final_norm_;
-  MatMulWeight lm_head_;  // the embedding table when tied
+  MatMulWeight lm_head_;                      // the embedding table when tied
   std::vector<std::vector<float>> inv_freq_;  // per RopeSpec
 };
 

@@ -15,9 +15,12 @@ float round_to(DType t, float v) {
   return v;
 }
 void store(DType t, void* base, int64_t i, float v) {
-  if (t == DType::F32) static_cast<float*>(base)[i] = v;
-  else if (t == DType::BF16) static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
-  else static_cast<uint16_t*>(base)[i] = f32_to_f16(v);
+  if (t == DType::F32)
+    static_cast<float*>(base)[i] = v;
+  else if (t == DType::BF16)
+    static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
+  else
+    static_cast<uint16_t*>(base)[i] = f32_to_f16(v);
 }
 }  // namespace
 
@@ -40,8 +43,10 @@ MlxQuantized mlx_quantize(const float* w, int64_t rows, int64_t cols, int bits, 
         float lo = *std::min_element(x, x + group_size), hi = *std::max_element(x, x + group_size);
         float scale = std::max((hi - lo) / qmax, 1e-7f);
         float edge = hi;
-        if (std::abs(lo) > std::abs(hi)) edge = lo;
-        else scale = -scale;
+        if (std::abs(lo) > std::abs(hi))
+          edge = lo;
+        else
+          scale = -scale;
         float q0 = std::rint(edge / scale), bias = 0.f;
         if (q0 != 0.f) {
           scale = edge / q0;

@@ -43,8 +43,8 @@ VitStack VitStack::load(const Checkpoint& ckpt, const std::string& prefix, const
 }
 
 void VitStack::forward(const Compute& env, float* x, int64_t N, const RopeTables* rope,
-                       const std::vector<AttentionMask>& masks, const std::vector<int>& mask_of_block,
-                       VitWorkspace& ws, const Observer* observer) const {
+                       const std::vector<AttentionMask>& masks, const std::vector<int>& mask_of_block, VitWorkspace& ws,
+                       const Observer* observer) const {
   const int64_t D = cfg_.dim, M = cfg_.mlp_dim, hd = cfg_.head_dim();
   const int heads = cfg_.num_heads;
   const float scale = 1.0f / std::sqrt(float(hd));

@@ -2,10 +2,9 @@
 // shared fixtures) and with the trained demo model.
 #include <gtest/gtest.h>
 
-#include <thread>
-
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "io/json_file.h"
 #include "models/registry.h"

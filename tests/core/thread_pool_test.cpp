@@ -1,13 +1,13 @@
 #include "core/thread_pool.h"
 
-#include "core/compute.h"
-#include "core/error.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <numeric>
 #include <vector>
+
+#include "core/compute.h"
+#include "core/error.h"
 
 namespace vlm {
 namespace {

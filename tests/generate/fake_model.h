@@ -64,7 +64,9 @@ class FakeModel : public Model {
     info_.eos_ids = s_.eos_ids;
   }
   const ModelInfo& info() const override { return info_; }
-  std::unique_ptr<Sequence> start(const Compute&) const override { return std::make_unique<FakeSequence>(s_, counters); }
+  std::unique_ptr<Sequence> start(const Compute&) const override {
+    return std::make_unique<FakeSequence>(s_, counters);
+  }
   mutable FakeCounters counters;
 
  private:

@@ -243,7 +243,9 @@ TEST(PaliGemma, FixturesPresent) {
 
 // The fixture's tokenizer files are small text files naming the shared asset (copied symlinks);
 // the loaders follow them, so the directories are used as they are.
-std::string resolved_dir(const std::string& dir) { return kFixtures + "/" + dir; }
+std::string resolved_dir(const std::string& dir) {
+  return kFixtures + "/" + dir;
+}
 
 const Tokenizer& tokenizer_for(const std::string& dir) {
   static std::map<std::string, std::unique_ptr<Tokenizer>> toks;
@@ -363,7 +365,7 @@ TEST(PaliGemma, RejectsImageTokenCountAndPixelShapeMismatch) {
   EXPECT_THROW(prefill(ids, {}), Error);
   EXPECT_THROW(prefill(ids, {px, px}), Error);
   EXPECT_THROW(prefill(ids, {Tensor::zeros(DType::F32, {3, 64, 64})}), Error);
-  EXPECT_THROW(prefill({2, 300000}, {}), Error);  // id outside the vocabulary
+  EXPECT_THROW(prefill({2, 300000}, {}), Error);          // id outside the vocabulary
   EXPECT_THROW(model.start(test_env())->step(5), Error);  // step before prefill
   EXPECT_NO_THROW(prefill(ids, {px}));
 }
@@ -382,8 +384,10 @@ TEST(PaliGemma, LoadsNewTransformersKeyNames) {
     std::vector<std::pair<std::string, Tensor>> renamed;
     for (auto& [name, entry] : st->entries()) {
       std::string n = name;
-      if (n.rfind("language_model.model.", 0) == 0) n = "model.language_model." + n.substr(21);
-      else n = "model." + n;
+      if (n.rfind("language_model.model.", 0) == 0)
+        n = "model.language_model." + n.substr(21);
+      else
+        n = "model." + n;
       renamed.push_back({n, st->tensor(name)});
       if (name == "language_model.model.embed_tokens.weight") renamed.push_back({"lm_head.weight", st->tensor(name)});
     }

@@ -326,7 +326,8 @@ TEST_F(Qwen2VLLoad, RotatingKvWindow) {
   ModelInput in = stored_input(c);
   const Qwen2VLModel& m = model("tiny-bf16");
   const int64_t L = int64_t(in.ids.size());
-  auto full = m.start(vlm::testing::test_env()), roomy = m.start(vlm::testing::test_env()), tight = m.start(vlm::testing::test_env());
+  auto full = m.start(vlm::testing::test_env()), roomy = m.start(vlm::testing::test_env()),
+       tight = m.start(vlm::testing::test_env());
   roomy->set_kv_window(L + 64, 4);  // never full: identical to the unbounded cache
   tight->set_kv_window(L + 8, 4);   // starts evicting after 8 decoded tokens
   std::vector<float> a = full->prefill(in), b = roomy->prefill(in), t = tight->prefill(in);

@@ -50,8 +50,7 @@ inline ForwardTrace forward_trace(const DecoderModel& model, const ModelInput& i
   const int64_t rows = int64_t(x.size()) / cfg.hidden;
   std::vector<float> hidden(size_t(logits_rows * cfg.hidden));
   t.logits.resize(size_t(logits_rows * cfg.vocab));
-  model.decoder().head(env, x.data() + (rows - logits_rows) * cfg.hidden, logits_rows, hidden.data(),
-                       t.logits.data());
+  model.decoder().head(env, x.data() + (rows - logits_rows) * cfg.hidden, logits_rows, hidden.data(), t.logits.data());
   return t;
 }
 

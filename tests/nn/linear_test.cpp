@@ -22,7 +22,10 @@ TEST(Linear, QuantizedFixtureMatchesBf16WithinOneStep) {
   if (!fs::exists(bf16_dir)) GTEST_SKIP() << "shared fixtures absent";
   Checkpoint ref = Checkpoint::open(bf16_dir);
   Checkpoint q = Checkpoint::open(q_dir);
-  struct Case { std::string hf, mlx; int64_t out, in; };
+  struct Case {
+    std::string hf, mlx;
+    int64_t out, in;
+  };
   for (const Case& c : {Case{"model.layers.0.mlp.up_proj", "language_model.model.layers.0.mlp.up_proj", 128, 64},
                         Case{"model.layers.1.mlp.down_proj", "language_model.model.layers.1.mlp.down_proj", 64, 128},
                         Case{"model.embed_tokens", "language_model.model.embed_tokens", 151936, 64}}) {
@@ -124,7 +127,8 @@ TEST(Rope, MropeWithEqualAxesIsPlainRope) {
 
 TEST(Rope, MropeTakesSectionsFromAxes) {
   auto inv = rope_inv_freq(16, 10000);
-  RopeTables t = mrope_tables({std::vector<int64_t>{1}, std::vector<int64_t>{2}, std::vector<int64_t>{3}}, inv, {2, 3, 3});
+  RopeTables t =
+      mrope_tables({std::vector<int64_t>{1}, std::vector<int64_t>{2}, std::vector<int64_t>{3}}, inv, {2, 3, 3});
   // Frequencies 0-1 from T (pos 1), 2-4 from H (pos 2), 5-7 from W (pos 3); second half mirrors.
   for (int j = 0; j < 8; ++j) {
     int pos = j < 2 ? 1 : j < 5 ? 2 : 3;
@@ -136,8 +140,9 @@ TEST(Rope, MropeTakesSectionsFromAxes) {
 }  // namespace
 }  // namespace vlm::nn
 
-#include "nn/quantize.h"
 #include <random>
+
+#include "nn/quantize.h"
 
 namespace vlm::nn {
 namespace {

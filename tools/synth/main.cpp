@@ -103,7 +103,8 @@ std::vector<Spec> qwen2_vl_specs(const json& cfg, const Layout& layout) {
   const int64_t L = cfg["num_hidden_layers"], heads = cfg["num_attention_heads"], kv = cfg["num_key_value_heads"];
   const int64_t hd = H / heads;
   const json& vc = cfg["vision_config"];
-  const int64_t E = vc.value("embed_dim", 1280), depth = vc.value("depth", 32), merged_out = vc.value("hidden_size", 3584);
+  const int64_t E = vc.value("embed_dim", 1280), depth = vc.value("depth", 32),
+                merged_out = vc.value("hidden_size", 3584);
   const int64_t mlp = E * vc.value("mlp_ratio", 4);
   std::string vis = layout.mlx ? "vision_tower." : "visual.";
   std::string lm = layout.mlx ? "language_model.model." : "model.";
@@ -170,7 +171,8 @@ std::vector<Spec> paligemma_specs(const json& cfg, const Layout& layout) {
     if (bias) out.push_back({path + ".bias", {n}, Init::Zeros});
   };
   std::vector<Spec> s;
-  s.push_back({vis + "embeddings.patch_embedding.weight", layout.mlx ? Shape{E, patch, patch, 3} : Shape{E, 3, patch, patch}});
+  s.push_back(
+      {vis + "embeddings.patch_embedding.weight", layout.mlx ? Shape{E, patch, patch, 3} : Shape{E, 3, patch, patch}});
   s.push_back({vis + "embeddings.patch_embedding.bias", {E}, Init::Zeros});
   linear(s, vis + "embeddings.position_embedding", positions, E, false, true);
   for (int64_t b = 0; b < depth; ++b) {
@@ -281,20 +283,30 @@ int run(int argc, char** argv) {
       if (i + 1 >= argc) fail("missing value after ", a);
       return argv[++i];
     };
-    if (a == "--arch") arch = next();
-    else if (a == "--layout") layout_name = next();
-    else if (a == "--out") out = next();
-    else if (a == "--seed") seed = std::stoull(next());
-    else if (a == "--shared") shared = next();
-    else fail("unknown argument ", a);
+    if (a == "--arch")
+      arch = next();
+    else if (a == "--layout")
+      layout_name = next();
+    else if (a == "--out")
+      out = next();
+    else if (a == "--seed")
+      seed = std::stoull(next());
+    else if (a == "--shared")
+      shared = next();
+    else
+      fail("unknown argument ", a);
   }
   if (arch.empty() || layout_name.empty() || out.empty())
     fail("usage: vlm-synth --arch qwen2-vl-2b|paligemma-3b-448 --layout hf-bf16|mlx-4bit|mlx-8bit-2024 --out DIR");
   Layout layout;
-  if (layout_name == "mlx-4bit") layout = {true, 4, false};
-  else if (layout_name == "mlx-8bit") layout = {true, 8, false};
-  else if (layout_name == "mlx-8bit-2024") layout = {true, 8, true};
-  else if (layout_name != "hf-bf16") fail("unknown layout ", layout_name);
+  if (layout_name == "mlx-4bit")
+    layout = {true, 4, false};
+  else if (layout_name == "mlx-8bit")
+    layout = {true, 8, false};
+  else if (layout_name == "mlx-8bit-2024")
+    layout = {true, 8, true};
+  else if (layout_name != "hf-bf16")
+    fail("unknown layout ", layout_name);
   fs::create_directories(out);
   fs::path dst(out);
   fs::path configs = repo / "bench" / "configs";
@@ -304,13 +316,15 @@ int run(int argc, char** argv) {
     cfg = read_json_file((configs / "qwen2-vl-2b-instruct.config.json").string());
     specs = qwen2_vl_specs(cfg, layout);
     fs::path tok = repo / "models" / "qwen2-vl-shapes-4bit";
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json"}) copy_model_file(tok / f, dst / f);
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json"})
+      copy_model_file(tok / f, dst / f);
     copy_model_file(configs / "qwen2-vl-2b-instruct.preprocessor_config.json", dst / "preprocessor_config.json");
     copy_model_file(configs / "qwen2-vl-2b-instruct.generation_config.json", dst / "generation_config.json");
   } else if (arch == "paligemma-3b-448") {
     cfg = read_json_file((configs / "paligemma-3b-mix-448.config.json").string());
     if (layout.legacy_2024 && cfg["vision_config"]["intermediate_size"].get<int64_t>() % 64)
-      cfg["vision_config"]["intermediate_size"] = (cfg["vision_config"]["intermediate_size"].get<int64_t>() + 63) / 64 * 64;
+      cfg["vision_config"]["intermediate_size"] =
+          (cfg["vision_config"]["intermediate_size"].get<int64_t>() + 63) / 64 * 64;
     json unpadded = read_json_file((configs / "paligemma-3b-mix-448.config.json").string());
     specs = paligemma_specs(unpadded, layout);
     fs::path tok = shared / "assets" / "paligemma-3b-mix-448";

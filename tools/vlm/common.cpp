@@ -28,8 +28,8 @@ std::vector<OptionSpec> sampling_options() {
 std::vector<OptionSpec> runtime_options() {
   return {
       {"threads", true, false, "compute threads (default: physical cores, or VLM_THREADS)", "N"},
-      {"precision", true, false, "exact (float32, the fidelity-tested path) or fast (default: VLM_PRECISION, else exact)",
-       "P"},
+      {"precision", true, false,
+       "exact (float32, the fidelity-tested path) or fast (default: VLM_PRECISION, else exact)", "P"},
       {"offline", false, false, "never download (same as HF_HUB_OFFLINE=1)"},
   };
 }
@@ -76,7 +76,8 @@ LoadOptions load_options(const Args& args) {
   o.offline = args.flag("offline");
   if (auto t = args.get_int("threads", 1, 1024)) o.threads = int(*t);
   if (auto p = args.get("precision")) {
-    if (*p != "exact" && *p != "fast") throw UsageError("option '--precision': expected exact or fast, got '" + *p + "'");
+    if (*p != "exact" && *p != "fast")
+      throw UsageError("option '--precision': expected exact or fast, got '" + *p + "'");
     o.precision = *p;
   }
   return o;

@@ -28,9 +28,10 @@ PaliGemmaModel::PaliGemmaModel(const Checkpoint& ckpt) {
   const std::string vision = require_prefix(ckpt, {"vision_tower.vision_model.", "model.vision_tower.vision_model."},
                                             "post_layernorm.weight", "SigLIP vision tower");
   nn::DecoderNames names;
-  names.model = require_prefix(ckpt, {"language_model.model.", "model.language_model."}, "embed_tokens.weight",
-                               "Gemma decoder");
-  names.lm_head = cfg_.text.tie_word_embeddings ? "" : find_prefix(ckpt, {"", "language_model."}, "lm_head.weight") + "lm_head";
+  names.model =
+      require_prefix(ckpt, {"language_model.model.", "model.language_model."}, "embed_tokens.weight", "Gemma decoder");
+  names.lm_head =
+      cfg_.text.tie_word_embeddings ? "" : find_prefix(ckpt, {"", "language_model."}, "lm_head.weight") + "lm_head";
   const std::string proj = find_prefix(ckpt, {"", "model."}, "multi_modal_projector.linear.weight");
 
   vision_ = SiglipEncoder::load(ckpt, vision, cfg_.vision);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "media/preprocess.h"
 #include "models/decoder_model.h"
 #include "nn/linear.h"
 #include "nn/vit.h"
@@ -44,6 +45,32 @@ struct Qwen2VLConfig {
 };
 
 // Multimodal rotary positions (T, H, W rows) of a prompt and rope_delta = max position + 1 - L.
+struct Qwen2VLImageConfig {
+  int64_t min_pixels = 56 * 56;
+  int64_t max_pixels = 28 * 28 * 1280;
+  int patch_size = 14;
+  int temporal_patch_size = 2;
+  int merge_size = 2;
+  std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
+  // Reads preprocessor_config.json (all three layouts: top-level min/max_pixels,
+  // size.{min,max}_pixels, size.{shortest,longest}_edge).
+  static Qwen2VLImageConfig from_file(const std::string& path);
+};
+
+// transformers' smart_resize: returns {height, width}, multiples of factor, within the pixel bounds.
+std::array<int, 2> qwen2vl_smart_resize(int height, int width, int factor, int64_t min_pixels, int64_t max_pixels);
+
+struct Qwen2VLPatches {
+  Tensor pixel_values;              // F32 [t*h*w, C*temporal*patch*patch]
+  std::array<int64_t, 3> grid_thw;  // {t, h, w} in patches
+  int resized_height = 0, resized_width = 0;
+};
+// One image (repeated to temporal_patch_size frames), or video frames (all the same size;
+// the last is repeated to a multiple of temporal_patch_size). Resizes with PIL bicubic.
+Qwen2VLPatches qwen2vl_preprocess(const std::vector<Image>& frames, const Qwen2VLImageConfig& cfg,
+                                  ThreadPool* pool = nullptr);
+
 struct MRopeIndex {
   std::array<std::vector<int64_t>, 3> positions;
   int64_t delta = 0;
@@ -59,8 +86,8 @@ class Qwen2VLVisionTower {
   // pixel_values [N, patch_dim] for the items described by `grids` (N = Σ t·h·w, in patchify order);
   // returns merged features [N / merge², hidden_size]. Attention is block-diagonal per image and
   // per temporal slice. Reports vision.patch_embed, vision.layer and vision.out to `observer`.
-  std::vector<float> encode(const Compute& env, const float* pixel_values, int64_t rows,
-                            const std::vector<Grid>& grids, const nn::Observer* observer = nullptr) const;
+  std::vector<float> encode(const Compute& env, const float* pixel_values, int64_t rows, const std::vector<Grid>& grids,
+                            const nn::Observer* observer = nullptr) const;
   const Qwen2VLVisionConfig& config() const { return cfg_; }
 
  private:

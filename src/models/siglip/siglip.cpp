@@ -1,5 +1,6 @@
 #include "models/siglip/siglip.h"
 
+#include "io/json_file.h"
 #include "kernels/ops.h"
 #include "nn/linear.h"
 
@@ -88,6 +89,27 @@ std::vector<float> SiglipEncoder::encode(const Compute& env, const Tensor& pixel
   std::vector<float> out(h.size());
   post_norm_.apply(env, h.data(), N, out.data());
   return out;
+}
+
+SiglipImageConfig SiglipImageConfig::from_file(const std::string& path) {
+  json j = read_json_file(path);
+  SiglipImageConfig c;
+  auto size = j.find("size");
+  if (size != j.end() && size->is_object()) {
+    c.height = json_get<int>(*size, "height", c.height, path + " size");
+    c.width = json_get<int>(*size, "width", c.width, path + " size");
+  }
+  if (c.height <= 0 || c.width <= 0) fail(path, ": size must be positive");
+  c.mean = read_image_triple(j, "image_mean", c.mean, path);
+  c.std = read_image_triple(j, "image_std", c.std, path);
+  c.resample = pil_resample(json_get<int>(j, "resample", 3, path), path);
+  return c;
+}
+
+Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg, ThreadPool* pool) {
+  std::vector<float> v =
+      rescale_normalize_chw(resize(img, cfg.width, cfg.height, cfg.resample, pool), cfg.mean, cfg.std);
+  return Tensor::from_floats(v, {3, cfg.height, cfg.width});
 }
 
 }  // namespace vlm

@@ -1,5 +1,6 @@
 // SigLIP vision encoder (transformers' SiglipVisionModel without the pooling head): patch
-// embedding, learned positions, the shared ViT stack, post-LayerNorm. Used by PaliGemma and Gemma 3.
+// embedding, learned positions, the shared ViT stack, post-LayerNorm; and SiglipImageProcessor's
+// resize-rescale-normalize. Used by PaliGemma and Gemma 3.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -9,6 +10,7 @@
 #include "core/tensor.h"
 #include "io/checkpoint.h"
 #include "kernels/matmul.h"
+#include "media/preprocess.h"
 #include "nn/layers.h"
 #include "nn/vit.h"
 
@@ -22,6 +24,16 @@ struct SiglipVisionConfig {
   std::string hidden_act = "gelu_pytorch_tanh";
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
 };
+
+struct SiglipImageConfig {
+  int height = 224, width = 224;
+  std::array<float, 3> mean = {0.5f, 0.5f, 0.5f};
+  std::array<float, 3> std = {0.5f, 0.5f, 0.5f};
+  Resample resample = Resample::Bicubic;
+  static SiglipImageConfig from_file(const std::string& path);
+};
+// Resize to height x width, rescale, normalise: F32 [3, H, W].
+Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg, ThreadPool* pool = nullptr);
 
 class SiglipEncoder {
  public:

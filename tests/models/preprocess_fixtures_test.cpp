@@ -6,10 +6,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../media/media_test_util.h"
 #include "io/safetensors.h"
-#include "media/preprocess.h"
 #include "media/video.h"
-#include "media_test_util.h"
+#include "models/qwen2_vl/qwen2_vl.h"
+#include "models/siglip/siglip.h"
 
 namespace vlm {
 namespace {
