@@ -223,6 +223,28 @@ TEST_P(PaliGemmaCase, CachedDecodingEqualsFullRecompute) {
   EXPECT_EQ(stepped->length(), L + G);
 }
 
+// Text prefilled after the prefix is causal, as generated tokens are: prefilling it (in chunks)
+// equals stepping through it.
+TEST_P(PaliGemmaCase, TextAfterThePrefixIsCausalAndChunkable) {
+  const CaseModel& cm = GetParam();
+  CaseData c = load_case(cm.case_name);
+  const PaliGemmaModel& model = model_for(cm.model_dir);
+  const std::vector<int32_t> suffix = c.ints(cm.prefix + "generated_ids");
+  auto stepped = model.start(test_env());
+  stepped->prefill(stored_input(c));
+  std::vector<float> want;
+  for (int32_t t : suffix) want = stepped->step(t);
+  for (int64_t chunk : {int64_t(0), int64_t(3)}) {
+    auto seq = model.start(test_env());
+    seq->prefill(stored_input(c));
+    ModelInput more;
+    more.ids = suffix;
+    more.prefill_chunk = chunk;
+    expect_close("suffix logits, chunk " + std::to_string(chunk), seq->prefill(more), want, 1e-5f);
+    EXPECT_EQ(seq->length(), stepped->length());
+  }
+}
+
 std::string case_model_name(const ::testing::TestParamInfo<CaseModel>& info) {
   std::string s = info.param.case_name + "__" + info.param.model_dir;
   for (char& ch : s)

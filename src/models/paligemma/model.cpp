@@ -92,7 +92,9 @@ PromptRows PaliGemmaModel::build_prompt(const Compute& env, const ModelInput& in
   scale_inplace(x.data(), embed_scale_, L * H);
   out.positions = nn::Positions::sequential(first_position, L, false);
   out.next_position = first_position + L;
-  out.prefix_lm = true;  // the whole prompt (image, <bos>, text, "\n") attends bidirectionally
+  // The first prompt (image, <bos>, text, "\n") is the bidirectional prefix; text prefilled after
+  // it (a suffix, as HF's `suffix` tokens) is causal like generated tokens, and may be chunked.
+  out.prefix_lm = first_position == this->first_position();
   return out;
 }
 
