@@ -33,6 +33,16 @@ class MatMulWeight {
   DType storage_dtype() const;  // element type of dense weights (U32 when quantized)
   size_t weight_bytes() const;  // bytes streamed by one full pass over W
 
+  // Load-time step for the precision a model will run at (call once, before sharing the weight).
+  // Fast mode, 2/4/8-bit weights, AVX512_VNNI CPU: repacks W into 16-row interleaved panels for
+  // the int8 VNNI kernels (matmul_repack.h) and drops the references to the original tensors (their
+  // mmapped pages are paged out of this process), so memory does not grow. A prepared weight still
+  // runs every precision, but exact mode then reads the repacked copy (same float values, not
+  // bit-identical sums to an unprepared weight): do not prepare weights that run in exact mode.
+  // Anything else: no-op.
+  void prepare(const Compute& env);
+  bool is_repacked() const;
+
   // out[K] = row r of W in float32.
   void dequantize_row(int64_t r, float* out) const;
   // y[M, N] = x[M, K] · Wᵀ (+ bias[N]); x and y row-major contiguous; runs on env's threads at
