@@ -10,9 +10,10 @@
 // down plus lm_head, all distinct) once per iteration: tokens/s of the matmuls alone.
 #include <benchmark/benchmark.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
-#include <immintrin.h>
 
 #include <map>
 #include <memory>

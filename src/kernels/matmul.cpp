@@ -1,14 +1,14 @@
 #include "kernels/matmul.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "hwy/detect_targets.h"
 #include "kernels/matmul_int8.h"
@@ -210,8 +210,7 @@ void page_out(const Tensor& t) {
 }  // namespace
 
 void MatMulWeight::prepare(const Compute& env) {
-  if (!impl_ || impl_->repacked || env.precision != Precision::kFast || !matmul_detail::repack_supports(*impl_))
-    return;
+  if (!impl_ || impl_->repacked || env.precision != Precision::kFast || !matmul_detail::repack_supports(*impl_)) return;
   auto impl = std::make_shared<Impl>();
   impl->N = impl_->N;
   impl->K = impl_->K;
@@ -244,7 +243,8 @@ void MatMulWeight::forward_as(MatMulPrecision prec, ThreadPool& pool, const floa
   if (M <= 0 || impl_->N == 0) return;
   // Repacked quantized weights (prepare()) and the fast dense GEMV.
   if (impl_->repacked) {
-    if (prec == MatMulPrecision::kInt8) return matmul_detail::repacked_forward_int8(pool, *impl_->repacked, x, M, y, bias);
+    if (prec == MatMulPrecision::kInt8)
+      return matmul_detail::repacked_forward_int8(pool, *impl_->repacked, x, M, y, bias);
     if (M > kGemvMaxRows) return matmul_detail::gemm(pool, *impl_, x, M, y, bias);  // dequantizes the repacked rows
     return matmul_detail::repacked_forward_f32(pool, *impl_->repacked, x, M, y, bias);
   }

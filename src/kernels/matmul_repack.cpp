@@ -3,12 +3,12 @@
 // group with vpdpbusd, one float fold per group; each accumulator lane is an output row.
 #include "kernels/matmul_repack.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#include <sys/mman.h>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -51,9 +51,8 @@ Tensor alloc_huge_bytes(int64_t n) {
 #ifdef MADV_HUGEPAGE
   if (bytes >= kHuge) madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);
 #endif
-  return Tensor::borrow(DType::U8, {n}, p, std::shared_ptr<const void>(p, [](const void* q) {
-                          std::free(const_cast<void*>(q));
-                        }));
+  return Tensor::borrow(DType::U8, {n}, p,
+                        std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); }));
 }
 }  // namespace
 

@@ -20,11 +20,11 @@ struct RepackedQuant {
   static constexpr int kPanelRows = 16;
   int64_t N = 0, K = 0, panels = 0, groups = 0;
   int bits = 0, group = 0;
-  DType sdtype = DType::F32;   // scales and biases
-  int64_t scale_bytes = 0;     // 32 values of sdtype per group
-  int64_t group_stride = 0;    // scale_bytes + 2·group·bits
-  int64_t panel_stride = 0;    // groups · group_stride
-  Tensor data;                 // U8 [panels · panel_stride], 64-byte aligned
+  DType sdtype = DType::F32;  // scales and biases
+  int64_t scale_bytes = 0;    // 32 values of sdtype per group
+  int64_t group_stride = 0;   // scale_bytes + 2·group·bits
+  int64_t panel_stride = 0;   // groups · group_stride
+  Tensor data;                // U8 [panels · panel_stride], 64-byte aligned
 
   const uint8_t* panel(int64_t p) const { return data.data<uint8_t>() + p * panel_stride; }
   size_t bytes() const { return data.nbytes(); }

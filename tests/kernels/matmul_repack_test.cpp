@@ -128,7 +128,8 @@ TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
     // Odd K (masked last block), N not a multiple of 4, and one above the parallel cutoff.
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{37, 259}, {70, 64}, {203, 1000}}) {
       RefWeight r = make_dense(rng, N, K, DType::BF16);
-      for (int64_t M : {1, 2, 3, 4, 5, 6}) check_forward(r, M, rng, M % 2 == 0, "bf16 gemv", std::ldexp(1.0, -9) + 2e-6);
+      for (int64_t M : {1, 2, 3, 4, 5, 6})
+        check_forward(r, M, rng, M % 2 == 0, "bf16 gemv", std::ldexp(1.0, -9) + 2e-6);
     }
   }
 }
