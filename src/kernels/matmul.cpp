@@ -179,6 +179,7 @@ int MatMulWeight::group_size() const {
   return impl_ ? impl_->group : 0;
 }
 DType MatMulWeight::storage_dtype() const {
+  if (impl_ && impl_->repacked) return DType::U32;
   return impl_ ? impl_->w.dtype() : DType::F32;
 }
 size_t MatMulWeight::weight_bytes() const {

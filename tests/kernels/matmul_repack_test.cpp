@@ -117,6 +117,9 @@ TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
   EXPECT_EQ(q4.w.is_repacked(), matmul_int8_supported());
   EXPECT_EQ(q4.w.rows(), 16);
   EXPECT_EQ(q4.w.cols(), 128);
+  EXPECT_EQ(q4.w.storage_dtype(), DType::U32);
+  EXPECT_EQ(q4.w.bits(), 4);
+  EXPECT_EQ(q4.w.group_size(), 64);
 }
 
 TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
