@@ -117,17 +117,20 @@ std::shared_ptr<const RepackedQuant> repack_quantized(ThreadPool& pool, const Ma
 }
 
 void repacked_dequantize_range(const RepackedQuant& rq, int64_t r, int64_t k0, int64_t n, float* out) {
-  const int64_t pn = r / kPR, l = r % kPR, ssize = int64_t(dtype_size(rq.sdtype));
-  const int V = 32 / rq.bits;
+  const int64_t l = r % kPR, ssize = int64_t(dtype_size(rq.sdtype));
+  const int vshift = rq.bits == 2 ? 4 : rq.bits == 4 ? 3 : 2;  // log2(32 / bits)
   const uint32_t mask = (1u << rq.bits) - 1;
-  const uint8_t* panel = rq.panel(pn);
-  for (int64_t k = k0; k < k0 + n; ++k) {
-    const int64_t g = k / rq.group, kk = k % rq.group, j = kk / V, w = kk % V;
+  const uint8_t* panel = rq.panel(r / kPR);
+  for (int64_t k = k0; k < k0 + n;) {
+    const int64_t g = k / rq.group, gend = std::min(k0 + n, (g + 1) * rq.group);
     const uint8_t* grp = panel + g * rq.group_stride;
-    const float s = load_float(rq.sdtype, grp, l);
-    const float b = load_float(rq.sdtype, grp + kPR * ssize, l);
-    const uint32_t q = (grp[rq.scale_bytes + j * 64 + l * 4 + (w & 3)] >> ((w >> 2) * rq.bits)) & mask;
-    out[k - k0] = s * float(q) + b;
+    const uint8_t* wrow = grp + rq.scale_bytes + l * 4;
+    const float s = load_float(rq.sdtype, grp, l), b = load_float(rq.sdtype, grp + kPR * ssize, l);
+    for (; k < gend; ++k) {
+      const int64_t kk = k - g * rq.group, j = kk >> vshift, w = kk & ((1 << vshift) - 1);
+      const uint32_t q = (wrow[j * 64 + (w & 3)] >> ((w >> 2) * rq.bits)) & mask;
+      out[k - k0] = s * float(q) + b;
+    }
   }
 }
 
