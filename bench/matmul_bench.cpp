@@ -5,6 +5,8 @@
 // per-core figures. Run on an idle machine: the counters are rates of wall time.
 // Precision argument: 0 = f32 (default), 1 = bf16 dot products (GEMM; GEMV for bf16 weights),
 // 2 = int8 (VNNI) on the checkpoint layout, 3 = int8 on weights repacked by prepare() (fast mode).
+// The 8960-row and 8960-column single matmuls (7 MB at 4 bits) stay largely in L3 across
+// iterations: their GB/s overstate DRAM streaming; the lm_head shape and BM_DecodeStep do not.
 // BM_ReadBandwidth is the roof: a 1.5 GiB buffer summed with 512-bit loads on 1 and 2 threads.
 // BM_DecodeStep streams a whole Qwen2-VL-2B decode step's weights (28 layers of q/k/v/o/gate/up/
 // down plus lm_head, all distinct) once per iteration: tokens/s of the matmuls alone.
