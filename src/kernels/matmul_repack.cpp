@@ -192,6 +192,12 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
   constexpr int P = 8 / BITS, V = 32 / BITS;
   constexpr int A = MB * R >= 4 ? 1 : 4 / (MB * R);
   constexpr int JU = A > P ? A / P : 1;  // blocks per step: accumulator indices stay compile-time
+  // 4 bits with even A: plane 1 always lands in odd accumulators, so it is used unshifted (16·q,
+  // no overflow: <= 64·240·127 per group) and the fold shifts the plane-0 sums left by 4 instead,
+  // one op less per block. The fold's scale then carries the 1/16 (exact).
+  constexpr bool kHighInPlace = BITS == 4 && A % 2 == 0;
+  const __m512i high_mask = _mm512_set1_epi8(char(0xF0));
+  const float fold = kHighInPlace ? 1.f / 16 : 1.f;
   const int64_t nb = rq.group / V, ssize = SD == 0 ? 4 : 2;
   const __m512i mask = _mm512_set1_epi8(char((1 << BITS) - 1));
   const uint8_t* pan[R];
@@ -215,7 +221,11 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
           const __m512i w = _mm512_load_si512(wp);
           for (int pl = 0; pl < P; ++pl) {
             __m512i q = w;
-            if constexpr (BITS != 8) q = _mm512_and_si512(pl == 0 ? w : _mm512_srli_epi16(w, pl * BITS), mask);
+            if constexpr (kHighInPlace) {
+              q = _mm512_and_si512(w, pl == 0 ? mask : high_mask);
+            } else if constexpr (BITS != 8) {
+              q = _mm512_and_si512(pl == 0 ? w : _mm512_srli_epi16(w, pl * BITS), mask);
+            }
             for (int m = 0; m < MB; ++m)
               dpbusd_bcast(acc[r][m][(u * P + pl) % A], q, xg + m * x.K + (j + u) * V + pl * 4);
           }
@@ -223,9 +233,10 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
     for (int r = 0; r < R; ++r) {
       const __m512 s = load_scales16<SD>(pan[r] + goff), b = load_scales16<SD>(pan[r] + goff + kPR * ssize);
       for (int m = 0; m < MB; ++m) {
-        __m512i sum = acc[r][m][0];
-        for (int a = 1; a < A; ++a) sum = _mm512_add_epi32(sum, acc[r][m][a]);
-        const __m512 sxs = _mm512_mul_ps(s, _mm512_set1_ps(x.scale[m * x.groups + g]));
+        __m512i sum = _mm512_setzero_si512();
+        for (int a = 0; a < A; ++a)
+          sum = _mm512_add_epi32(sum, kHighInPlace && a % 2 == 0 ? _mm512_slli_epi32(acc[r][m][a], 4) : acc[r][m][a]);
+        const __m512 sxs = _mm512_mul_ps(s, _mm512_set1_ps(x.scale[m * x.groups + g] * fold));
         tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sxs, tot[r][m]);
         tot[r][m] = _mm512_fmadd_ps(b, _mm512_set1_ps(x.sum[m * x.groups + g]), tot[r][m]);
       }
