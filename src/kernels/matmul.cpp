@@ -1,5 +1,8 @@
 #include "kernels/matmul.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -10,6 +13,7 @@
 #include "hwy/detect_targets.h"
 #include "kernels/matmul_int8.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/matmul_repack.h"
 #include "kernels/matmul_x86.h"
 
 namespace vlm {
@@ -86,6 +90,7 @@ void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_
     }
     return;
   }
+  if (p.repacked) return repacked_dequantize_range(*p.repacked, r, k0, n, out);
   if (dequantize_range_avx512(p, r, k0, n, out)) return;
   const uint32_t* row = p.w.data<uint32_t>() + r * p.w.dim(1);
   const int bits = p.bits;
@@ -174,10 +179,12 @@ int MatMulWeight::group_size() const {
   return impl_ ? impl_->group : 0;
 }
 DType MatMulWeight::storage_dtype() const {
+  if (impl_ && impl_->repacked) return DType::U32;
   return impl_ ? impl_->w.dtype() : DType::F32;
 }
 size_t MatMulWeight::weight_bytes() const {
   if (!impl_) return 0;
+  if (impl_->repacked) return impl_->repacked->bytes();
   return impl_->w.nbytes() + (impl_->quantized ? impl_->scales.nbytes() + impl_->biases.nbytes() : 0);
 }
 
@@ -186,6 +193,40 @@ void MatMulWeight::dequantize_row(int64_t r, float* out) const {
   if (r < 0 || r >= p.N) fail("MatMulWeight::dequantize_row: row ", r, " out of range [0, ", p.N, ")");
   matmul_detail::dequantize_range(p, r, 0, p.K, out);
 }
+
+// ---- Load-time repacking (fast mode, quantized weights) --------------------------------------
+namespace {
+// Drops the pages of a tensor that is no longer read (an mmapped checkpoint: re-read from the
+// file if anything touches them again; anonymous memory is swapped, never lost).
+void page_out(const Tensor& t) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(t.raw()) + page - 1) / page * page;
+  const uintptr_t end = (uintptr_t(t.raw()) + t.nbytes()) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+#else
+  (void)t;
+#endif
+}
+}  // namespace
+
+void MatMulWeight::prepare(const Compute& env) {
+  if (!impl_ || impl_->repacked || env.precision != Precision::kFast || !matmul_detail::repack_supports(*impl_)) return;
+  auto impl = std::make_shared<Impl>();
+  impl->N = impl_->N;
+  impl->K = impl_->K;
+  impl->quantized = true;
+  impl->bits = impl_->bits;
+  impl->group = impl_->group;
+  impl->repacked = matmul_detail::repack_quantized(env.threads(), *impl_);
+  for (const Tensor* t : {&impl_->w, &impl_->scales, &impl_->biases}) page_out(*t);
+  impl_ = impl;
+}
+
+bool MatMulWeight::is_repacked() const {
+  return impl_ && impl_->repacked;
+}
+// ----------------------------------------------------------------------------------------------
 
 MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w) {
   if (precision == Precision::kExact) return MatMulPrecision::kF32;
@@ -201,6 +242,15 @@ void MatMulWeight::forward_as(MatMulPrecision prec, ThreadPool& pool, const floa
                               const float* bias) const {
   if (!impl_) fail("MatMulWeight::forward: weight is not defined");
   if (M <= 0 || impl_->N == 0) return;
+  // Repacked quantized weights (prepare()) and the fast dense GEMV.
+  if (impl_->repacked) {
+    if (prec == MatMulPrecision::kInt8)
+      return matmul_detail::repacked_forward_int8(pool, *impl_->repacked, x, M, y, bias);
+    if (M > kGemvMaxRows) return matmul_detail::gemm(pool, *impl_, x, M, y, bias);  // dequantizes the repacked rows
+    return matmul_detail::repacked_forward_f32(pool, *impl_->repacked, x, M, y, bias);
+  }
+  if (prec == MatMulPrecision::kBF16 && M <= kGemvMaxRows && matmul_detail::gemv_bf16_dot_supports(*impl_))
+    return matmul_detail::gemv_bf16_dot(pool, *impl_, x, M, y, bias);
   if (prec == MatMulPrecision::kInt8 && matmul_detail::int8_supports(*impl_)) {
     if (M <= kGemvMaxRows) return matmul_detail::gemv_int8(pool, *impl_, x, M, y, bias);
     return matmul_detail::gemm_int8(pool, *impl_, x, M, y, bias);

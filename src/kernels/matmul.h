@@ -33,6 +33,16 @@ class MatMulWeight {
   DType storage_dtype() const;  // element type of dense weights (U32 when quantized)
   size_t weight_bytes() const;  // bytes streamed by one full pass over W
 
+  // Load-time step for the precision a model will run at (call once, before sharing the weight).
+  // Fast mode, 2/4/8-bit weights, AVX512_VNNI CPU: repacks W into 16-row interleaved panels for
+  // the int8 VNNI kernels (matmul_repack.h) and drops the references to the original tensors (their
+  // mmapped pages are paged out of this process), so memory does not grow. A prepared weight still
+  // runs every precision, but exact mode then reads the repacked copy (same float values, not
+  // bit-identical sums to an unprepared weight): do not prepare weights that run in exact mode.
+  // Anything else: no-op.
+  void prepare(const Compute& env);
+  bool is_repacked() const;
+
   // out[K] = row r of W in float32.
   void dequantize_row(int64_t r, float* out) const;
   // y[M, N] = x[M, K] · Wᵀ (+ bias[N]); x and y row-major contiguous; runs on env's threads at
@@ -49,12 +59,12 @@ class MatMulWeight {
 };
 
 // Arithmetic of one matmul. kF32 accumulates exact float32 products everywhere (Precision::kExact).
-// kBF16 (GEMM path only, M > 6 rows) rounds activations and weights to bfloat16 and uses
-// AVX512_BF16 dot products (~2x faster, ~3 significant digits per product); ignored without
-// AVX512_BF16. kInt8 (2/4/8-bit quantized weights on AVX512_VNNI CPUs, GEMV and GEMM) quantizes
+// kBF16 (GEMM, M > 6 rows; and GEMV of dense BF16 weights) rounds activations (and GEMM
+// weights) to bfloat16 and uses AVX512_BF16 dot products (~3 significant digits per product;
+// GEMV: |Δy| <= 2^-9·Σ|x·w|); ignored without AVX512_BF16. kInt8 (2/4/8-bit quantized weights on AVX512_VNNI CPUs, GEMV and GEMM) quantizes
 // activations to int8 per weight group (one float scale per group, error <= 0.4% of the group's
 // largest |x|) and multiplies them with the weights' integer values exactly; other weights stay
-// float32-exact.
+// float32-exact. Weights repacked by prepare() run kInt8 from the repacked layout.
 enum class MatMulPrecision : int { kF32, kBF16, kInt8 };
 // What Precision::kFast means for a weight: kInt8 for 2/4/8-bit weights, kBF16 otherwise.
 MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w);

@@ -2,6 +2,7 @@
 // matmul_gemm.cpp). Not part of the public API.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -9,12 +10,18 @@
 
 namespace vlm {
 
+namespace matmul_detail {
+struct RepackedQuant;
+}
+
 struct MatMulWeight::Impl {
   int64_t N = 0, K = 0;
   bool quantized = false;
   int bits = 0, group = 0;
   Tensor w;               // dense [N, K] or packed [N, K*bits/32]
   Tensor scales, biases;  // [N, K/group]
+  // Set by prepare() for fast mode (matmul_repack.h); w, scales and biases are then empty.
+  std::shared_ptr<const matmul_detail::RepackedQuant> repacked;
 };
 
 namespace matmul_detail {
@@ -38,6 +45,11 @@ void gemm(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t
 // 2/4/8-bit groups it supports; callers check gemv_avx512_supports() first.
 bool gemv_avx512_supports(const MatMulWeight::Impl& p);
 void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+// Dense BF16 weights with bf16-rounded activations and AVX512_BF16 dot products (fast GEMV);
+// callers check gemv_bf16_dot_supports() first.
+bool gemv_bf16_dot_supports(const MatMulWeight::Impl& p);
+void gemv_bf16_dot(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                   const float* bias);
 
 // The Highway target (HWY_AVX3, HWY_AVX2, ...) dynamic dispatch picks now; cheap (no cpuid),
 // and it follows hwy::SetSupportedTargetsForTest.

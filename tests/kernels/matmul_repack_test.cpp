@@ -1,0 +1,141 @@
+// Weights repacked by MatMulWeight::prepare (fast mode) and the fast bf16 GEMV, against the
+// double reference. Bounds are derived, not tuned:
+// - int8: rounding x to its group's int8 grid moves each value by <= amax_g/254, so
+//   |Δy| <= Σ_k amax_g(k)/254 · (|s·q| + |b|) (plus float32 rounding);
+// - bf16 GEMV: x rounded to bf16 moves each value by <= 2^-9·|x| (weights are bf16 already), so
+//   |Δy| <= 2^-9 · Σ|x·w| (plus float32 rounding).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+#include "matmul_ref.h"
+
+namespace vlm {
+namespace {
+
+using namespace matmul_test;
+
+struct Scope {
+  explicit Scope(MatMulPrecision p) { kernel_env().precision = p; }
+  ~Scope() {
+    kernel_env().precision = MatMulPrecision::kF32;
+    kernel_env().set_threads(0);
+  }
+};
+
+ExtraBound int8_bound(const RefWeight& r, int group) {
+  return [&r, group](const std::vector<float>& x, int64_t m, int64_t n) {
+    const int64_t K = r.w.cols();
+    double bound = 0;
+    for (int64_t g0 = 0; g0 < K; g0 += group) {
+      double amax = 0, mag = 0;
+      for (int64_t k = g0; k < g0 + group; ++k) {
+        amax = std::max(amax, double(std::fabs(x[size_t(m * K + k)])));
+        mag += r.mag[size_t(n * K + k)];
+      }
+      bound += amax / 254.0 * mag;
+    }
+    return bound * 1.001;
+  };
+}
+
+RefWeight repacked(std::mt19937& rng, int64_t N, int64_t K, int bits, int group, DType st) {
+  RefWeight r = make_quant(rng, N, K, bits, group, st);
+  r.w.prepare(Compute{kernel_env().pool, Precision::kFast});
+  EXPECT_TRUE(r.w.is_repacked());
+  return r;
+}
+
+TEST(MatMulRepack, Int8EveryBitsGroupScaleTypeAndRowCount) {
+  if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
+  Scope scope(MatMulPrecision::kInt8);
+  std::mt19937 rng(21);
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    for (int bits : {2, 4, 8})
+      for (int group : {32, 64, 128})
+        for (DType st : {DType::BF16, DType::F16, DType::F32}) {
+          // N = 37: two full panels and a 5-row tail; K = 5 groups.
+          const int64_t K = group * 5, N = 37;
+          RefWeight r = repacked(rng, N, K, bits, group, st);
+          for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 13})
+            check_forward(r, M, rng, M % 2 == 1,
+                          "repacked int8 bits=" + std::to_string(bits) + " group=" + std::to_string(group) +
+                              " threads=" + std::to_string(threads),
+                          2e-6, int8_bound(r, group));
+        }
+  }
+}
+
+// Above the single-thread cutoff, and M large enough for several GEMM row chunks.
+TEST(MatMulRepack, Int8LargeTwoThreads) {
+  if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
+  Scope scope(MatMulPrecision::kInt8);
+  kernel_env().set_threads(2);
+  std::mt19937 rng(22);
+  RefWeight r = repacked(rng, 611, 1536, 4, 64, DType::BF16);
+  for (int64_t M : {1, 6, 200}) check_forward(r, M, rng, true, "repacked int8 large", 2e-6, int8_bound(r, 64));
+}
+
+// Repacking keeps every dequantized value bit for bit, and exact mode on a repacked weight is
+// float32-exact (GEMV and GEMM).
+TEST(MatMulRepack, SameValuesAndExactModeStillExact) {
+  if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
+  Scope scope(MatMulPrecision::kF32);
+  std::mt19937 rng(23);
+  for (int bits : {2, 4, 8}) {
+    std::mt19937 copy = rng;
+    RefWeight orig = make_quant(copy, 19, 256, bits, 32, DType::F16);
+    RefWeight r = repacked(rng, 19, 256, bits, 32, DType::F16);
+    std::vector<float> a(256), b(256);
+    for (int64_t n = 0; n < 19; ++n) {
+      orig.w.dequantize_row(n, a.data());
+      r.w.dequantize_row(n, b.data());
+      ASSERT_EQ(a, b) << "bits=" << bits << " row " << n;
+    }
+    for (int64_t M : {1, 4, 20}) check_forward(r, M, rng, true, "exact on repacked bits=" + std::to_string(bits));
+  }
+}
+
+TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
+  std::mt19937 rng(24);
+  auto& pool = kernel_env().pool;
+  RefWeight q4 = make_quant(rng, 16, 128, 4, 64, DType::BF16), q3 = make_quant(rng, 16, 128, 3, 64, DType::BF16);
+  RefWeight dense = make_dense(rng, 16, 128, DType::BF16);
+  q4.w.prepare(Compute{pool, Precision::kExact});
+  EXPECT_FALSE(q4.w.is_repacked());
+  q3.w.prepare(Compute{pool, Precision::kFast});
+  dense.w.prepare(Compute{pool, Precision::kFast});
+  EXPECT_FALSE(q3.w.is_repacked());
+  EXPECT_FALSE(dense.w.is_repacked());
+  q4.w.prepare(Compute{pool, Precision::kFast});
+  EXPECT_EQ(q4.w.is_repacked(), matmul_int8_supported());
+  EXPECT_EQ(q4.w.rows(), 16);
+  EXPECT_EQ(q4.w.cols(), 128);
+  EXPECT_EQ(q4.w.storage_dtype(), DType::U32);
+  EXPECT_EQ(q4.w.bits(), 4);
+  EXPECT_EQ(q4.w.group_size(), 64);
+}
+
+TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
+  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+  Scope scope(MatMulPrecision::kBF16);
+  std::mt19937 rng(25);
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    // Odd K (masked last block), N not a multiple of 4, and one above the parallel cutoff.
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{37, 259}, {70, 64}, {203, 1000}}) {
+      RefWeight r = make_dense(rng, N, K, DType::BF16);
+      for (int64_t M : {1, 2, 3, 4, 5, 6})
+        check_forward(r, M, rng, M % 2 == 0, "bf16 gemv", std::ldexp(1.0, -9) + 2e-6);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vlm
