@@ -143,6 +143,7 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   LoadOptions local = options;
   impl->text = TextProcessor::load(impl->dir, local);
   impl->model = create_model(*impl->checkpoint);
+  impl->model->prepare(impl->env);  // repacks weights for the fast kernels; exact: nothing
   impl->processor = create_processor(impl->dir, impl->text.impl->tokenizer, impl->checkpoint->config());
   const ModelInfo& mi = impl->model->info();
   ModelInfoSummary& s = impl->info;

@@ -28,6 +28,7 @@ class DecoderModel : public Model {
   std::vector<std::vector<float>> step_batch(std::span<Sequence* const> sequences,
                                              std::span<const int32_t> tokens) const override;
   const nn::TextDecoder& decoder() const { return decoder_; }
+  void prepare(const Compute& env) override { decoder_.prepare(env); }
 
   // Builds the decoder rows of `input`, whose first position is `first_position`; runs the vision
   // encoder (adding its time to *vision_ms) and reports intermediates to `observer`.

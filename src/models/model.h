@@ -86,6 +86,8 @@ class Model {
  public:
   virtual ~Model() = default;
   virtual const ModelInfo& info() const = 0;
+  // Load-time preparation of the weights for env's precision (repacking for fast kernels).
+  virtual void prepare(const Compute& env) { (void)env; }
   // A new generation state that computes on `env` (threads and precision).
   virtual std::unique_ptr<Sequence> start(const Compute& env) const = 0;
   // Advances each sequence (started from this model) by its token; returns each one's logits.

@@ -92,6 +92,7 @@ TextDecoder TextDecoder::load(const Checkpoint& ckpt, const DecoderNames& names,
     fail(ckpt.dir(), ": checkpoint has more decoder layers than num_hidden_layers = ", c.num_layers);
   d.final_norm_ = norm(names.model + "norm", H);
   if (c.tie_embeddings || names.lm_head.empty()) {
+    d.tied_head_ = true;
     d.lm_head_ = d.embed_.as_matmul();
   } else {
     if (!ckpt.has(names.lm_head + ".weight"))
@@ -110,6 +111,16 @@ TextDecoder TextDecoder::load(const Checkpoint& ckpt, const DecoderNames& names,
 void TextDecoder::embed(const int32_t* ids, int64_t n, float* out) const {
   std::vector<int64_t> wide(ids, ids + n);
   embed_.lookup(wide.data(), n, out);
+}
+
+void TextDecoder::prepare(const Compute& env) {
+  for (Layer& l : layers_)
+    for (Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) m->prepare(env);
+  embed_.prepare(env);
+  if (tied_head_)
+    lm_head_ = embed_.as_matmul();  // one repacked table serves lookups and the head
+  else
+    lm_head_.prepare(env);
 }
 
 KVCache TextDecoder::make_cache(int64_t capacity) const {

@@ -97,6 +97,8 @@ class TextDecoder {
   // Final norm of `rows` rows of x into `hidden` and, when `logits` is given, LM-head logits.
   void head(const Compute& env, const float* x, int64_t rows, float* hidden, float* logits) const;
   KVCache make_cache(int64_t capacity = 256) const;
+  // Repacks every matmul weight for env's precision (once, at load; see MatMulWeight::prepare).
+  void prepare(const Compute& env);
 
  private:
   struct Layer {
@@ -111,7 +113,8 @@ class TextDecoder {
   Embedding embed_;
   std::vector<Layer> layers_;
   Norm final_norm_;
-  MatMulWeight lm_head_;                      // the embedding table when tied
+  MatMulWeight lm_head_;  // the embedding table when tied
+  bool tied_head_ = false;
   std::vector<std::vector<float>> inv_freq_;  // per RopeSpec
 };
 

@@ -23,6 +23,8 @@ class Linear {
   int64_t out_features() const { return w_.rows(); }
   const MatMulWeight& weight() const { return w_; }
   const std::vector<float>& bias() const { return bias_; }
+  // Load-time repacking for the precision the model runs at (MatMulWeight::prepare).
+  void prepare(const Compute& env) { w_.prepare(env); }
 
   // y[M, out] = x[M, in] · Wᵀ + b
   void forward(const Compute& env, const float* x, int64_t M, float* y) const;
@@ -50,6 +52,7 @@ class Embedding {
   void lookup(const int64_t* ids, int64_t n, float* out) const;
   // The same table used as an output projection (tied LM head): logits = x · tableᵀ.
   const MatMulWeight& as_matmul() const { return table_; }
+  void prepare(const Compute& env) { table_.prepare(env); }
 
  private:
   MatMulWeight table_;

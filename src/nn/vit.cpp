@@ -42,6 +42,12 @@ VitStack VitStack::load(const Checkpoint& ckpt, const std::string& prefix, const
   return s;
 }
 
+void VitStack::prepare(const Compute& env) {
+  for (Block& b : blocks_)
+    for (Linear* m : {&b.qkv, &b.q, &b.k, &b.v, &b.out, &b.fc1, &b.fc2, &b.gate, &b.up, &b.down})
+      if (m->weight().defined()) m->prepare(env);
+}
+
 void VitStack::forward(const Compute& env, float* x, int64_t N, const RopeTables* rope,
                        const std::vector<AttentionMask>& masks, const std::vector<int>& mask_of_block, VitWorkspace& ws,
                        const Observer* observer) const {

@@ -44,6 +44,7 @@ class VitStack {
                        const VitNames& names);
   const VitConfig& config() const { return cfg_; }
   int depth() const { return int(blocks_.size()); }
+  void prepare(const Compute& env);  // repacks every matmul weight (MatMulWeight::prepare)
 
   // Runs x[N, dim] through every block in place. `rope` (cos/sin [N, head_dim]) rotates q and k
   // when given. Block b attends under masks[mask_of_block[b]] (or masks[0] when mask_of_block is

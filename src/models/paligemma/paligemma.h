@@ -48,6 +48,11 @@ class PaliGemmaModel : public DecoderModel {
                           const nn::Observer* observer, double* vision_ms) const override;
   // HF PaliGemma numbers positions from 1 (position_ids = cumsum(attention_mask)).
   int64_t first_position() const override { return 1; }
+  void prepare(const Compute& env) override {
+    DecoderModel::prepare(env);
+    vision_.prepare(env);
+    projector_.prepare(env);
+  }
 
  private:
   PaliGemmaConfig cfg_;

@@ -89,6 +89,7 @@ class Qwen2VLVisionTower {
   std::vector<float> encode(const Compute& env, const float* pixel_values, int64_t rows, const std::vector<Grid>& grids,
                             const nn::Observer* observer = nullptr) const;
   const Qwen2VLVisionConfig& config() const { return cfg_; }
+  void prepare(const Compute& env);
 
  private:
   Qwen2VLVisionConfig cfg_;
@@ -109,6 +110,10 @@ class Qwen2VLModel : public DecoderModel {
                                    const nn::Observer* observer = nullptr) const;
   PromptRows build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
                           const nn::Observer* observer, double* vision_ms) const override;
+  void prepare(const Compute& env) override {
+    DecoderModel::prepare(env);
+    vision_.prepare(env);
+  }
 
  private:
   Qwen2VLConfig cfg_;

@@ -55,6 +55,12 @@ Qwen2VLVisionTower Qwen2VLVisionTower::load(const Checkpoint& ckpt, const std::s
   return v;
 }
 
+void Qwen2VLVisionTower::prepare(const Compute& env) {
+  blocks_.prepare(env);
+  merger0_.prepare(env);
+  merger2_.prepare(env);
+}
+
 std::vector<float> Qwen2VLVisionTower::encode(const Compute& env, const float* pixels, int64_t N,
                                               const std::vector<Grid>& grids, const nn::Observer* observer) const {
   const int64_t E = cfg_.embed_dim, hd = cfg_.head_dim(), m = cfg_.spatial_merge_size;

@@ -44,6 +44,7 @@ class SiglipEncoder {
   // One image F32 [3, S, S] (or [1, 3, S, S]) -> post-LayerNorm states [num_patches, hidden].
   // Reports vision.patch_embed (embeddings with positions) and vision.layer to `observer`.
   std::vector<float> encode(const Compute& env, const Tensor& pixels, const nn::Observer* observer = nullptr) const;
+  void prepare(const Compute& env) { layers_.prepare(env); }
 
  private:
   SiglipVisionConfig cfg_;
