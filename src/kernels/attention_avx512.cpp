@@ -33,6 +33,7 @@ constexpr int kMR = 6;        // query rows per register tile
 constexpr int64_t kTk = 64;   // keys per tile: 4 zmm of scores per row
 constexpr int64_t kTq = 48;   // query rows per task
 constexpr int64_t kMinPackedPositions = 16;  // fewer query positions: direct dot products
+constexpr int kMaxPV = 8;     // zmm of head dimensions per P·V register tile (rows: 24 / that)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 int64_t round_up(int64_t n, int64_t m) {
@@ -61,7 +62,7 @@ VLM_ATTN_TARGET inline __m512 exp_le0(__m512 x, __mmask16 keep) {
   return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
-// Scores s[i][0, 64) += Σ_d q[i][d]·kt[d][0, 64) for R rows: f32 (kt rows of floats, stride ldk)
+// Scores s[i][0, 64) = Σ_d q[i][d]·kt[d][0, 64) for R rows: f32 (kt rows of floats, stride ldk)
 // or bf16 pairs (uint32 words; d counts pairs).
 template <int R, bool kBF16>
 VLM_ATTN_TARGET void score_tile(const void* const* q, const void* kt, int64_t ldk, int64_t depth, float* s) {
@@ -101,21 +102,22 @@ VLM_ATTN_TARGET void pv_tile(const void* const* p, const void* v, int64_t ldv, i
   for (int i = 0; i < R; ++i)
     for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_loadu_ps(o + i * ldo + 16 * c);
   for (int64_t j = 0; j < keys; ++j) {
+    // Broadcasts first, then one V vector at a time: R·NV + R + 1 <= 32 zmm, no spills.
     if constexpr (kBF16) {
       const uint32_t* vj = static_cast<const uint32_t*>(v) + j * ldv;
-      __m512bh vv[NV];
-      for (int c = 0; c < NV; ++c) vv[c] = (__m512bh)_mm512_loadu_si512(vj + 16 * c);
-      for (int i = 0; i < R; ++i) {
-        const __m512bh pb = (__m512bh)_mm512_set1_epi32(int(static_cast<const uint32_t*>(p[i])[j]));
-        for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], pb, vv[c]);
+      __m512bh pb[R];
+      for (int i = 0; i < R; ++i) pb[i] = (__m512bh)_mm512_set1_epi32(int(static_cast<const uint32_t*>(p[i])[j]));
+      for (int c = 0; c < NV; ++c) {
+        const __m512bh vv = (__m512bh)_mm512_loadu_si512(vj + 16 * c);
+        for (int i = 0; i < R; ++i) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], pb[i], vv);
       }
     } else {
       const float* vj = static_cast<const float*>(v) + j * ldv;
-      __m512 vv[NV];
-      for (int c = 0; c < NV; ++c) vv[c] = _mm512_maskz_loadu_ps(c == NV - 1 ? last : __mmask16(0xFFFF), vj + 16 * c);
-      for (int i = 0; i < R; ++i) {
-        const __m512 pb = _mm512_set1_ps(static_cast<const float*>(p[i])[j]);
-        for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_fmadd_ps(pb, vv[c], acc[i][c]);
+      __m512 pb[R];
+      for (int i = 0; i < R; ++i) pb[i] = _mm512_set1_ps(static_cast<const float*>(p[i])[j]);
+      for (int c = 0; c < NV; ++c) {
+        const __m512 vv = _mm512_maskz_loadu_ps(c == NV - 1 ? last : __mmask16(0xFFFF), vj + 16 * c);
+        for (int i = 0; i < R; ++i) acc[i][c] = _mm512_fmadd_ps(pb[i], vv, acc[i][c]);
       }
     }
   }
@@ -139,7 +141,7 @@ constexpr auto pv_table(std::integer_sequence<int, NV...>) {
 template <bool kBF16>
 constexpr auto kScore = score_table<kBF16>(std::make_integer_sequence<int, kMR>());
 template <bool kBF16>
-constexpr auto kPV = pv_table<kBF16>(std::make_integer_sequence<int, 4>());
+constexpr auto kPV = pv_table<kBF16>(std::make_integer_sequence<int, kMaxPV>());
 
 struct Problem {
   const float *q, *k, *v;
@@ -189,19 +191,19 @@ VLM_ATTN_TARGET void pack_chunk(const Problem& pb, bool bf16, Packed& pk, int64_
     const __mmask16 valid = tail16(pb.S - j);
     const float* kj = kh + j * pb.kv_stride;
     if (!bf16) {
-      float* kt = pk.kt.data() + h * D * pk.Sp + j;
+      float* kt = pk.kt.data() + h * D * pk.Sp + j / kTk * D * kTk + j % kTk;
       for (int64_t d = 0; d < D; ++d)
-        _mm512_storeu_ps(kt + d * pk.Sp, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows, kj + d, 4));
+        _mm512_storeu_ps(kt + d * kTk, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows, kj + d, 4));
       continue;
     }
-    uint32_t* kt = pk.ktp.data() + h * pk.Dp * pk.Sp + j;
+    uint32_t* kt = pk.ktp.data() + h * pk.Dp * pk.Sp + j / kTk * pk.Dp * kTk + j % kTk;
     for (int64_t dp = 0; dp < pk.Dp; ++dp) {
       const __m512 a = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows, kj + 2 * dp, 4);
       const __m512 b = 2 * dp + 1 < D ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows, kj + 2 * dp + 1, 4)
                                       : _mm512_setzero_ps();
       const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
       const __m512i hi16 = _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b)), 16);
-      _mm512_storeu_si512(kt + dp * pk.Sp, _mm512_or_si512(lo16, hi16));
+      _mm512_storeu_si512(kt + dp * kTk, _mm512_or_si512(lo16, hi16));
     }
   }
   if (!bf16) return;
@@ -302,9 +304,10 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
       const void* qr[kMR];
       for (int i = 0; i < R; ++i)
         qr[i] = kBF16 ? static_cast<const void*>(qp + (i0 + i) * Dp) : static_cast<const void*>(qs + (i0 + i) * Dv);
-      const void* kt = kBF16 ? static_cast<const void*>(pk.ktp.data() + kvh * Dp * pk.Sp + j0)
-                             : static_cast<const void*>(pk.kt.data() + kvh * D * pk.Sp + j0);
-      kScore<kBF16>[size_t(R - 1)](qr, kt, pk.Sp, kBF16 ? Dp : D, s + i0 * kTk);
+      const int64_t depth = kBF16 ? Dp : D;
+      const void* kt = kBF16 ? static_cast<const void*>(pk.ktp.data() + (kvh * pk.Sp + j0) * depth)
+                             : static_cast<const void*>(pk.kt.data() + (kvh * pk.Sp + j0) * depth);
+      kScore<kBF16>[size_t(R - 1)](qr, kt, kTk, depth, s + i0 * kTk);
     }
     // Online softmax: masked lanes get probability 0; rows rescale their sums and outputs.
     for (int64_t r = 0; r < rows; ++r) {
@@ -347,12 +350,15 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
         for (int v = 0; v < 2; ++v)
           _mm512_storeu_si512(pp + r * kTk / 2 + 16 * v, (__m512i)_mm512_cvtne2ps_pbh(e[2 * v + 1], e[2 * v]));
     }
-    // o += p · v, in column chunks of up to 4 zmm.
-    for (int64_t i0 = 0; i0 < rows; i0 += kMR) {
-      const int R = int(std::min<int64_t>(kMR, rows - i0));
-      for (int64_t c0 = 0; c0 < D; c0 += 64) {
-        const int NV = int(std::min<int64_t>(4, (D - c0 + 15) / 16));
-        const __mmask16 last = tail16(D - c0 - 16 * (NV - 1));
+    // o += p · v in column chunks of at most kMaxPV zmm (as even as possible), rows per register
+    // tile so that the accumulators fit in 24 zmm.
+    const int64_t vecs = Dv / 16, chunks = (vecs + kMaxPV - 1) / kMaxPV;
+    for (int64_t ci = 0, c0 = 0; ci < chunks; ++ci) {
+      const int NV = int((vecs - c0 / 16) / (chunks - ci));
+      const int tile_rows = std::min(kMR, std::max(1, 24 / NV));
+      const __mmask16 last = tail16(D - c0 - 16 * (NV - 1));
+      for (int64_t i0 = 0; i0 < rows; i0 += tile_rows) {
+        const int R = int(std::min<int64_t>(tile_rows, rows - i0));
         const void* pr[kMR];
         if (kBF16 && packed) {
           for (int i = 0; i < R; ++i) pr[i] = pp + (i0 + i) * kTk / 2;
@@ -364,6 +370,7 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
                                                     o + i0 * Dv + c0, Dv, last);
         }
       }
+      c0 += 16 * NV;
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
