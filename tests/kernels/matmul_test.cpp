@@ -127,6 +127,37 @@ TEST(MatMul, Bf16PrecisionMode) {
   kernel_env().precision = MatMulPrecision::kF32;
 }
 
+// The blocked bf16 GEMM (Precision::kFast for dense weights) over every tail: K around the
+// 256-wide K slice and odd (zero-padded last pair), N around the 64-wide panels and 128-wide task
+// blocks, M rows not a multiple of the 6-row register tile, 1 and 2 threads. Bound: activations
+// (and non-bf16 weights) are rounded to bf16 with unit roundoff u = 2^-8, so each product is off
+// by at most u·|x·w| (bf16 weights, exact) or (2u + u²)·|x·w|; f32 accumulation adds ~K·2^-24.
+TEST(MatMul, Bf16GemmTailsAndBound) {
+  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+  std::mt19937 rng(9);
+  const double u = std::ldexp(1.0, -8);
+  kernel_env().precision = MatMulPrecision::kBF16;
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    for (DType dt : {DType::BF16, DType::F32, DType::F16})
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
+               {1, 3}, {63, 256}, {65, 257}, {130, 511}, {200, 64}, {129, 1030}, {64, 2}})
+        for (int64_t M : {7, 8, 13, 97}) {
+          RefWeight r = make_dense(rng, N, K, dt);
+          const double tol = (dt == DType::BF16 ? 1.0 : 2.0 + u) * u + double(K) * std::ldexp(1.0, -24);
+          check_forward(r, M, rng, M != 8,
+                        std::string(dtype_name(dt)) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                            " threads=" + std::to_string(threads),
+                        tol);
+        }
+  }
+  // Many rows: the row range splits into several tasks when there are few feature blocks.
+  RefWeight big = make_dense(rng, 70, 300, DType::BF16);
+  check_forward(big, 1001, rng, true, "M=1001", u + 300 * std::ldexp(1.0, -24));
+  kernel_env().set_threads(0);
+  kernel_env().precision = MatMulPrecision::kF32;
+}
+
 TEST(MatMul, RejectsBadShapes) {
   Tensor packed = Tensor::zeros(DType::U32, {4, 8});  // K = 64 at 4 bits
   Tensor s = Tensor::zeros(DType::F16, {4, 2});
