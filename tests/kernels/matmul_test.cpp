@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -125,6 +126,33 @@ TEST(MatMul, Bf16PrecisionMode) {
   for (const auto& w : ws)
     for (int64_t M : {1, 7, 8, 64, 129}) check_forward(w, M, rng, M % 2 == 1, "bf16 mode", 8e-3);
   kernel_env().precision = MatMulPrecision::kF32;
+}
+
+// The exact (f32) GEMM adds each output's products with one FMA each in k order, starting from
+// the bias: bit-for-bit the same as this scalar loop, for any tiling and thread count.
+TEST(MatMul, F32GemmBitExactFmaOrder) {
+  std::mt19937 rng(10);
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    for (DType dt : {DType::F32, DType::BF16, DType::F16})
+      for (auto [M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+               {7, 5, 3}, {13, 65, 129}, {64, 130, 300}, {97, 33, 257}, {8, 200, 64}}) {
+        RefWeight r = make_dense(rng, N, K, dt);
+        std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N), y(size_t(M * N));
+        r.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, y.data(), bias.data());
+        int bad = 0;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            float acc = bias[size_t(n)];
+            for (int64_t k = 0; k < K; ++k)
+              acc = std::fma(x[size_t(m * K + k)], float(r.dense[size_t(n * K + k)]), acc);
+            if (y[size_t(m * N + n)] != acc && ++bad <= 3)
+              ADD_FAILURE() << dtype_name(dt) << " M=" << M << " N=" << N << " K=" << K << " m=" << m << " n=" << n
+                            << ": " << y[size_t(m * N + n)] << " != " << acc;
+          }
+      }
+  }
+  kernel_env().set_threads(0);
 }
 
 // The blocked bf16 GEMM (Precision::kFast for dense weights) over every tail: K around the
