@@ -172,6 +172,31 @@ TEST(Ops, Rope) {
   expect_close(x, ref, 1e-6, 1e-6, "rope");
 }
 
+// The vectorized RoPE rounds exactly like the plain float loop (no FMA contraction), for head
+// widths with and without vector tails.
+TEST(Ops, RopeBitExact) {
+  std::mt19937 rng(11);
+  for (int hd : {2, 10, 32, 64, 80, 128, 130}) {
+    const int64_t rows = 7, heads = 3, stride = heads * hd + 5;
+    auto x = rand_vec(rng, size_t(rows * stride), -4.f, 4.f), cs = rand_vec(rng, size_t(rows * hd)),
+         sn = rand_vec(rng, size_t(rows * hd));
+    std::vector<float> want = x;
+    for (int64_t t = 0; t < rows; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int i = 0; i < hd / 2; ++i) {
+          float* v = want.data() + t * stride + h * hd;
+          const float* c = cs.data() + t * hd;
+          const float* s = sn.data() + t * hd;
+          volatile float ac = v[i] * c[i], bs = v[i + hd / 2] * s[i], bc = v[i + hd / 2] * c[i + hd / 2],
+                         as = v[i] * s[i + hd / 2];  // volatile: no contraction into FMA here either
+          v[i] = ac - bs;
+          v[i + hd / 2] = bc + as;
+        }
+    apply_rope(x.data(), rows, stride, int(heads), hd, cs.data(), sn.data());
+    for (size_t n = 0; n < x.size(); ++n) ASSERT_EQ(x[n], want[n]) << "hd=" << hd << " at " << n;
+  }
+}
+
 // Double-precision attention with an explicit visibility predicate. When `bf16_bound` is given it
 // receives, per output element, the worst-case error of the fast (bf16) kernel: with unit roundoff
 // u = 2^-8 per bf16 operand, each score s_j = scale·Σ q·k is off by at most
