@@ -31,7 +31,7 @@ using matmul_detail::tail16;
 
 constexpr int kMR = 6;        // query rows per register tile
 constexpr int64_t kTk = 64;   // keys per tile: 4 zmm of scores per row
-constexpr int64_t kTq = 48;   // query rows per task
+constexpr int64_t kTq = 24;   // query rows per task (small: s, o and the K/V tiles stay in L1)
 constexpr int64_t kMinPackedPositions = 16;  // fewer query positions: direct dot products
 constexpr int kMaxPV = 8;     // zmm of head dimensions per P·V register tile (rows: 24 / that)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -261,14 +261,15 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
   const int64_t rows = r1 - r0;
   thread_local std::vector<float> fbuf;
   thread_local std::vector<uint32_t> wbuf;
-  fbuf.resize(std::max(fbuf.size(), size_t(rows * (Dv + kTk + Dv))));
+  fbuf.resize(std::max(fbuf.size(), size_t(rows * (Dv + kTk + Dv + 16))));
   wbuf.resize(std::max(wbuf.size(), size_t(rows * (Dp + kTk / 2))));
   float* qs = fbuf.data();       // [rows][Dv] scaled queries (f32 paths)
   float* s = qs + rows * Dv;     // [rows][kTk] scores, then probabilities
   float* o = s + rows * kTk;     // [rows][Dv] Σ p·v
+  float* lane_sum = o + rows * Dv;  // [rows][16] Σ p per lane (fast)
   uint32_t* qp = wbuf.data();    // [rows][Dp] scaled queries as bf16 pairs
   uint32_t* pp = qp + rows * Dp; // [rows][kTk/2] probabilities as bf16 pairs
-  std::fill(o, o + rows * Dv, 0.f);
+  std::fill(o, o + rows * (Dv + 16), 0.f);
   std::vector<int64_t> lo(static_cast<size_t>(rows)), hi(static_cast<size_t>(rows));
   std::vector<float> mx(size_t(rows), kNegInf);
   std::vector<double> sum(size_t(rows), 0.0);
@@ -323,8 +324,10 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
         }
         m = _mm512_mask_max_ps(m, keep[v], m, _mm512_loadu_ps(sr + 16 * v));
       }
-      const float tile_max = _mm512_reduce_max_ps(m);
-      if (tile_max == kNegInf) {  // nothing visible in this tile
+      // Reduce only when a lane exceeds the running max (rare after the first tiles).
+      const bool grows = _mm512_cmp_ps_mask(m, _mm512_set1_ps(mx[size_t(r)]), _CMP_GT_OQ) != 0;
+      const float tile_max = grows ? _mm512_reduce_max_ps(m) : mx[size_t(r)];
+      if (tile_max == kNegInf) {  // nothing visible yet
         for (int v = 0; v < 4; ++v) _mm512_storeu_ps(sr + 16 * v, _mm512_setzero_ps());
         if (kBF16 && packed)
           for (int v = 0; v < 2; ++v) _mm512_storeu_si512(pp + r * kTk / 2 + 16 * v, _mm512_setzero_si512());
@@ -334,6 +337,7 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
       if (mx[size_t(r)] != kNegInf && mx[size_t(r)] != new_max) {
         const float correction = std::exp(mx[size_t(r)] - new_max);
         sum[size_t(r)] *= correction;
+        if (kBF16) _mm512_storeu_ps(lane_sum + r * 16, _mm512_mul_ps(_mm512_loadu_ps(lane_sum + r * 16), _mm512_set1_ps(correction)));
         for (int64_t d = 0; d < Dv; d += 16)
           _mm512_storeu_ps(o + r * Dv + d, _mm512_mul_ps(_mm512_loadu_ps(o + r * Dv + d), _mm512_set1_ps(correction)));
       }
@@ -345,7 +349,11 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
         total = _mm512_add_ps(total, e[v]);
         _mm512_storeu_ps(sr + 16 * v, e[v]);
       }
-      sum[size_t(r)] += double(_mm512_reduce_add_ps(total));
+      // Fast: per-lane f32 sums, reduced once at the end (f32 rounding ~1e-6, far below bf16's).
+      if (kBF16)
+        _mm512_storeu_ps(lane_sum + r * 16, _mm512_add_ps(_mm512_loadu_ps(lane_sum + r * 16), total));
+      else
+        sum[size_t(r)] += double(_mm512_reduce_add_ps(total));
       if (kBF16 && packed)
         for (int v = 0; v < 2; ++v)
           _mm512_storeu_si512(pp + r * kTk / 2 + 16 * v, (__m512i)_mm512_cvtne2ps_pbh(e[2 * v + 1], e[2 * v]));
@@ -375,6 +383,7 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
   }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t t = (r0 + r) / group, h = kvh * group + (r0 + r) % group;
+    if (kBF16) sum[size_t(r)] = double(_mm512_reduce_add_ps(_mm512_loadu_ps(lane_sum + r * 16)));
     const float inv = sum[size_t(r)] > 0 ? float(1.0 / sum[size_t(r)]) : 0.f;
     float* out = pb.out + (t * pb.q_heads + h) * D;
     for (int64_t d = 0; d < D; ++d) out[d] = o[r * Dv + d] * inv;
