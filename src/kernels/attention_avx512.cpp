@@ -94,8 +94,9 @@ VLM_ATTN_TARGET void score_tile(const void* const* q, const void* kt, int64_t ld
 
 // o[i][0, 16·NV) += Σ_j p[i][j]·v[j][0, 16·NV) for R rows over `keys` keys (bf16: pairs of keys,
 // p rows of uint32 pairs, v rows of pairs with stride ldv words; f32: stride ldv floats, the
-// last zmm masked by `last`). o rows have stride ldo floats.
-template <int R, int NV, bool kBF16>
+// last zmm masked by `last` when kMaskLast; GCC keeps the accumulators of that variant on the
+// stack, so padded sources use the other). o rows have stride ldo floats.
+template <int R, int NV, bool kBF16, bool kMaskLast>
 VLM_ATTN_TARGET void pv_tile(const void* const* p, const void* v, int64_t ldv, int64_t keys, float* o, int64_t ldo,
                              __mmask16 last) {
   __m512 acc[R][NV];
@@ -116,7 +117,7 @@ VLM_ATTN_TARGET void pv_tile(const void* const* p, const void* v, int64_t ldv, i
       __m512 pb[R];
       for (int i = 0; i < R; ++i) pb[i] = _mm512_set1_ps(static_cast<const float*>(p[i])[j]);
       for (int c = 0; c < NV; ++c) {
-        const __m512 vv = _mm512_maskz_loadu_ps(c == NV - 1 ? last : __mmask16(0xFFFF), vj + 16 * c);
+        const __m512 vv = kMaskLast && c == NV - 1 ? _mm512_maskz_loadu_ps(last, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
         for (int i = 0; i < R; ++i) acc[i][c] = _mm512_fmadd_ps(pb[i], vv, acc[i][c]);
       }
     }
@@ -130,18 +131,18 @@ template <bool kBF16, int... R>
 constexpr auto score_table(std::integer_sequence<int, R...>) {
   return std::array{score_tile<R + 1, kBF16>...};
 }
-template <bool kBF16, int NV, int... R>
+template <bool kBF16, bool kMaskLast, int NV, int... R>
 constexpr auto pv_row_table(std::integer_sequence<int, R...>) {
-  return std::array{pv_tile<R + 1, NV, kBF16>...};
+  return std::array{pv_tile<R + 1, NV, kBF16, kMaskLast>...};
 }
-template <bool kBF16, int... NV>
+template <bool kBF16, bool kMaskLast, int... NV>
 constexpr auto pv_table(std::integer_sequence<int, NV...>) {
-  return std::array{pv_row_table<kBF16, NV + 1>(std::make_integer_sequence<int, kMR>())...};
+  return std::array{pv_row_table<kBF16, kMaskLast, NV + 1>(std::make_integer_sequence<int, kMR>())...};
 }
 template <bool kBF16>
 constexpr auto kScore = score_table<kBF16>(std::make_integer_sequence<int, kMR>());
-template <bool kBF16>
-constexpr auto kPV = pv_table<kBF16>(std::make_integer_sequence<int, kMaxPV>());
+template <bool kBF16, bool kMaskLast>
+constexpr auto kPV = pv_table<kBF16, kMaskLast>(std::make_integer_sequence<int, kMaxPV>());
 
 struct Problem {
   const float *q, *k, *v;
@@ -174,8 +175,8 @@ void key_range(const Problem& pb, int64_t t, int64_t& lo, int64_t& hi) {
 // K and V of every kv head in the layouts the packed kernels read (see the file comment).
 struct Packed {
   int64_t Sp = 0, Dp = 0, Dv = 0;  // keys padded to tiles, dimension pairs, dimensions padded to zmm
-  std::vector<float> kt;           // exact: [kv_heads][D][Sp]
-  std::vector<uint32_t> ktp, vp;   // fast: [kv_heads][Dp][Sp], [kv_heads][Sp/2][Dv]
+  std::vector<float> kt, vf;       // exact: [kv_heads][Sp/64][D][64], [kv_heads][Sp][Dv]
+  std::vector<uint32_t> ktp, vp;   // fast: [kv_heads][Sp/64][Dp][64], [kv_heads][Sp/2][Dv]
 };
 
 // Keys [j0, j1) of kv head h into the packed layouts, zero padded: K transposed 16 keys at a time
@@ -206,7 +207,15 @@ VLM_ATTN_TARGET void pack_chunk(const Problem& pb, bool bf16, Packed& pk, int64_
       _mm512_storeu_si512(kt + dp * kTk, _mm512_or_si512(lo16, hi16));
     }
   }
-  if (!bf16) return;
+  if (!bf16) {
+    // V rows copied contiguously: the strided originals (often one row per 3·E floats) would miss
+    // the TLB on nearly every key of a tile.
+    for (int64_t j = j0; j < j_end; ++j)
+      for (int64_t d = 0; d < pk.Dv; d += 16)
+        _mm512_storeu_ps(pk.vf.data() + (h * pk.Sp + j) * pk.Dv + d,
+                         j < pb.S ? _mm512_maskz_loadu_ps(tail16(D - d), vh + j * pb.kv_stride + d) : _mm512_setzero_ps());
+    return;
+  }
   uint32_t* vp = pk.vp.data() + h * pk.Sp / 2 * pk.Dv;
   for (int64_t j = j0; j < j_end; j += 2)
     for (int64_t d = 0; d < pk.Dv; d += 16) {
@@ -230,6 +239,7 @@ void pack_kv(ThreadPool& pool, const Problem& pb, bool bf16, Packed& pk) {
     pk.vp.resize(std::max(pk.vp.size(), size_t(pb.kv_heads * pk.Sp / 2 * pk.Dv)));
   } else {
     pk.kt.resize(std::max(pk.kt.size(), size_t(pb.kv_heads * D * pk.Sp)));
+    pk.vf.resize(std::max(pk.vf.size(), size_t(pb.kv_heads * pk.Sp * pk.Dv)));
   }
   const int64_t chunk = 256, chunks = (pb.S + chunk - 1) / chunk;  // even: V pairs stay in one chunk
   pool.run(pb.kv_heads * chunks, [&](int64_t task) {
@@ -371,11 +381,12 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
         if (kBF16 && packed) {
           for (int i = 0; i < R; ++i) pr[i] = pp + (i0 + i) * kTk / 2;
           const uint32_t* vt = pk.vp.data() + (kvh * pk.Sp + j0) / 2 * pk.Dv + c0;
-          kPV<true>[size_t(NV - 1)][size_t(R - 1)](pr, vt, pk.Dv, (n + 1) / 2, o + i0 * Dv + c0, Dv, last);
+          kPV<true, false>[size_t(NV - 1)][size_t(R - 1)](pr, vt, pk.Dv, (n + 1) / 2, o + i0 * Dv + c0, Dv, last);
         } else {
           for (int i = 0; i < R; ++i) pr[i] = s + (i0 + i) * kTk;
-          kPV<false>[size_t(NV - 1)][size_t(R - 1)](pr, vh + j0 * pb.kv_stride + c0, pb.kv_stride, n,
-                                                    o + i0 * Dv + c0, Dv, last);
+          const float* vt = packed ? pk.vf.data() + (kvh * pk.Sp + j0) * Dv + c0 : vh + j0 * pb.kv_stride + c0;
+          (packed ? kPV<false, false> : kPV<false, true>)[size_t(NV - 1)][size_t(R - 1)](
+              pr, vt, packed ? Dv : pb.kv_stride, n, o + i0 * Dv + c0, Dv, last);
         }
       }
       c0 += 16 * NV;
