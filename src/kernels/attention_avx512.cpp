@@ -29,11 +29,11 @@ namespace {
 
 using matmul_detail::tail16;
 
-constexpr int kMR = 6;        // query rows per register tile
-constexpr int64_t kTk = 64;   // keys per tile: 4 zmm of scores per row
-constexpr int64_t kTq = 24;   // query rows per task (small: s, o and the K/V tiles stay in L1)
+constexpr int kMR = 6;                       // query rows per register tile
+constexpr int64_t kTk = 64;                  // keys per tile: 4 zmm of scores per row
+constexpr int64_t kTq = 24;                  // query rows per task (small: s, o and the K/V tiles stay in L1)
 constexpr int64_t kMinPackedPositions = 16;  // fewer query positions: direct dot products
-constexpr int kMaxPV = 8;     // zmm of head dimensions per P·V register tile (rows: 24 / that)
+constexpr int kMaxPV = 8;                    // zmm of head dimensions per P·V register tile (rows: 24 / that)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 int64_t round_up(int64_t n, int64_t m) {
@@ -46,7 +46,8 @@ int64_t round_up(int64_t n, int64_t m) {
 template <bool kFast>
 VLM_ATTN_TARGET inline __m512 exp_le0(__m512 x, __mmask16 keep) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  const __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p;
@@ -117,7 +118,8 @@ VLM_ATTN_TARGET void pv_tile(const void* const* p, const void* v, int64_t ldv, i
       __m512 pb[R];
       for (int i = 0; i < R; ++i) pb[i] = _mm512_set1_ps(static_cast<const float*>(p[i])[j]);
       for (int c = 0; c < NV; ++c) {
-        const __m512 vv = kMaskLast && c == NV - 1 ? _mm512_maskz_loadu_ps(last, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
+        const __m512 vv =
+            kMaskLast && c == NV - 1 ? _mm512_maskz_loadu_ps(last, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
         for (int i = 0; i < R; ++i) acc[i][c] = _mm512_fmadd_ps(pb[i], vv, acc[i][c]);
       }
     }
@@ -212,8 +214,9 @@ VLM_ATTN_TARGET void pack_chunk(const Problem& pb, bool bf16, Packed& pk, int64_
     // the TLB on nearly every key of a tile.
     for (int64_t j = j0; j < j_end; ++j)
       for (int64_t d = 0; d < pk.Dv; d += 16)
-        _mm512_storeu_ps(pk.vf.data() + (h * pk.Sp + j) * pk.Dv + d,
-                         j < pb.S ? _mm512_maskz_loadu_ps(tail16(D - d), vh + j * pb.kv_stride + d) : _mm512_setzero_ps());
+        _mm512_storeu_ps(
+            pk.vf.data() + (h * pk.Sp + j) * pk.Dv + d,
+            j < pb.S ? _mm512_maskz_loadu_ps(tail16(D - d), vh + j * pb.kv_stride + d) : _mm512_setzero_ps());
     return;
   }
   uint32_t* vp = pk.vp.data() + h * pk.Sp / 2 * pk.Dv;
@@ -273,12 +276,12 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
   thread_local std::vector<uint32_t> wbuf;
   fbuf.resize(std::max(fbuf.size(), size_t(rows * (Dv + kTk + Dv + 16))));
   wbuf.resize(std::max(wbuf.size(), size_t(rows * (Dp + kTk / 2))));
-  float* qs = fbuf.data();       // [rows][Dv] scaled queries (f32 paths)
-  float* s = qs + rows * Dv;     // [rows][kTk] scores, then probabilities
-  float* o = s + rows * kTk;     // [rows][Dv] Σ p·v
+  float* qs = fbuf.data();          // [rows][Dv] scaled queries (f32 paths)
+  float* s = qs + rows * Dv;        // [rows][kTk] scores, then probabilities
+  float* o = s + rows * kTk;        // [rows][Dv] Σ p·v
   float* lane_sum = o + rows * Dv;  // [rows][16] Σ p per lane (fast)
-  uint32_t* qp = wbuf.data();    // [rows][Dp] scaled queries as bf16 pairs
-  uint32_t* pp = qp + rows * Dp; // [rows][kTk/2] probabilities as bf16 pairs
+  uint32_t* qp = wbuf.data();       // [rows][Dp] scaled queries as bf16 pairs
+  uint32_t* pp = qp + rows * Dp;    // [rows][kTk/2] probabilities as bf16 pairs
   std::fill(o, o + rows * (Dv + 16), 0.f);
   std::vector<int64_t> lo(static_cast<size_t>(rows)), hi(static_cast<size_t>(rows));
   std::vector<float> mx(size_t(rows), kNegInf);
@@ -329,7 +332,8 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
       for (int v = 0; v < 4; ++v) {
         if (!whole) {
           const int64_t j = j0 + 16 * v;
-          const int64_t a = std::clamp<int64_t>(lo[size_t(r)] - j, 0, 16), b = std::clamp<int64_t>(hi[size_t(r)] - j, 0, 16);
+          const int64_t a = std::clamp<int64_t>(lo[size_t(r)] - j, 0, 16),
+                        b = std::clamp<int64_t>(hi[size_t(r)] - j, 0, 16);
           keep[v] = a < b ? __mmask16(tail16(b) & ~tail16(a)) : __mmask16(0);
         }
         m = _mm512_mask_max_ps(m, keep[v], m, _mm512_loadu_ps(sr + 16 * v));
@@ -347,7 +351,9 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
       if (mx[size_t(r)] != kNegInf && mx[size_t(r)] != new_max) {
         const float correction = std::exp(mx[size_t(r)] - new_max);
         sum[size_t(r)] *= correction;
-        if (kBF16) _mm512_storeu_ps(lane_sum + r * 16, _mm512_mul_ps(_mm512_loadu_ps(lane_sum + r * 16), _mm512_set1_ps(correction)));
+        if (kBF16)
+          _mm512_storeu_ps(lane_sum + r * 16,
+                           _mm512_mul_ps(_mm512_loadu_ps(lane_sum + r * 16), _mm512_set1_ps(correction)));
         for (int64_t d = 0; d < Dv; d += 16)
           _mm512_storeu_ps(o + r * Dv + d, _mm512_mul_ps(_mm512_loadu_ps(o + r * Dv + d), _mm512_set1_ps(correction)));
       }

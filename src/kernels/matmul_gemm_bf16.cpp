@@ -24,8 +24,8 @@ namespace vlm::matmul_detail {
 #ifdef VLM_HAVE_BF16_KERNEL
 namespace {
 
-constexpr int kMR = 6;        // activation rows per register tile
-constexpr int kNV = 4;        // zmm of output features per tile: NR = 64
+constexpr int kMR = 6;  // activation rows per register tile
+constexpr int kNV = 4;  // zmm of output features per tile: NR = 64
 constexpr int64_t kNR = 16 * kNV;
 constexpr int64_t kNC = 128;  // output features per task block (kNC / kNR panels)
 constexpr int64_t kKC = 256;  // K slice (even): a block is kNC·KC/2 pairs = 128 KB, in L2
@@ -106,8 +106,7 @@ bool bf16_gemm_supported() {
   return cpu && avx512_enabled();
 }
 
-void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const int64_t N = p.N, K = p.K, Kp = (K + 1) / 2;
   // Activations as bf16 pairs, rows padded to whole pairs with a zero; converted once per call.
   thread_local std::vector<uint32_t> xbuf;
@@ -152,8 +151,7 @@ void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, in
 bool bf16_gemm_supported() {
   return false;
 }
-void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-               const float* bias) {
+void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   gemm(pool, p, x, M, y, bias);
 }
 

@@ -276,9 +276,8 @@ TEST(Ops, AttentionAllMasks) {
   AttentionMask vision;
   vision.causal = false;
   vision.segments = {0, 130, 257};
-  cases.push_back({"vision segments", 257, 257, 3, 3, 80, vision, [](int64_t i, int64_t j) {
-                     return (i < 130) == (j < 130);
-                   }});
+  cases.push_back(
+      {"vision segments", 257, 257, 3, 3, 80, vision, [](int64_t i, int64_t j) { return (i < 130) == (j < 130); }});
   AttentionMask window;
   window.window = 37;
   window.q_offset = 11;
@@ -290,7 +289,8 @@ TEST(Ops, AttentionAllMasks) {
   cases.push_back({"sliding window decode", 1, 300, 8, 1, 64, window_dec, [](int64_t, int64_t j) { return j > 199; }});
   AttentionMask long_dec;
   long_dec.q_offset = 2999;
-  cases.push_back({"decode long odd head", 2, 3001, 6, 3, 45, long_dec, [](int64_t i, int64_t j) { return j <= 2999 + i; }});
+  cases.push_back(
+      {"decode long odd head", 2, 3001, 6, 3, 45, long_dec, [](int64_t i, int64_t j) { return j <= 2999 + i; }});
   AttentionMask prefill_odd;
   cases.push_back({"prefill odd head_dim", 77, 77, 4, 1, 31, prefill_odd, [](int64_t i, int64_t j) { return j <= i; }});
   for (const auto& c : cases) {
@@ -305,8 +305,8 @@ TEST(Ops, AttentionAllMasks) {
         g_env = Compute::make(threads, precision);
         std::vector<float> out(size_t(c.T * c.qh * c.hd), NAN);
         attention(g_env, q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask, out.data());
-        const std::string what = std::string(c.name) + " threads=" + std::to_string(threads) + " " +
-                                 precision_name(precision);
+        const std::string what =
+            std::string(c.name) + " threads=" + std::to_string(threads) + " " + precision_name(precision);
         if (precision == Precision::kExact) {
           expect_close(out, ref, 1e-5, 2e-6, what);
           continue;
