@@ -68,27 +68,62 @@ using TileFn = void (*)(const uint32_t* const*, const uint32_t*, int64_t, float*
                         const __mmask16*);
 constexpr TileFn kTiles[kMR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>};
 
+// In-register transpose of a 16×16 block of 32-bit words (r[i] = row i -> r[c] = column c):
+// unpack 32-bit and 64-bit pairs within 128-bit blocks, then regroup the blocks.
+VLM_BF16_TARGET inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // block b of r[4i + c]: column 4b + c of rows 4i..4i+3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i s0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88), s1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    const __m512i s2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512i s3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+    t[8 + c] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
+    t[4 + c] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
 // Packs rows [n0, n0 + nr) of W, pairs [k0/2, k0/2 + kp), as panels [kp][kNR] of bf16 pairs
-// (rows past nr zero). `direct`: bf16 storage with even K, whose words already are the pairs.
+// (rows past nr zero), 16 rows × 16 pairs per in-register transpose. `direct`: bf16 storage
+// with even K, whose words already are the pairs; otherwise rows are converted first.
 VLM_BF16_TARGET void pack_block(const MatMulWeight::Impl& p, bool direct, int64_t n0, int64_t nr, int64_t k0,
                                 int64_t kc, uint32_t* out) {
   const int64_t kp = (kc + 1) / 2, panels = (nr + kNR - 1) / kNR;
   alignas(64) float rowbuf[kKC];
-  alignas(64) uint32_t pairbuf[kKC / 2];
-  for (int64_t r = 0; r < panels * kNR; ++r) {
-    uint32_t* dst = out + (r / kNR) * kp * kNR + r % kNR;
-    const uint32_t* src = pairbuf;
-    if (r >= nr) {
-      for (int64_t k = 0; k < kp; ++k) dst[k * kNR] = 0;
-      continue;
+  alignas(64) uint32_t staged[16][kKC / 2];
+  for (int64_t g = 0; g < panels * kNR; g += 16) {
+    const uint32_t* src[16];
+    for (int i = 0; i < 16; ++i) {
+      const int64_t r = g + i;
+      if (r >= nr) {
+        src[i] = nullptr;
+      } else if (direct) {
+        src[i] = static_cast<const uint32_t*>(p.w.raw()) + ((n0 + r) * p.K + k0) / 2;
+      } else {
+        dequantize_range(p, n0 + r, k0, kc, rowbuf);
+        to_bf16(rowbuf, kc, reinterpret_cast<uint16_t*>(staged[i]));
+        src[i] = staged[i];
+      }
     }
-    if (direct) {
-      src = static_cast<const uint32_t*>(p.w.raw()) + ((n0 + r) * p.K + k0) / 2;
-    } else {
-      dequantize_range(p, n0 + r, k0, kc, rowbuf);
-      to_bf16(rowbuf, kc, reinterpret_cast<uint16_t*>(pairbuf));
+    uint32_t* dst = out + (g / kNR) * kp * kNR + g % kNR;
+    for (int64_t k = 0; k < kp; k += 16) {
+      const __mmask16 m = tail16(kp - k);
+      __m512i w[16];
+      for (int i = 0; i < 16; ++i) w[i] = src[i] ? _mm512_maskz_loadu_epi32(m, src[i] + k) : _mm512_setzero_si512();
+      transpose16x16(w);
+      for (int64_t c = 0; c < std::min<int64_t>(16, kp - k); ++c) _mm512_store_si512(dst + (k + c) * kNR, w[c]);
     }
-    for (int64_t k = 0; k < kp; ++k) dst[k * kNR] = src[k];
   }
 }
 
