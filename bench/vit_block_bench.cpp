@@ -3,6 +3,8 @@
 // and fast precision. Counters: ms per stage (process CPU time / threads, i.e. wall time on idle
 // cores) and "tower_s": 32 blocks extrapolated from the CPU time of one block divided by the
 // thread count, which does not depend on how busy the shared machine is; wall "Time" is also shown.
+// BM_LmPrefillLayer does the same for one Qwen2-VL-2B (1.5B LM) decoder layer on a 512-token
+// prompt and extrapolates prompt tokens per second over its 28 layers.
 #include <benchmark/benchmark.h>
 #include <time.h>
 
@@ -103,6 +105,49 @@ void BM_VitBlock(benchmark::State& state) {
   state.SetLabel(state.range(0) ? "fast" : "exact");
 }
 BENCHMARK(BM_VitBlock)->ArgName("fast")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_LmPrefillLayer(benchmark::State& state) {
+  const int64_t T = 512, E = 1536, F = 8960, heads = 12, kv_heads = 2, hd = 128, kvd = kv_heads * hd;
+  const vlm::Compute base = vlm::Compute::make();
+  const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact};
+  static const vlm::MatMulWeight q_w = weight(E, E, 21), k_w = weight(kvd, E, 22), v_w = weight(kvd, E, 23),
+                                 o_w = weight(E, E, 24), gate_w = weight(F, E, 25), up_w = weight(F, E, 26),
+                                 down_w = weight(E, F, 27);
+  auto q_b = rand_vec(size_t(E), -0.1f, 0.1f, 28), kv_b = rand_vec(size_t(kvd), -0.1f, 0.1f, 29);
+  auto norm_w = rand_vec(size_t(E), 0.5f, 1.5f, 30);
+  auto cos = rand_vec(size_t(T * hd), -1.f, 1.f, 31), sin = rand_vec(size_t(T * hd), -1.f, 1.f, 32);
+  const auto x0 = rand_vec(size_t(T * E), -1.f, 1.f, 33);
+  std::vector<float> x = x0, h(size_t(T * E)), q(size_t(T * E)), k(size_t(T * kvd)), v(size_t(T * kvd)),
+                     attn(size_t(T * E)), tmp(size_t(T * E)), gate(size_t(T * F)), up(size_t(T * F));
+  const vlm::AttentionMask mask;  // causal
+  const double cpu0 = process_cpu_seconds();
+  for (auto _ : state) {
+    vlm::rms_norm(env, x.data(), norm_w.data(), T, E, 1e-6f, h.data());
+    q_w.forward(env, h.data(), T, q.data(), q_b.data());
+    k_w.forward(env, h.data(), T, k.data(), kv_b.data());
+    v_w.forward(env, h.data(), T, v.data(), kv_b.data());
+    vlm::apply_rope(q.data(), T, E, int(heads), int(hd), cos.data(), sin.data());
+    vlm::apply_rope(k.data(), T, kvd, int(kv_heads), int(hd), cos.data(), sin.data());
+    vlm::attention(env, q.data(), E, k.data(), v.data(), kvd, T, T, int(heads), int(kv_heads), int(hd),
+                   1.f / std::sqrt(float(hd)), mask, attn.data());
+    o_w.forward(env, attn.data(), T, tmp.data());
+    vlm::add_inplace(x.data(), tmp.data(), T * E);
+    vlm::rms_norm(env, x.data(), norm_w.data(), T, E, 1e-6f, h.data());
+    gate_w.forward(env, h.data(), T, gate.data());
+    up_w.forward(env, h.data(), T, up.data());
+    vlm::silu_mul(env, gate.data(), up.data(), T * F);
+    down_w.forward(env, gate.data(), T, tmp.data());
+    vlm::add_inplace(x.data(), tmp.data(), T * E);
+    benchmark::DoNotOptimize(x.data());
+    state.PauseTiming();
+    x = x0;
+    state.ResumeTiming();
+  }
+  const double layer_s = (process_cpu_seconds() - cpu0) / double(state.iterations()) / double(env.num_threads());
+  state.counters["prefill_tok/s"] = double(T) / (28 * layer_s);
+  state.SetLabel(state.range(0) ? "fast" : "exact");
+}
+BENCHMARK(BM_LmPrefillLayer)->ArgName("fast")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
