@@ -267,9 +267,11 @@ VLM_ATTN_TARGET void direct_scores(const float* const* q, int rows, const float*
   }
 }
 
+// Rows [r0, r1) of kv head kvh over keys [key_begin, key_end). partial == nullptr: writes the
+// normalised outputs; else [rows][D + 2] = unnormalised Σ p·v, running max, Σ p (split keys).
 template <bool kBF16>
 VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool packed, int64_t kvh, int64_t r0,
-                                    int64_t r1) {
+                                    int64_t r1, int64_t key_begin, int64_t key_end, float* partial) {
   const int64_t D = pb.head_dim, group = pb.q_heads / pb.kv_heads, Dv = round_up(D, 16), Dp = (D + 1) / 2;
   const int64_t rows = r1 - r0;
   thread_local std::vector<float> fbuf;
@@ -297,6 +299,8 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
             uint32_t(f32_to_bf16(qs[r * Dv + d])) | uint32_t(d + 1 < D ? f32_to_bf16(qs[r * Dv + d + 1]) : 0) << 16;
     }
     key_range(pb, t, lo[size_t(r)], hi[size_t(r)]);
+    lo[size_t(r)] = std::max(lo[size_t(r)], key_begin);
+    hi[size_t(r)] = std::min(hi[size_t(r)], key_end);
     if (lo[size_t(r)] < hi[size_t(r)]) {
       tile_lo = std::min(tile_lo, lo[size_t(r)]);
       tile_hi = std::max(tile_hi, hi[size_t(r)]);
@@ -401,6 +405,13 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t t = (r0 + r) / group, h = kvh * group + (r0 + r) % group;
     if (kBF16) sum[size_t(r)] = double(_mm512_reduce_add_ps(_mm512_loadu_ps(lane_sum + r * 16)));
+    if (partial) {
+      float* pr = partial + r * (D + 2);
+      std::copy(o + r * Dv, o + r * Dv + D, pr);
+      pr[D] = mx[size_t(r)];
+      pr[D + 1] = float(sum[size_t(r)]);
+      continue;
+    }
     const float inv = sum[size_t(r)] > 0 ? float(1.0 / sum[size_t(r)]) : 0.f;
     float* out = pb.out + (t * pb.q_heads + h) * D;
     for (int64_t d = 0; d < D; ++d) out[d] = o[r * Dv + d] * inv;
@@ -423,14 +434,52 @@ bool attention_avx512(ThreadPool& pool, bool fast, const float* q, int64_t q_str
   Packed& pk = packed_kv;
   if (packed) pack_kv(pool, pb, bf16, pk);
   const int64_t rows = T * (q_heads / kv_heads), tiles = (rows + kTq - 1) / kTq;
+  // Few tasks over many keys (decode with fewer kv heads than threads): split the keys into
+  // chunks, each task keeping its own softmax state, and merge them afterwards.
+  int64_t chunks = 1;
+  while (!packed && kv_heads * tiles * chunks < 2 * pool.size() && S / (2 * chunks) >= 1024) chunks *= 2;
+  if (chunks > 1) {
+    const int64_t chunk = round_up((S + chunks - 1) / chunks, kTk), D = head_dim;
+    thread_local std::vector<float> partial_buf;
+    partial_buf.resize(size_t(kv_heads * tiles * chunks * kTq * (D + 2)));
+    float* partial = partial_buf.data();
+    auto part = [&](int64_t kvh, int64_t tile, int64_t c) {
+      return partial + ((kvh * tiles + tile) * chunks + c) * kTq * (D + 2);
+    };
+    pool.run(kv_heads * tiles * chunks, [&](int64_t task) {
+      const int64_t c = task % chunks, tile = task / chunks % tiles, kvh = task / chunks / tiles;
+      attention_task<false>(pb, pk, false, kvh, tile * kTq, std::min(rows, (tile + 1) * kTq), c * chunk,
+                            std::min(S, (c + 1) * chunk), part(kvh, tile, c));
+    });
+    const int64_t group = q_heads / kv_heads;
+    for (int64_t kvh = 0; kvh < kv_heads; ++kvh)
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t tile = r / kTq, t = r / group, h = kvh * group + r % group;
+        float m = kNegInf;
+        for (int64_t c = 0; c < chunks; ++c) m = std::max(m, part(kvh, tile, c)[(r % kTq) * (D + 2) + D]);
+        float* o = out + (t * q_heads + h) * D;
+        std::fill(o, o + D, 0.f);
+        double total = 0;
+        for (int64_t c = 0; c < chunks && m != kNegInf; ++c) {
+          const float* pr = part(kvh, tile, c) + (r % kTq) * (D + 2);
+          if (pr[D] == kNegInf) continue;
+          const float w = std::exp(pr[D] - m);
+          total += double(w) * pr[D + 1];
+          for (int64_t d = 0; d < D; ++d) o[d] += w * pr[d];
+        }
+        const float inv = total > 0 ? float(1.0 / total) : 0.f;
+        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+      }
+    return true;
+  }
   // Later row tiles see more keys under a causal mask: hand them out first.
   pool.run(kv_heads * tiles, [&](int64_t task) {
     const int64_t tile = tiles - 1 - task / kv_heads, kvh = task % kv_heads;
     const int64_t r0 = tile * kTq, r1 = std::min(rows, r0 + kTq);
     if (bf16)
-      attention_task<true>(pb, pk, packed, kvh, r0, r1);
+      attention_task<true>(pb, pk, packed, kvh, r0, r1, 0, S, nullptr);
     else
-      attention_task<false>(pb, pk, packed, kvh, r0, r1);
+      attention_task<false>(pb, pk, packed, kvh, r0, r1, 0, S, nullptr);
   });
   return true;
 }

@@ -291,6 +291,15 @@ TEST(Ops, AttentionAllMasks) {
   long_dec.q_offset = 2999;
   cases.push_back(
       {"decode long odd head", 2, 3001, 6, 3, 45, long_dec, [](int64_t i, int64_t j) { return j <= 2999 + i; }});
+  // One kv head, long context: the keys are split across tasks and the partial softmaxes merged.
+  AttentionMask mqa_dec;
+  mqa_dec.q_offset = 4999;
+  cases.push_back({"decode mqa split keys", 1, 5000, 8, 1, 64, mqa_dec, [](int64_t, int64_t j) { return j <= 4999; }});
+  AttentionMask mqa_window;
+  mqa_window.q_offset = 4998;
+  mqa_window.window = 3000;
+  cases.push_back({"decode mqa split keys window", 2, 5000, 4, 1, 32, mqa_window,
+                   [](int64_t i, int64_t j) { return j <= 4998 + i && j > 1998 + i; }});
   AttentionMask prefill_odd;
   cases.push_back({"prefill odd head_dim", 77, 77, 4, 1, 31, prefill_odd, [](int64_t i, int64_t j) { return j <= i; }});
   for (const auto& c : cases) {
