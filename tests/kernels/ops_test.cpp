@@ -241,6 +241,12 @@ std::vector<double> ref_attention(const std::vector<float>& q, int64_t qs, const
   return out;
 }
 
+AttentionMask dec_at(int64_t q_offset) {
+  AttentionMask m;
+  m.q_offset = q_offset;
+  return m;
+}
+
 struct AttnCase {
   const char* name;
   int64_t T, S;
@@ -300,6 +306,12 @@ TEST(Ops, AttentionAllMasks) {
   mqa_window.window = 3000;
   cases.push_back({"decode mqa split keys window", 2, 5000, 4, 1, 32, mqa_window,
                    [](int64_t i, int64_t j) { return j <= 4998 + i && j > 1998 + i; }});
+  // Gemma head_dim 256 (P·V in two 8-zmm column chunks) and 200 (two chunks with a masked tail).
+  AttentionMask gemma;
+  gemma.q_offset = 20;
+  cases.push_back({"head_dim 256", 20, 40, 2, 1, 256, gemma, [](int64_t i, int64_t j) { return j <= 20 + i; }});
+  cases.push_back({"head_dim 256 decode", 1, 40, 2, 1, 256, dec_at(39), [](int64_t, int64_t j) { return j <= 39; }});
+  cases.push_back({"head_dim 200", 17, 17, 1, 1, 200, AttentionMask{}, [](int64_t i, int64_t j) { return j <= i; }});
   AttentionMask prefill_odd;
   cases.push_back({"prefill odd head_dim", 77, 77, 4, 1, 31, prefill_odd, [](int64_t i, int64_t j) { return j <= i; }});
   for (const auto& c : cases) {
