@@ -1,9 +1,11 @@
 // ops.h kernels at Qwen2-VL-2B shapes (12 query heads, 2 kv heads, head_dim 128, hidden 1536,
 // intermediate 8960). Times are CPU time of the calling thread: exact with VLM_THREADS=1.
 #include <benchmark/benchmark.h>
+#include <time.h>
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -26,24 +28,53 @@ std::vector<float> rand_vec(size_t n) {
   return v;
 }
 
-// Args: T (queries), S (keys). Causal with queries at the end of the key range.
+double process_cpu_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// Args: T (queries), S (keys), precision (0 exact, 1 fast), shape (0: LM, 12 query / 2 kv heads
+// of 128, causal with queries at the end of the key range; 1: Qwen2-VL vision tower, 16 heads of
+// 80, one block-diagonal segment). GFLOP counts the visible (query, key) pairs, 4·head_dim each;
+// GFLOP/cpu_s divides by the CPU time of the whole process (robust when the cores are shared).
 void BM_Attention(benchmark::State& state) {
   const int64_t T = state.range(0), S = state.range(1);
-  const int qh = 12, kvh = 2, hd = 128;
+  const bool vision = state.range(3) == 1;
+  const int qh = vision ? 16 : 12, kvh = vision ? 16 : 2, hd = vision ? 80 : 128;
   auto q = rand_vec(size_t(T * qh * hd)), k = rand_vec(size_t(S * kvh * hd)), v = rand_vec(size_t(S * kvh * hd));
   std::vector<float> out(q.size());
   vlm::AttentionMask mask;
   mask.q_offset = S - T;
+  if (vision) {
+    mask.causal = false;
+    mask.segments = {0, S};
+  }
+  const vlm::Compute& base = env();
+  const vlm::Compute c{base.pool, state.range(2) ? vlm::Precision::kFast : vlm::Precision::kExact};
+  const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
-    vlm::attention(env(), q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(128.f),
+    vlm::attention(c, q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(float(hd)),
                    mask, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   double pairs = 0;  // visible (query, key) pairs
-  for (int64_t i = 0; i < T; ++i) pairs += double(S - T + i + 1);
-  state.counters["GFLOP/s"] = benchmark::Counter(4e-9 * pairs * qh * hd, benchmark::Counter::kIsIterationInvariantRate);
+  for (int64_t i = 0; i < T; ++i) pairs += vision ? double(S) : double(S - T + i + 1);
+  const double gflop = 4e-9 * pairs * qh * hd;
+  state.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/cpu_s"] = gflop * double(state.iterations()) / (process_cpu_seconds() - cpu0);
+  state.SetLabel(std::string(vision ? "vision" : "lm") + (state.range(2) ? " fast" : " exact"));
 }
-BENCHMARK(BM_Attention)->Args({1, 2048})->Args({512, 512})->Args({1024, 1024})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Attention)
+    ->ArgNames({"T", "S", "fast", "vision"})
+    ->Args({1, 2048, 0, 0})
+    ->Args({1, 32768, 0, 0})
+    ->Args({512, 512, 0, 0})
+    ->Args({512, 512, 1, 0})
+    ->Args({1024, 1024, 0, 1})
+    ->Args({1024, 1024, 1, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_RmsNorm(benchmark::State& state) {
   const int64_t rows = state.range(0), dim = 1536;

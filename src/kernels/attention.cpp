@@ -1,5 +1,6 @@
 // Scaled dot-product attention (ops.h) with an online softmax over key tiles, vectorized over
 // head_dim with Highway. One task per (query row, query head); only a tile of scores exists.
+// This is the portable fallback: AVX-512 CPUs run the tiled kernel in attention_avx512.cpp.
 // foreach_target.h re-includes this file once per SIMD target; the order below matters.
 // clang-format off
 #undef HWY_TARGET_INCLUDE
@@ -36,11 +37,13 @@ HWY_INLINE void KeyRange(const AttentionMask& mask, int64_t S, int64_t i, int64_
     }
     hi = std::min<int64_t>(S, *it);
     lo = *(it - 1);
+    if (mask.window > 0) lo = std::max(lo, mask.q_offset + i - mask.window + 1);
     return;
   }
   lo = 0;
   hi = S;
   if (mask.causal) hi = std::min<int64_t>(S, std::max(mask.q_offset + i + 1, mask.prefix));
+  if (mask.window > 0) lo = std::max(lo, mask.q_offset + i - mask.window + 1);
 }
 
 HWY_INLINE float Dot(const float* a, const float* b, int64_t n) {
@@ -127,6 +130,10 @@ HWY_AFTER_NAMESPACE();
 namespace vlm {
 namespace ops_detail {
 HWY_EXPORT(AttentionImpl);
+// Tiled flash attention (attention_avx512.cpp); false when AVX-512 is unavailable or disabled.
+bool attention_avx512(ThreadPool& pool, bool fast, const float* q, int64_t q_stride, const float* k, const float* v,
+                      int64_t kv_stride, int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale,
+                      const AttentionMask& mask, float* out);
 }  // namespace ops_detail
 
 void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
@@ -134,6 +141,10 @@ void attention(const Compute& env, const float* q, int64_t q_stride, const float
                float* out) {
   if (q_heads <= 0 || kv_heads <= 0 || q_heads % kv_heads != 0 || head_dim <= 0)
     fail("attention: bad head configuration q_heads=", q_heads, " kv_heads=", kv_heads, " head_dim=", head_dim);
+  if (T <= 0) return;
+  if (ops_detail::attention_avx512(env.threads(), env.precision == Precision::kFast, q, q_stride, k, v, kv_stride, T, S,
+                                   q_heads, kv_heads, head_dim, scale, mask, out))
+    return;
   HWY_DYNAMIC_DISPATCH(ops_detail::AttentionImpl)
   (env.threads(), q, q_stride, k, v, kv_stride, T, S, q_heads, kv_heads, head_dim, scale, mask, out);
 }

@@ -22,8 +22,12 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
+// Every output is bias (or 0) plus its K products added by one FMA each in k order, whatever the
+// blocking: results do not depend on the tile shape, the target or the thread count.
 constexpr int64_t kKC = 128;                      // K slice: panel of KC·NR floats stays in L1
-constexpr int kMR = HWY_MAX_BYTES >= 64 ? 8 : 6;  // activation rows per tile (2·MR accumulators)
+constexpr int kMR = 6;                            // activation rows per tile
+constexpr int kNV = HWY_MAX_BYTES >= 64 ? 4 : 2;  // vectors per tile row: MR·NV accumulators (24 / 12)
+constexpr int64_t kMaxNR = kNV * HWY_MAX_BYTES / 4;
 
 // Tile c[MR, NR] (+)= x[MR, kc] · panel[kc, NR]; xr holds the MR activation row pointers.
 template <int MR>
@@ -31,47 +35,35 @@ HWY_INLINE void Tile(const float* const* xr, const float* panel, int64_t kc, flo
                      const float* bias) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
-  const int64_t NR = 2 * NL;
-  VF acc[MR][2];
-  for (int i = 0; i < MR; ++i) {
-    if (accumulate) {
-      acc[i][0] = hn::LoadU(d, c + i * ldc);
-      acc[i][1] = hn::LoadU(d, c + i * ldc + NL);
-    } else if (bias) {
-      acc[i][0] = hn::LoadU(d, bias);
-      acc[i][1] = hn::LoadU(d, bias + NL);
-    } else {
-      acc[i][0] = hn::Zero(d);
-      acc[i][1] = hn::Zero(d);
-    }
-  }
+  const int64_t NR = kNV * NL;
+  VF acc[MR][kNV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < kNV; ++v)
+      acc[i][v] = accumulate ? hn::LoadU(d, c + i * ldc + v * NL) : bias ? hn::LoadU(d, bias + v * NL) : hn::Zero(d);
   for (int64_t k = 0; k < kc; ++k) {
-    const VF w0 = hn::Load(d, panel + k * NR);
-    const VF w1 = hn::Load(d, panel + k * NR + NL);
+    VF w[kNV];
+    for (int v = 0; v < kNV; ++v) w[v] = hn::Load(d, panel + k * NR + v * NL);
     for (int i = 0; i < MR; ++i) {
       const VF xb = hn::Set(d, xr[i][k]);
-      acc[i][0] = hn::MulAdd(xb, w0, acc[i][0]);
-      acc[i][1] = hn::MulAdd(xb, w1, acc[i][1]);
+      for (int v = 0; v < kNV; ++v) acc[i][v] = hn::MulAdd(xb, w[v], acc[i][v]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    hn::StoreU(acc[i][0], d, c + i * ldc);
-    hn::StoreU(acc[i][1], d, c + i * ldc + NL);
-  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < kNV; ++v) hn::StoreU(acc[i][v], d, c + i * ldc + v * NL);
 }
 
 void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
-  const int64_t NR = 2 * NL;
+  const int64_t NR = kNV * NL;
   const int64_t N = p.N, K = p.K;
   const int64_t panels = (N + NR - 1) / NR;
   pool.run(panels, [&](int64_t pi) {
     const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
-    HWY_ALIGN float panel[kKC * HWY_MAX_BYTES / 2];  // [KC][NR]
+    HWY_ALIGN float panel[kKC * kMaxNR];  // [KC][NR]
     float rowbuf[kKC];
-    HWY_ALIGN float ctile[kMR * HWY_MAX_BYTES / 2];  // MR × NR edge tile
-    HWY_ALIGN float btile[HWY_MAX_BYTES / 2];
+    HWY_ALIGN float ctile[kMR * kMaxNR];  // MR × NR edge tile
+    HWY_ALIGN float btile[kMaxNR];
     const float* bias_p = nullptr;
     if (bias) {
       std::fill(btile, btile + NR, 0.f);

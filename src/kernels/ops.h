@@ -39,13 +39,20 @@ struct AttentionMask {
   // Block-diagonal (non-causal) attention: segment boundaries [0, b1, b2, ..., n]; a query sees
   // only the keys of its own segment. Empty = no segments.
   std::vector<int64_t> segments;
+  // Sliding window (Gemma 3 local layers): when > 0, a query at absolute position p = q_offset + i
+  // additionally sees only keys j > p - window, i.e. (p - window, p] together with `causal`. It
+  // hides old prefix keys too.
+  int64_t window = 0;
 };
 
 // Scaled dot-product attention with grouped-query heads.
 // q: [T, q_heads, head_dim] with row stride q_stride; k, v: [S, kv_heads, head_dim] with row
 // strides kv_stride; out: [T, q_heads, head_dim] contiguous. Query head h uses kv head
 // h / (q_heads / kv_heads). Computed with an online softmax over key tiles, so no more than a
-// tile of scores exists at a time.
+// tile of scores exists at a time. env.precision: kExact computes in float32 (summation order
+// differs from a plain loop, ~1e-7 relative); kFast rounds Q, K, P and V to bf16 for the dot
+// products (f32 accumulation and softmax) when there are >= 16 query positions, and is float32
+// for fewer (decode reads K/V once; rounding would not make it faster).
 void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
                int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale, const AttentionMask& mask,
                float* out);

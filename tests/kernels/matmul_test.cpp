@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -124,6 +125,64 @@ TEST(MatMul, Bf16PrecisionMode) {
   kernel_env().precision = MatMulPrecision::kBF16;
   for (const auto& w : ws)
     for (int64_t M : {1, 7, 8, 64, 129}) check_forward(w, M, rng, M % 2 == 1, "bf16 mode", 8e-3);
+  kernel_env().precision = MatMulPrecision::kF32;
+}
+
+// The exact (f32) GEMM adds each output's products with one FMA each in k order, starting from
+// the bias: bit-for-bit the same as this scalar loop, for any tiling and thread count.
+TEST(MatMul, F32GemmBitExactFmaOrder) {
+  std::mt19937 rng(10);
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    for (DType dt : {DType::F32, DType::BF16, DType::F16})
+      for (auto [M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+               {7, 5, 3}, {13, 65, 129}, {64, 130, 300}, {97, 33, 257}, {8, 200, 64}}) {
+        RefWeight r = make_dense(rng, N, K, dt);
+        std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N), y(size_t(M * N));
+        r.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, y.data(), bias.data());
+        int bad = 0;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            float acc = bias[size_t(n)];
+            for (int64_t k = 0; k < K; ++k)
+              acc = std::fma(x[size_t(m * K + k)], float(r.dense[size_t(n * K + k)]), acc);
+            if (y[size_t(m * N + n)] != acc && ++bad <= 3)
+              ADD_FAILURE() << dtype_name(dt) << " M=" << M << " N=" << N << " K=" << K << " m=" << m << " n=" << n
+                            << ": " << y[size_t(m * N + n)] << " != " << acc;
+          }
+      }
+  }
+  kernel_env().set_threads(0);
+}
+
+// The blocked bf16 GEMM (Precision::kFast for dense weights) over every tail: K around the
+// 256-wide K slice and odd (zero-padded last pair), N around the 64-wide panels and 128-wide task
+// blocks, M rows not a multiple of the 6-row register tile, 1 and 2 threads. Bound: activations
+// (and non-bf16 weights) are rounded to bf16 with unit roundoff u = 2^-8, so each product is off
+// by at most u·|x·w| (bf16 weights, exact) or (2u + u²)·|x·w|; f32 accumulation adds ~K·2^-24.
+TEST(MatMul, Bf16GemmTailsAndBound) {
+  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+  std::mt19937 rng(9);
+  const double u = std::ldexp(1.0, -8);
+  kernel_env().precision = MatMulPrecision::kBF16;
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    for (DType dt : {DType::BF16, DType::F32, DType::F16})
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
+               {1, 3}, {63, 256}, {65, 257}, {130, 511}, {200, 64}, {129, 1030}, {64, 2}})
+        for (int64_t M : {7, 8, 9, 10, 11, 97}) {
+          RefWeight r = make_dense(rng, N, K, dt);
+          const double tol = (dt == DType::BF16 ? 1.0 : 2.0 + u) * u + double(K) * std::ldexp(1.0, -24);
+          check_forward(r, M, rng, M != 8,
+                        std::string(dtype_name(dt)) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                            " threads=" + std::to_string(threads),
+                        tol);
+        }
+  }
+  // Many rows: the row range splits into several tasks when there are few feature blocks.
+  RefWeight big = make_dense(rng, 70, 300, DType::BF16);
+  check_forward(big, 1001, rng, true, "M=1001", u + 300 * std::ldexp(1.0, -24));
+  kernel_env().set_threads(0);
   kernel_env().precision = MatMulPrecision::kF32;
 }
 

@@ -172,31 +172,79 @@ TEST(Ops, Rope) {
   expect_close(x, ref, 1e-6, 1e-6, "rope");
 }
 
-// Double-precision attention with an explicit visibility predicate.
+// The vectorized RoPE rounds exactly like the plain float loop (no FMA contraction), for head
+// widths with and without vector tails.
+TEST(Ops, RopeBitExact) {
+  std::mt19937 rng(11);
+  for (int hd : {2, 10, 32, 64, 80, 128, 130}) {
+    const int64_t rows = 7, heads = 3, stride = heads * hd + 5;
+    auto x = rand_vec(rng, size_t(rows * stride), -4.f, 4.f), cs = rand_vec(rng, size_t(rows * hd)),
+         sn = rand_vec(rng, size_t(rows * hd));
+    std::vector<float> want = x;
+    for (int64_t t = 0; t < rows; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int i = 0; i < hd / 2; ++i) {
+          float* v = want.data() + t * stride + h * hd;
+          const float* c = cs.data() + t * hd;
+          const float* s = sn.data() + t * hd;
+          volatile float ac = v[i] * c[i], bs = v[i + hd / 2] * s[i], bc = v[i + hd / 2] * c[i + hd / 2],
+                         as = v[i] * s[i + hd / 2];  // volatile: no contraction into FMA here either
+          v[i] = ac - bs;
+          v[i + hd / 2] = bc + as;
+        }
+    apply_rope(x.data(), rows, stride, int(heads), hd, cs.data(), sn.data());
+    for (size_t n = 0; n < x.size(); ++n) ASSERT_EQ(x[n], want[n]) << "hd=" << hd << " at " << n;
+  }
+}
+
+// Double-precision attention with an explicit visibility predicate. When `bf16_bound` is given it
+// receives, per output element, the worst-case error of the fast (bf16) kernel: with unit roundoff
+// u = 2^-8 per bf16 operand, each score s_j = scale·Σ q·k is off by at most
+// δ = 2.02u·scale·Σ|q·k| (two rounded operands, f32 accumulation negligible), so every softmax
+// weight is off by a relative 2·max δ at first order; rounding p and v adds 2.02u. Hence
+// |Δout_c| <= (2.2·max_j δ_j + 2.2u)·Σ_j p_j·|v_jc| (10% for second-order terms).
 std::vector<double> ref_attention(const std::vector<float>& q, int64_t qs, const std::vector<float>& k,
                                   const std::vector<float>& v, int64_t kvs, int64_t T, int64_t S, int qh, int kvh,
-                                  int hd, double scale, const std::function<bool(int64_t, int64_t)>& visible) {
+                                  int hd, double scale, const std::function<bool(int64_t, int64_t)>& visible,
+                                  std::vector<double>* bf16_bound = nullptr) {
   std::vector<double> out(size_t(T * qh * hd), 0.0);
+  if (bf16_bound) bf16_bound->assign(out.size(), 0.0);
+  const double u = std::ldexp(1.0, -8);
   for (int64_t i = 0; i < T; ++i)
     for (int h = 0; h < qh; ++h) {
       const int64_t kh = h / (qh / kvh);
       std::vector<double> s;
       std::vector<int64_t> idx;
+      double delta = 0;  // max score error of the bf16 kernel
       for (int64_t j = 0; j < S; ++j) {
         if (!visible(i, j)) continue;
-        double dot = 0;
-        for (int c = 0; c < hd; ++c) dot += double(q[size_t(i * qs + h * hd + c)]) * k[size_t(j * kvs + kh * hd + c)];
+        double dot = 0, mag = 0;
+        for (int c = 0; c < hd; ++c) {
+          const double prod = double(q[size_t(i * qs + h * hd + c)]) * k[size_t(j * kvs + kh * hd + c)];
+          dot += prod;
+          mag += std::fabs(prod);
+        }
         s.push_back(dot * scale);
         idx.push_back(j);
+        delta = std::max(delta, 2.02 * u * scale * mag);
       }
       if (s.empty()) continue;
       double mx = *std::max_element(s.begin(), s.end()), sum = 0;
       for (auto& e : s) sum += (e = std::exp(e - mx));
       for (size_t n = 0; n < s.size(); ++n)
-        for (int c = 0; c < hd; ++c)
-          out[size_t((i * qh + h) * hd + c)] += s[n] / sum * v[size_t(idx[n] * kvs + kh * hd + c)];
+        for (int c = 0; c < hd; ++c) {
+          const double pv = s[n] / sum * v[size_t(idx[n] * kvs + kh * hd + c)];
+          out[size_t((i * qh + h) * hd + c)] += pv;
+          if (bf16_bound) (*bf16_bound)[size_t((i * qh + h) * hd + c)] += (2.2 * delta + 2.2 * u) * std::fabs(pv);
+        }
     }
   return out;
+}
+
+AttentionMask dec_at(int64_t q_offset) {
+  AttentionMask m;
+  m.q_offset = q_offset;
+  return m;
 }
 
 struct AttnCase {
@@ -230,18 +278,65 @@ TEST(Ops, AttentionAllMasks) {
                      auto s = [](int64_t t) { return t < 5 ? 0 : t < 69 ? 1 : 2; };
                      return s(i) == s(j);
                    }});
+  // Vision tower: one segment per image, several key tiles per segment, head_dim 80.
+  AttentionMask vision;
+  vision.causal = false;
+  vision.segments = {0, 130, 257};
+  cases.push_back(
+      {"vision segments", 257, 257, 3, 3, 80, vision, [](int64_t i, int64_t j) { return (i < 130) == (j < 130); }});
+  AttentionMask window;
+  window.window = 37;
+  window.q_offset = 11;
+  cases.push_back({"sliding window gqa", 150, 161, 4, 2, 48, window,
+                   [](int64_t i, int64_t j) { return j <= 11 + i && j > 11 + i - 37; }});
+  AttentionMask window_dec;
+  window_dec.window = 100;
+  window_dec.q_offset = 299;
+  cases.push_back({"sliding window decode", 1, 300, 8, 1, 64, window_dec, [](int64_t, int64_t j) { return j > 199; }});
+  AttentionMask long_dec;
+  long_dec.q_offset = 2999;
+  cases.push_back(
+      {"decode long odd head", 2, 3001, 6, 3, 45, long_dec, [](int64_t i, int64_t j) { return j <= 2999 + i; }});
+  // One kv head, long context: the keys are split across tasks and the partial softmaxes merged.
+  AttentionMask mqa_dec;
+  mqa_dec.q_offset = 4999;
+  cases.push_back({"decode mqa split keys", 1, 5000, 8, 1, 64, mqa_dec, [](int64_t, int64_t j) { return j <= 4999; }});
+  AttentionMask mqa_window;
+  mqa_window.q_offset = 4998;
+  mqa_window.window = 3000;
+  cases.push_back({"decode mqa split keys window", 2, 5000, 4, 1, 32, mqa_window,
+                   [](int64_t i, int64_t j) { return j <= 4998 + i && j > 1998 + i; }});
+  // Gemma head_dim 256 (P·V in two 8-zmm column chunks) and 200 (two chunks with a masked tail).
+  AttentionMask gemma;
+  gemma.q_offset = 20;
+  cases.push_back({"head_dim 256", 20, 40, 2, 1, 256, gemma, [](int64_t i, int64_t j) { return j <= 20 + i; }});
+  cases.push_back({"head_dim 256 decode", 1, 40, 2, 1, 256, dec_at(39), [](int64_t, int64_t j) { return j <= 39; }});
+  cases.push_back({"head_dim 200", 17, 17, 1, 1, 200, AttentionMask{}, [](int64_t i, int64_t j) { return j <= i; }});
+  AttentionMask prefill_odd;
+  cases.push_back({"prefill odd head_dim", 77, 77, 4, 1, 31, prefill_odd, [](int64_t i, int64_t j) { return j <= i; }});
   for (const auto& c : cases) {
     const int64_t qs = c.qh * c.hd + 3, kvs = c.kvh * c.hd + 5;  // padded strides
     auto q = rand_vec(rng, size_t(c.T * qs), -2.f, 2.f), k = rand_vec(rng, size_t(c.S * kvs), -2.f, 2.f),
          v = rand_vec(rng, size_t(c.S * kvs));
     const float scale = 1.f / std::sqrt(float(c.hd));
-    auto ref = ref_attention(q, qs, k, v, kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.visible);
-    for (int threads : {1, 2}) {
-      g_env = Compute::make(threads);
-      std::vector<float> out(size_t(c.T * c.qh * c.hd), NAN);
-      attention(g_env, q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask, out.data());
-      expect_close(out, ref, 1e-5, 2e-6, std::string(c.name) + " threads=" + std::to_string(threads));
-    }
+    std::vector<double> bound;
+    auto ref = ref_attention(q, qs, k, v, kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.visible, &bound);
+    for (int threads : {1, 2})
+      for (Precision precision : {Precision::kExact, Precision::kFast}) {
+        g_env = Compute::make(threads, precision);
+        std::vector<float> out(size_t(c.T * c.qh * c.hd), NAN);
+        attention(g_env, q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask, out.data());
+        const std::string what =
+            std::string(c.name) + " threads=" + std::to_string(threads) + " " + precision_name(precision);
+        if (precision == Precision::kExact) {
+          expect_close(out, ref, 1e-5, 2e-6, what);
+          continue;
+        }
+        int bad = 0;
+        for (size_t n = 0; n < out.size(); ++n)
+          if (!(std::fabs(out[n] - ref[n]) <= bound[n] + 2e-6) && ++bad <= 3)
+            ADD_FAILURE() << what << " [" << n << "]: got " << out[n] << " want " << ref[n] << " bound " << bound[n];
+      }
   }
   g_env = Compute::make(2);
 }
