@@ -32,9 +32,11 @@ void Server::Impl::check_request_fits(const ChatRequest& request) const {
   // prompt too). Anything else would be dropped without a word, so it is refused, saying what.
   if (model.info().model_type == "paligemma") {
     const auto& messages = request.input.messages;
+    size_t prompt = messages.size();  // the last user turn: the one PaliGemma would use
+    for (size_t i = 0; i < messages.size(); ++i)
+      if (messages[i].role == "user") prompt = i;
     for (size_t i = 0; i < messages.size(); ++i) {
-      const bool last = i + 1 == messages.size();
-      if (last && messages[i].role == "user") continue;
+      if (i == prompt) continue;
       throw bad_request(
           "PaliGemma takes a single user message (one image and a prompt), without chat history; "
           "messages[" +

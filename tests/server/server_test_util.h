@@ -2,10 +2,13 @@
 // HTTP helpers (httplib::Client and raw sockets) and server-sent-event parsing.
 #pragma once
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -300,5 +303,77 @@ class RawClient {
   int fd_ = -1;
   std::string received_;
 };
+
+#ifdef VLM_CLI_PATH
+// A `vlm serve` child process with its stderr captured; killed if a test leaves it running.
+class ServeProcess {
+ public:
+  explicit ServeProcess(const std::vector<std::string>& args) {
+    int err_pipe[2];
+    if (pipe(err_pipe) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(err_pipe[1], 2);
+      close(err_pipe[0]);
+      std::vector<char*> argv = {const_cast<char*>(VLM_CLI_PATH), const_cast<char*>("serve")};
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(VLM_CLI_PATH, argv.data());
+      _exit(127);
+    }
+    close(err_pipe[1]);
+    err_ = err_pipe[0];
+    fcntl(err_, F_SETFL, O_NONBLOCK);
+  }
+  ~ServeProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (err_ >= 0) close(err_);
+  }
+  // Reads stderr until `needle` appears (or the time runs out); returns whether it did.
+  bool wait_for_log(const std::string& needle, double seconds) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (log_.find(needle) == std::string::npos && std::chrono::steady_clock::now() < end) {
+      if (!drain()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return log_.find(needle) != std::string::npos;
+  }
+  int port() {
+    if (!wait_for_log("/v1 with", 60)) return 0;
+    return std::atoi(log_.c_str() + log_.find("http://127.0.0.1:") + 17);
+  }
+  // Waits for the exit; returns the wait status, or -1 if it still runs after `seconds`.
+  int wait_exit(double seconds) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() < end) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        drain();
+        return status;
+      }
+      drain();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+  pid_t pid() const { return pid_; }
+  const std::string& log() const { return log_; }
+
+ private:
+  bool drain() {
+    char buf[4096];
+    ssize_t n = read(err_, buf, sizeof buf);
+    if (n > 0) log_.append(buf, size_t(n));
+    return n > 0;
+  }
+  pid_t pid_ = -1;
+  int err_ = -1;
+  std::string log_;
+};
+
+#endif
 
 }  // namespace vlm::server::testing
