@@ -16,7 +16,7 @@ json with_parts(const std::vector<json>& parts, int max_tokens = 2) {
   return chat_body(json::array({{{"role", "user"}, {"content", content}}}), max_tokens);
 }
 
-TEST(RequestCost, ImagesShareOnePixelBudgetPerRequest) {
+TEST(ServerRequestCost, ImagesShareOnePixelBudgetPerRequest) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.media.max_request_pixels = 3000;  // small_40x30 is 1200 pixels: two fit, three do not
@@ -32,7 +32,7 @@ TEST(RequestCost, ImagesShareOnePixelBudgetPerRequest) {
   EXPECT_NE(r.j["error"]["message"].get<std::string>().find("budget of 3000 pixels"), std::string::npos) << r.body;
 }
 
-TEST(RequestCost, HugeTextIsRefusedBeforeTokenizing) {
+TEST(ServerRequestCost, HugeTextIsRefusedBeforeTokenizing) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.ctx_size = 256;
@@ -50,7 +50,7 @@ TEST(RequestCost, HugeTextIsRefusedBeforeTokenizing) {
   EXPECT_EQ(post(c, chat_body(user_text("hi"), 2)).status, 200);
 }
 
-TEST(RequestCost, LogprobsOfIdsWithoutATokenReadAsEmpty) {
+TEST(ServerRequestCost, LogprobsOfIdsWithoutATokenReadAsEmpty) {
   SKIP_WITHOUT_FIXTURES();
   // The fixture's embedding has 151936 rows, more than the tokenizer has tokens (padding).
   const int32_t padding_id = int32_t(tiny_model().info().vocab_size - 1);
@@ -74,7 +74,7 @@ std::string logprob_bytes(const json& content, size_t n) {
   return out;
 }
 
-TEST(RequestCost, LogprobsCoverTheContentTokensOnly) {
+TEST(ServerRequestCost, LogprobsCoverTheContentTokensOnly) {
   SKIP_WITHOUT_FIXTURES();
   TestServer srv;
   auto c = srv.client();
@@ -121,7 +121,7 @@ TEST(RequestCost, LogprobsCoverTheContentTokensOnly) {
   }
 }
 
-TEST(RequestCost, PaliGemmaRefusesWhatItWouldIgnore) {
+TEST(ServerRequestCost, PaliGemmaRefusesWhatItWouldIgnore) {
   const std::string dir = shared_dir() + "/fixtures/paligemma/tiny-bf16";
   const std::string image = shared_dir() + "/fixtures/paligemma/images/answer_la_small.png";
   if (!fs::exists(dir) || !fs::exists(image)) GTEST_SKIP() << "fixtures absent: " << dir;

@@ -30,7 +30,7 @@ int count_threads() {
 }
 
 // A request hidden in the body of a request the server answers early must never be answered.
-TEST(ConnectionHardening, BodiesOfEarlyAnsweredRequestsAreNeverParsedAsRequests) {
+TEST(ServerConnections, BodiesOfEarlyAnsweredRequestsAreNeverParsedAsRequests) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.api_key = "sk-key";
@@ -79,7 +79,7 @@ TEST(ConnectionHardening, BodiesOfEarlyAnsweredRequestsAreNeverParsedAsRequests)
   EXPECT_EQ(post(c, body, {{"Authorization", "Bearer sk-key"}}).status, 200);
 }
 
-TEST(ConnectionHardening, ShuttingDownAnswersLeaveNoBodyBehind) {
+TEST(ServerConnections, ShuttingDownAnswersLeaveNoBodyBehind) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.shutdown_grace_s = 20;
@@ -110,7 +110,7 @@ TEST(ConnectionHardening, ShuttingDownAnswersLeaveNoBodyBehind) {
   stopper.join();
 }
 
-TEST(ConnectionHardening, SlowClientsCannotMakeTheServerUnreachable) {
+TEST(ServerConnections, SlowClientsCannotMakeTheServerUnreachable) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.request_timeout_s = 3;
@@ -165,7 +165,7 @@ TEST(ConnectionHardening, SlowClientsCannotMakeTheServerUnreachable) {
   EXPECT_LE(count_threads(), threads_before) << "threads were started for slow clients";
 }
 
-TEST(ConnectionHardening, IdleKeptAliveConnectionsAreClosed) {
+TEST(ServerConnections, IdleKeptAliveConnectionsAreClosed) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.keep_alive_idle_s = 1;
@@ -176,7 +176,7 @@ TEST(ConnectionHardening, IdleKeptAliveConnectionsAreClosed) {
   EXPECT_TRUE(raw.closed_by_server(15));
 }
 
-TEST(ConnectionHardening, OversizedBodiesGet413WhateverTheirSize) {
+TEST(ServerConnections, OversizedBodiesGet413WhateverTheirSize) {
   SKIP_WITHOUT_FIXTURES();
   ServerOptions opts;
   opts.max_body_bytes = 1 << 20;
@@ -204,7 +204,7 @@ TEST(ConnectionHardening, OversizedBodiesGet413WhateverTheirSize) {
   EXPECT_EQ(post(c, chat_body(user_text("hi"), 2)).status, 200);
 }
 
-TEST(ConnectionHardening, MalformedFramingIsRefusedAndClosed) {
+TEST(ServerConnections, MalformedFramingIsRefusedAndClosed) {
   SKIP_WITHOUT_FIXTURES();
   TestServer srv;
   struct Case {
@@ -236,7 +236,7 @@ TEST(ConnectionHardening, MalformedFramingIsRefusedAndClosed) {
   EXPECT_EQ(post(cl, chat_body(user_text("hi"), 2)).status, 200);
 }
 
-TEST(ConnectionHardening, HalfClosedClientStillGetsItsAnswer) {
+TEST(ServerConnections, HalfClosedClientStillGetsItsAnswer) {
   SKIP_WITHOUT_FIXTURES();
   GenerationParams p;
   p.max_tokens = 6;
@@ -264,7 +264,7 @@ TEST(ConnectionHardening, HalfClosedClientStillGetsItsAnswer) {
   EXPECT_EQ(srv.server().counters().completed, 2);
 }
 
-TEST(ConnectionHardening, HeadOptionsAndWrongMethodsGetProperAnswers) {
+TEST(ServerConnections, HeadOptionsAndWrongMethodsGetProperAnswers) {
   SKIP_WITHOUT_FIXTURES();
   TestServer srv;
   RawClient raw(srv.port());
@@ -292,7 +292,7 @@ TEST(ConnectionHardening, HeadOptionsAndWrongMethodsGetProperAnswers) {
   EXPECT_EQ(raw.read_response(20).status, 200);
 }
 
-TEST(ConnectionHardening, ASecondServerCannotBindAPortInUse) {
+TEST(ServerConnections, ASecondServerCannotBindAPortInUse) {
   SKIP_WITHOUT_FIXTURES();
   TestServer first;
   ServerOptions opts;
@@ -308,7 +308,7 @@ TEST(ConnectionHardening, ASecondServerCannotBindAPortInUse) {
 }
 
 // The framing parser on its own.
-TEST(ConnectionHardening, RequestHeadParser) {
+TEST(ServerConnections, RequestHeadParser) {
   RequestHead h = parse_request_head("\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", 1 << 16);
   ASSERT_EQ(h.status, RequestHead::Status::kComplete) << h.error_message;
   EXPECT_EQ(h.method, "POST");
