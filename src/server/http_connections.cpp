@@ -262,7 +262,6 @@ struct Connection {
   int remote_port = 0, local_port = 0;
   std::string in;     // bytes received and not yet framed (the head being read, pipelined requests)
   size_t in_pos = 0;  // framed up to here
-  bool peer_eof = false;
   Clock::time_point deadline;
   bool request_started = false;  // a byte of the current request arrived (its time limit runs)
   int requests_served = 0;
@@ -821,8 +820,8 @@ bool ReactorHttpServer::answer(Connection& c) {
     std::lock_guard<std::mutex> lock(reactor_->mutex);
     stopping = reactor_->stopping;
   }
-  const bool last = stopping || !c.head.keep_alive || c.peer_eof ||
-                    c.requests_served + 1 >= reactor_->limits.max_requests_per_connection;
+  const bool last =
+      stopping || !c.head.keep_alive || c.requests_served + 1 >= reactor_->limits.max_requests_per_connection;
   bool connection_closed = false;
   bool ok = process_request(stream, last, connection_closed, nullptr);
   return ok && !last && !connection_closed && !c.write_failed;
