@@ -16,7 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_image_pixels = 1024 * 1024;
   vlm::server::RequestDefaults defaults;
   try {
-    vlm::server::parse_chat_request(body, limits, defaults, [](const std::string&) {});
+    vlm::server::ChatRequest request =
+        vlm::server::parse_chat_request(std::move(body), limits, defaults, [](const std::string&) {});
+    vlm::server::load_request_images(request, limits);
   } catch (const vlm::server::ApiError&) {
   } catch (const vlm::Error&) {
   }

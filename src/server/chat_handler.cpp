@@ -4,7 +4,6 @@
 
 #include "generate/generator.h"
 #include "server/chat_response.h"
-#include "server/connection_probe.h"
 #include "server/server_impl.h"
 
 namespace vlm::server {
@@ -14,44 +13,65 @@ struct ChatJob {
   PreparedInput prepared;
   CompletionMeta meta;
   std::shared_ptr<Scheduler::Lease> lease;
-  std::shared_ptr<ConnectionProbe> probe;
+  ActiveRequest* connection = nullptr;  // valid while the request is answered (stream included)
 };
 
-void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& res,
-                               const httplib::ContentReader& reader) {
+// Cheap checks on a parsed request, before it queues or any image is decoded.
+void Server::Impl::check_request_fits(const ChatRequest& request) const {
+  // No token stands for more than max_token_bytes of text; the factor leaves room for normalizers that
+  // shrink text (NFKC composition, stripping) so that a request that fits is never refused here.
+  constexpr int64_t kNormalizationMargin = 4;
+  const int64_t fewest_tokens = request.text_bytes / (max_token_bytes * kNormalizationMargin);
+  if (ctx_size > 0 && fewest_tokens >= ctx_size)
+    throw bad_request("This model's maximum context length is " + std::to_string(ctx_size) +
+                          " tokens. However, your messages have " + std::to_string(request.text_bytes) +
+                          " bytes of text, which is at least " + std::to_string(fewest_tokens) +
+                          " tokens. Please reduce the length of the messages.",
+                      "messages", "context_length_exceeded");
+  // PaliGemma has no chat template: its prompt is one user turn (HF's processor and mlx-vlm take a single
+  // prompt too). Anything else would be dropped without a word, so it is refused, saying what.
+  if (model.info().model_type == "paligemma") {
+    const auto& messages = request.input.messages;
+    size_t prompt = messages.size();  // the last user turn: the one PaliGemma would use
+    for (size_t i = 0; i < messages.size(); ++i)
+      if (messages[i].role == "user") prompt = i;
+    for (size_t i = 0; i < messages.size(); ++i) {
+      if (i == prompt) continue;
+      throw bad_request(
+          "PaliGemma takes a single user message (one image and a prompt), without chat history; "
+          "messages[" +
+              std::to_string(i) + "] (role '" + messages[i].role +
+              "') would be ignored. Send only the user message, with any instructions in its text.",
+          "messages[" + std::to_string(i) + "]", "unsupported_message");
+    }
+  }
+}
+
+void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& res) {
   ++requests;
   try {
     check_auth(req);
     if (stopping) throw ApiError(503, "The server is shutting down.", "", "server_shutting_down");
-    std::string body;
-    bool too_large = false;
-    const size_t limit = size_t(options.max_body_bytes);
-    reader([&](const char* data, size_t n) {
-      // Keep reading past the limit (discarding) so the client gets to see the 413.
-      if (too_large || body.size() + n > limit) {
-        too_large = true;
-        body.clear();
-      } else {
-        body.append(data, n);
-      }
-      return true;
-    });
-    if (too_large)
-      throw ApiError(413, "The request body is larger than the limit of " + std::to_string(limit) + " bytes.", "",
-                     "request_too_large");
-
     auto job = std::make_shared<ChatJob>();
-    job->request =
-        parse_chat_request(body, options.media, options.defaults, [this](const std::string& m) { check_model(m); });
-    body.clear();
-    job->probe = std::make_shared<ConnectionProbe>(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
-    std::unique_ptr<Scheduler::Lease> lease = scheduler.acquire([&] { return job->probe->closed(); });
+    job->connection = ActiveRequest::current();
+    if (!job->connection) throw ApiError(500, "internal error: the request came without its connection");
+    // The reservation of the body's memory is kept until the images (the bulk of a large body) are decoded,
+    // so that bodies waiting in the queue count against the reactor's budget.
+    RequestBody body = job->connection->take_body();
+    job->request = parse_chat_request(std::move(body.bytes()), options.media, options.defaults,
+                                      [this](const std::string& m) { check_model(m); });
+    check_request_fits(job->request);
+    ActiveRequest* connection = job->connection;
+    std::unique_ptr<Scheduler::Lease> lease = scheduler.acquire([connection] { return connection->client_gone(); });
     if (!lease) {
       ++disconnected;
       log(req, 499, "client left while queued");
       return;
     }
     job->lease = std::move(lease);
+    // Images are fetched and decoded only now, so at most --parallel requests hold decoded pixels at once.
+    load_request_images(job->request, options.media);
+    body.release();
     {
       Scheduler::Turn turn(&scheduler);
       try {
@@ -60,6 +80,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
         throw bad_request(std::string("Invalid input: ") + e.what(), "messages", "invalid_input");
       }
     }
+    job->request.input = UserInput{};  // the decoded images are in the prepared input now
     GenerationParams& params = job->request.params;
     const int64_t n_prompt = int64_t(job->prepared.ids().size());
     if (ctx_size > 0) {
@@ -97,11 +118,11 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     {
       Scheduler::Turn turn(&scheduler);
       r = model.generate(job->prepared, params, [&](std::string_view, int32_t) {
-        if (cancel_all || job->probe->closed()) return false;
+        if (cancel_all || job->connection->client_gone()) return false;
         turn.yield();
         return true;
       });
-      if (params.logprobs) logprobs = logprobs_json(r.logprobs, model.text());
+      if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
     }
     tokens_generated += int64_t(r.token_ids.size());
     if (r.finish_reason == "cancelled") {
@@ -145,7 +166,7 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   try {
     Scheduler::Turn turn(&scheduler);
     r = model.generate(job.prepared, params, [&](std::string_view text, int32_t) {
-      if (cancel_all || job.probe->closed()) return false;
+      if (cancel_all || job.connection->client_gone()) return false;
       if (text.empty()) {
         turn.yield();
         return true;
@@ -153,7 +174,7 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
       std::string event = sse_event(chunk_json(job.meta, {{"content", std::string(text)}}, "", usage));
       return turn.released([&] { return write(event); });
     });
-    if (params.logprobs) logprobs = logprobs_json(r.logprobs, model.text());
+    if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
   } catch (const std::exception& e) {
     ++failed;
     write(sse_event(ApiError(500, e.what()).to_json()));
@@ -162,7 +183,7 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   }
   tokens_generated += int64_t(r.token_ids.size());
   if (r.finish_reason == "cancelled") {
-    if (cancel_all && ok && !job.probe->closed()) {
+    if (cancel_all && ok && !job.connection->client_gone()) {
       ++failed;
       write(sse_event(
           ApiError(503, "The server is shutting down; the generation was cancelled.", "", "server_shutting_down")

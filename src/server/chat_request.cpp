@@ -61,7 +61,8 @@ std::string string(const json& v, const std::string& param) {
   return v.get<std::string>();
 }
 
-UserInput::Message parse_message(const json& m, const std::string& where, const MediaLimits& limits, int& images) {
+UserInput::Message parse_message(json& m, const std::string& where, size_t index, const MediaLimits& limits,
+                                 ChatRequest& request) {
   if (!m.is_object()) wrong_type(where, "an object", m);
   const json* role = field(m, "role");
   if (!role) throw bad_request("Missing required parameter: '" + where + ".role'.", where + ".role", "missing");
@@ -79,12 +80,13 @@ UserInput::Message parse_message(const json& m, const std::string& where, const 
     return msg;
   }
   if (content->is_string()) {
-    msg.content.push_back(UserInput::Part::text_part(content->get<std::string>()));
+    request.text_bytes += int64_t(content->get_ref<const std::string&>().size());
+    msg.content.push_back(UserInput::Part::text_part(std::move(m["content"].get_ref<std::string&>())));
     return msg;
   }
   if (!content->is_array()) wrong_type(where + ".content", "a string or an array of content parts", *content);
   for (size_t k = 0; k < content->size(); ++k) {
-    const json& part = (*content)[k];
+    json& part = m["content"][k];
     std::string pw = where + ".content[" + std::to_string(k) + "]";
     if (!part.is_object()) wrong_type(pw, "an object", part);
     const json* type = field(part, "type");
@@ -93,26 +95,31 @@ UserInput::Message parse_message(const json& m, const std::string& where, const 
     if (t == "text") {
       const json* text = field(part, "text");
       if (!text) throw bad_request("Missing required parameter: '" + pw + ".text'.", pw + ".text", "missing");
-      msg.content.push_back(UserInput::Part::text_part(string(*text, pw + ".text")));
+      std::string t = string(*text, pw + ".text");
+      request.text_bytes += int64_t(t.size());
+      msg.content.push_back(UserInput::Part::text_part(std::move(t)));
     } else if (t == "image_url") {
       const json* iu = field(part, "image_url");
       if (!iu) throw bad_request("Missing required parameter: '" + pw + ".image_url'.", pw + ".image_url", "missing");
-      std::string url;
+      // The URL (a base64 data: URL may be most of the body) is moved out of the document, not copied.
+      std::string* url = nullptr;
       if (iu->is_string()) {
-        url = iu->get<std::string>();
+        url = &part["image_url"].get_ref<std::string&>();
       } else if (iu->is_object()) {
         const json* u = field(*iu, "url");
         if (!u)
           throw bad_request("Missing required parameter: '" + pw + ".image_url.url'.", pw + ".image_url.url",
                             "missing");
-        url = string(*u, pw + ".image_url.url");
+        if (!u->is_string()) wrong_type(pw + ".image_url.url", "a string", *u);
+        url = &part["image_url"]["url"].get_ref<std::string&>();
       } else {
         wrong_type(pw + ".image_url", "an object", *iu);
       }
-      if (++images > limits.max_images)
+      if (int64_t(request.pending_images.size()) >= limits.max_images)
         throw bad_request("Too many images: at most " + std::to_string(limits.max_images) + " per request.", pw,
                           "too_many_images");
-      msg.content.push_back(load_image_part(url, limits, pw + ".image_url"));
+      request.pending_images.push_back({index, msg.content.size(), std::move(*url), pw + ".image_url"});
+      msg.content.push_back(UserInput::Part{UserInput::Part::Type::Image, {}, {}, {}});
     } else {
       throw bad_request("Invalid value for '" + pw + ".type': '" + t + "' (supported: text, image_url).", pw + ".type",
                         "invalid_value");
@@ -136,11 +143,12 @@ std::vector<std::string> parse_stop(const json& v) {
 
 }  // namespace
 
-ChatRequest parse_chat_request(const std::string& body, const MediaLimits& limits, const RequestDefaults& defaults,
+ChatRequest parse_chat_request(std::string body, const MediaLimits& limits, const RequestDefaults& defaults,
                                const std::function<void(const std::string&)>& check_model) {
   json doc;
   try {
     doc = parse_json_limited(body, "request body");
+    std::string().swap(body);  // the document holds everything from here on
   } catch (const json::exception& e) {
     throw bad_request(std::string("We could not parse the JSON body of your request: ") + e.what(), "", "invalid_json");
   } catch (const Error& e) {  // nested too deeply
@@ -195,15 +203,25 @@ ChatRequest parse_chat_request(const std::string& body, const MediaLimits& limit
     if (const json* u = field(*v, "include_usage")) r.include_usage = boolean(*u, "stream_options.include_usage");
   }
 
-  const json* messages = field(doc, "messages");
+  json* messages = doc.contains("messages") && !doc["messages"].is_null() ? &doc["messages"] : nullptr;
   if (!messages) throw bad_request("Missing required parameter: 'messages'.", "messages", "missing");
   if (!messages->is_array()) wrong_type("messages", "an array", *messages);
   if (messages->empty())
     throw bad_request("Invalid value for 'messages': the list is empty.", "messages", "invalid_value");
-  int images = 0;
   for (size_t i = 0; i < messages->size(); ++i)
-    r.input.messages.push_back(parse_message((*messages)[i], "messages[" + std::to_string(i) + "]", limits, images));
+    r.input.messages.push_back(parse_message((*messages)[i], "messages[" + std::to_string(i) + "]", i, limits, r));
   return r;
+}
+
+void load_request_images(ChatRequest& request, const MediaLimits& limits) {
+  int64_t pixels_left = limits.max_request_pixels;
+  for (PendingImage& img : request.pending_images) {
+    UserInput::Part part = load_image_part(img.url, limits, img.param, pixels_left);
+    std::string().swap(img.url);  // the encoded image is not needed once decoded
+    pixels_left -= int64_t(part.image.width) * part.image.height;
+    request.input.messages[img.message].content[img.part] = std::move(part);
+  }
+  request.pending_images.clear();
 }
 
 }  // namespace vlm::server

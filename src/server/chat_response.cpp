@@ -36,14 +36,52 @@ std::string openai_finish_reason(const std::string& reason) {
 
 namespace {
 
+// The text of one token. Many checkpoints pad the model's vocabulary beyond the tokenizer's (for
+// alignment); the padding ids have no token and read as "" rather than failing the response.
+std::string token_text(int32_t id, const TextProcessor& text) {
+  try {
+    return text.decode({id});
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
 json token_entry(int32_t id, float logprob, const TextProcessor& text) {
-  std::string s = text.decode({id});
+  std::string s = token_text(id, text);
   json bytes = json::array();
   for (unsigned char c : s) bytes.push_back(int(c));
   return {{"token", s}, {"logprob", logprob}, {"bytes", bytes}};
 }
 
 }  // namespace
+
+std::vector<TokenLogprob> content_logprobs(const GenerationResult& result, const TextProcessor& text) {
+  // The text of the first n tokens grows with n, so the tokens that start inside the content are found
+  // by bisection: the smallest n whose text covers the content. Decoding a prefix uses the same rules as
+  // the generation's detokenizer (special tokens kept, unknown ids dropped).
+  const auto& lps = result.logprobs;
+  auto prefix_len = [&](size_t n) {
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < n; ++i) ids.push_back(lps[i].id);
+    try {
+      return text.decode(ids, true).size();
+    } catch (const std::exception&) {  // padding ids outside the tokenizer: decode without them
+      std::vector<int32_t> known;
+      for (int32_t id : ids)
+        if (!token_text(id, text).empty()) known.push_back(id);
+      return text.decode(known, true).size();
+    }
+  };
+  size_t lo = 0, hi = lps.size();  // the answer n lies in [lo, hi]
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (prefix_len(mid) >= result.text.size())
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return std::vector<TokenLogprob>(lps.begin(), lps.begin() + std::ptrdiff_t(lo));
+}
 
 json logprobs_json(const std::vector<TokenLogprob>& logprobs, const TextProcessor& text) {
   json content = json::array();

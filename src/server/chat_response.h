@@ -20,7 +20,11 @@ CompletionMeta new_completion_meta(const std::string& model);
 json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
 // OpenAI's finish_reason for ours ("stop", "length"; a cancelled generation never reaches a client).
 std::string openai_finish_reason(const std::string& reason);
-// {"content": [{token, logprob, bytes, top_logprobs}]}: tokens as the text they decode to.
+// The log-probabilities of the tokens that make up the returned content, as OpenAI reports them: not the
+// end-of-sequence token, nor the tokens that completed a stop string (which is cut from the content).
+std::vector<TokenLogprob> content_logprobs(const GenerationResult& result, const TextProcessor& text);
+// {"content": [{token, logprob, bytes, top_logprobs}]}: tokens as the text they decode to ("" for ids the
+// tokenizer does not have).
 json logprobs_json(const std::vector<TokenLogprob>& logprobs, const TextProcessor& text);
 
 json completion_json(const CompletionMeta& meta, const GenerationResult& result, const json& logprobs);

@@ -33,11 +33,17 @@ const char* kUsage =
     "  --cors ORIGIN             send CORS headers for ORIGIN ('*' for any); off by default\n"
     "  --allow-local-media DIR   accept local image paths / file:// URLs inside DIR only\n"
     "  --no-remote-media         refuse http(s) image URLs\n"
+    "  --allow-private-media-hosts  let image URLs reach loopback, private, link-local and metadata\n"
+    "                            addresses (refused by default)\n"
     "  --max-images N            images per request (default 8)\n"
     "  --max-image-mb MB         encoded size of one image (default 20)\n"
     "  --max-image-pixels N      decoded width*height of one image (default 16777216)\n"
+    "  --max-request-pixels N    decoded width*height of all images of a request (default 33554432)\n"
     "  --max-body-mb MB          request body limit (default 64)\n"
     "  --fetch-timeout S         time limit to fetch an image URL (default 10)\n"
+    "  --timeout S               a request must arrive within S seconds, a stalled response write\n"
+    "                            is dropped after S (default 30; idle keep-alive: min(5, S))\n"
+    "  --max-connections N       open connections (default 512; slow clients are dropped first)\n"
     "  --ctx-size N              prompt + completion token limit (default: the model's context)\n"
     "  --max-tokens N            completion length when a request gives none (default 512)\n"
     "  --temperature T           temperature when a request gives none (default 0 = greedy)\n"
@@ -93,6 +99,10 @@ Parsed parse(int argc, char** argv) {
                                                        {"cors", true},
                                                        {"allow-local-media", true},
                                                        {"no-remote-media", false},
+                                                       {"allow-private-media-hosts", false},
+                                                       {"max-request-pixels", true},
+                                                       {"timeout", true},
+                                                       {"max-connections", true},
                                                        {"max-images", true},
                                                        {"max-image-mb", true},
                                                        {"max-image-pixels", true},
@@ -146,6 +156,14 @@ Parsed parse(int argc, char** argv) {
       s.media.local_media_dir = value;
     else if (name == "no-remote-media")
       s.media.allow_remote = false;
+    else if (name == "allow-private-media-hosts")
+      s.media.allow_private_hosts = true;
+    else if (name == "max-request-pixels")
+      s.media.max_request_pixels = integer(name, value, 1, int64_t(1) << 36);
+    else if (name == "timeout")
+      s.request_timeout_s = number(name, value, 0.1, 86400);
+    else if (name == "max-connections")
+      s.max_connections = int(integer(name, value, 1, 1 << 20));
     else if (name == "max-images")
       s.media.max_images = int(integer(name, value, 0, 1024));
     else if (name == "max-image-mb")
@@ -183,8 +201,11 @@ std::atomic<Server*> g_server{nullptr};
 std::atomic<bool> g_done{false};
 
 // Signals are taken synchronously on one thread (sigtimedwait) so the shutdown may lock and join freely.
+// The graceful shutdown runs on a thread of its own: this loop must stay free to see a second signal,
+// which exits at once.
 void signal_loop(sigset_t set) {
   int received = 0;
+  std::thread drain;
   while (!g_done) {
     timespec tick{0, 200 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &tick);
@@ -197,8 +218,9 @@ void signal_loop(sigset_t set) {
     if (!s) std::_Exit(128 + sig);  // still loading the model: nothing to drain
     std::fprintf(stderr, "vlm serve: shutting down (in-flight requests get %.0f s)...\n",
                  s->options().shutdown_grace_s);
-    s->shutdown();
+    drain = std::thread([s] { s->shutdown(); });
   }
+  if (drain.joinable()) drain.join();
 }
 
 }  // namespace

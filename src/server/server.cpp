@@ -1,8 +1,15 @@
 #include "server/server.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <regex>
 #include <thread>
 
 #include "server/chat_response.h"
@@ -18,14 +25,92 @@ bool constant_time_equal(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+httplib::Headers cors_headers(const ServerOptions& o) {
+  if (o.cors_origin.empty()) return {};
+  return {{"Access-Control-Allow-Origin", o.cors_origin},
+          {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
+          {"Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"},
+          {"Vary", "Origin"}};
+}
+
+ConnectionLimits connection_limits(const ServerOptions& o) {
+  ConnectionLimits l;
+  l.request_timeout_s = o.request_timeout_s;
+  l.keep_alive_idle_s = std::min(o.keep_alive_idle_s, o.request_timeout_s);
+  l.max_body_bytes = o.max_body_bytes;
+  l.max_connections = o.max_connections;
+  // A request waiting for a slot holds its worker, so the workers cover the slots, the queue and a few
+  // quick answers (/health, errors) on top. Slow clients hold none: requests reach workers complete.
+  l.workers = o.parallel + o.max_queue + 8;
+  l.extra_headers = cors_headers(o);
+  return l;
+}
+
+// Why binding failed, from a bind(2) of our own (cpp-httplib only says that it failed).
+std::string bind_failure(const std::string& host, int port) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0)
+    return std::string("cannot resolve the address: ") + gai_strerror(rc);
+  std::string why = "address not available";
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    int yes = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    int rc = ::bind(fd, a->ai_addr, a->ai_addrlen);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) {
+      why = std::strerror(err);
+      if (err == EADDRINUSE) why += " (is another server running on this port?)";
+      break;
+    }
+  }
+  freeaddrinfo(res);
+  return why;
+}
+
+// Request fields in a log line: control characters (a forged newline, say) and non-ASCII bytes escaped.
+std::string log_escape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += char(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+int64_t longest_token_bytes(const ModelContext& model) {
+  size_t longest = 1;
+  for (int64_t id = 0; id < model.info().vocab_size; ++id) {
+    try {
+      longest = std::max(longest, model.text().decode({int32_t(id)}).size());
+    } catch (const std::exception&) {
+      break;  // the model's vocabulary is padded beyond the tokenizer's: no more tokens
+    }
+  }
+  return int64_t(longest);
+}
+
 }  // namespace
 
 Server::Impl::Impl(ModelContext m, ServerOptions o)
-    : model(std::move(m)), options(std::move(o)), scheduler(options.parallel, options.max_queue) {
+    : model(std::move(m)),
+      options(std::move(o)),
+      scheduler(options.parallel, options.max_queue),
+      http(connection_limits(options)) {
   ctx_size = model.info().context_length;
   if (options.ctx_size > 0 && (ctx_size <= 0 || options.ctx_size < ctx_size)) ctx_size = options.ctx_size;
   if (options.model_names.empty())
     options.model_names.push_back(std::filesystem::path(model.info().dir).filename().string());
+  max_token_bytes = longest_token_bytes(model);
 }
 
 void Server::Impl::check_auth(const httplib::Request& req) const {
@@ -52,29 +137,48 @@ void Server::Impl::send_error(httplib::Response& res, const ApiError& e) {
 
 void Server::Impl::log(const httplib::Request& req, int status, const std::string& note) const {
   if (!options.log_requests) return;
-  std::fprintf(stderr, "vlm serve: %s %s -> %d%s%s\n", req.method.c_str(), req.path.c_str(), status,
-               note.empty() ? "" : " ", note.c_str());
+  std::string line = "vlm serve: " + log_escape(req.method) + " " + log_escape(req.path) + " -> " +
+                     std::to_string(status) + (note.empty() ? "" : " " + log_escape(note)) + "\n";
+  std::fputs(line.c_str(), stderr);
+}
+
+void Server::Impl::set_method_answers() {
+  // Methods per route: others get 405 with Allow (HEAD comes with GET), OPTIONS gets 204 with Allow.
+  struct Route {
+    std::regex path;
+    std::string allow;
+  };
+  static const std::vector<Route> routes = {{std::regex("/health"), "GET, HEAD"},
+                                            {std::regex("/v1/models(/.+)?"), "GET, HEAD"},
+                                            {std::regex("/v1/chat/completions"), "POST"},
+                                            {std::regex("\\*"), "GET, HEAD, POST"}};
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    for (const auto& r : routes) {
+      if (!std::regex_match(req.path, r.path)) continue;
+      const std::string allow = r.allow + ", OPTIONS";
+      if (req.method == "OPTIONS") {
+        res.status = 204;
+        res.set_header("Allow", allow);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if ((", " + r.allow + ",").find(", " + req.method + ",") != std::string::npos && req.path != "*")
+        return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("Allow", allow);
+      send_error(
+          res, ApiError(405, "Method " + req.method + " is not allowed for " + req.path + " (allowed: " + allow + ").",
+                        "", "method_not_allowed"));
+      log(req, 405, "");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
 }
 
 void Server::Impl::set_routes() {
-  // Waiting requests hold an HTTP worker thread each, so the pool covers the slots, the queue and a few
-  // idle keep-alive connections.
-  size_t threads = size_t(options.parallel + options.max_queue + 8);
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Bodies over the limit are read and discarded by the handler (so the client sees the 413); this
-  // hard cap only stops a client that would stream without end.
-  http.set_payload_max_length(size_t(options.max_body_bytes) * 4 + (1 << 20));
-  http.set_read_timeout(30);
-  http.set_write_timeout(30);
-  http.set_keep_alive_max_count(1000);
-
-  if (!options.cors_origin.empty()) {
-    http.set_default_headers({{"Access-Control-Allow-Origin", options.cors_origin},
-                              {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
-                              {"Access-Control-Allow-Methods", "GET, POST, OPTIONS"},
-                              {"Vary", "Origin"}});
-    http.Options(R"(/.*)", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
-  }
+  // Connections, time limits and body limits are the reactor's (http_connections.h); what cpp-httplib
+  // reads is always one complete request.
+  http.set_default_headers(cors_headers(options));
+  set_method_answers();
 
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     SchedulerStats s = scheduler.stats();
@@ -109,8 +213,9 @@ void Server::Impl::set_routes() {
   http.Get("/v1/models", models);
   http.Get(R"(/v1/models/(.+))", models);
 
+  // A content-reader route, so that cpp-httplib does not copy the body: the handler takes it from the reactor.
   http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
-                                           const httplib::ContentReader& reader) { handle_chat(req, res, reader); });
+                                           const httplib::ContentReader&) { handle_chat(req, res); });
 
   // Anything httplib answers by itself (unknown route 404, oversized body 413, ...) gets an OpenAI body.
   http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -152,8 +257,8 @@ int Server::bind() {
     s.bound_port = s.options.port;
   }
   if (s.bound_port <= 0)
-    throw std::runtime_error("cannot listen on " + s.options.host + ":" + std::to_string(s.options.port) +
-                             " (address in use or not available)");
+    throw std::runtime_error("cannot listen on " + s.options.host + ":" + std::to_string(s.options.port) + ": " +
+                             bind_failure(s.options.host, s.options.port));
   return s.bound_port;
 }
 
@@ -165,6 +270,7 @@ void Server::run() {
   bind();
   impl_->run_state = 1;
   if (!impl_->stopping) impl_->http.listen_after_bind();
+  impl_->http.stop_connections();
   impl_->run_state = 2;
 }
 
@@ -190,7 +296,8 @@ void Server::shutdown() {
 ServerCounters Server::counters() const {
   const Impl& s = *impl_;
   SchedulerStats st = s.scheduler.stats();
-  return {s.requests, s.completed, s.failed, s.disconnected, s.tokens_generated, st.active, st.queued, st.peak_active};
+  return {s.requests, s.completed, s.failed,       s.disconnected,           s.tokens_generated,
+          st.active,  st.queued,   st.peak_active, s.http.open_connections()};
 }
 
 const ServerOptions& Server::options() const {

@@ -20,9 +20,14 @@ struct ServerOptions {
   int parallel = 1;         // generation slots
   int max_queue = 64;       // requests waiting for a slot before 503
   int64_t max_body_bytes = 64 << 20;
-  int64_t ctx_size = 0;                  // prompt + completion token limit; 0: the model's context length
-  double shutdown_grace_s = 30;          // in-flight generations get this long to finish, then are cancelled
-  bool log_requests = false;             // one line per request on stderr
+  // A request's head and body must arrive within this long of its first byte (else 408), and a response
+  // write that makes no progress for this long drops the connection (--timeout).
+  double request_timeout_s = 30;
+  double keep_alive_idle_s = 5;  // idle kept-alive connections are closed after this (at most request_timeout_s)
+  int max_connections = 512;     // open at once; slow clients beyond it are dropped first
+  int64_t ctx_size = 0;          // prompt + completion token limit; 0: the model's context length
+  double shutdown_grace_s = 30;  // in-flight generations get this long to finish, then are cancelled
+  bool log_requests = false;     // one line per request on stderr
   std::vector<std::string> model_names;  // accepted as "model"; the first is the one reported
   MediaLimits media;
   RequestDefaults defaults;
@@ -35,6 +40,7 @@ struct ServerCounters {
   int64_t disconnected = 0;      // client went away; its generation (or its wait) was stopped
   int64_t tokens_generated = 0;  // over all generations, cancelled ones included
   int64_t active = 0, queued = 0, peak_active = 0;
+  int64_t open_connections = 0;
 };
 
 class Server {

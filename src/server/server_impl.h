@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "server/api_error.h"
+#include "server/http_connections.h"
 #include "server/scheduler.h"
 #include "server/server.h"
 
@@ -21,7 +22,10 @@ struct Server::Impl {
   ServerOptions options;
   int64_t ctx_size = 0;  // effective prompt + completion limit
   Scheduler scheduler;
-  httplib::Server http;
+  ReactorHttpServer http;
+  // The most bytes of text one token stands for, over the vocabulary: text_bytes / this (with a margin for
+  // normalizers) bounds a prompt's token count from below before tokenizing it.
+  int64_t max_token_bytes = 1;
   int bound_port = -1;
 
   std::atomic<int64_t> requests{0}, completed{0}, failed{0}, disconnected{0}, tokens_generated{0};
@@ -31,12 +35,14 @@ struct Server::Impl {
   std::once_flag shutdown_once;
 
   void set_routes();
-  void handle_chat(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+  void handle_chat(const httplib::Request& req, httplib::Response& res);
+  void check_request_fits(const ChatRequest& request) const;
   void stream_completion(ChatJob& job, httplib::DataSink& sink);
   void check_auth(const httplib::Request& req) const;
   void check_model(const std::string& name) const;
   void send_error(httplib::Response& res, const ApiError& e);
   void log(const httplib::Request& req, int status, const std::string& note) const;
+  void set_method_answers();
 };
 
 }  // namespace vlm::server

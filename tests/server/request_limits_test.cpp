@@ -7,7 +7,9 @@
 namespace vlm::server {
 namespace {
 
-std::string nested_array(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+std::string nested_array(int depth) {
+  return std::string(depth, '[') + std::string(depth, ']');
+}
 
 std::string body_with_extra(const std::string& extra) {
   return R"({"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": )" + extra + "}";
@@ -15,7 +17,8 @@ std::string body_with_extra(const std::string& extra) {
 
 ApiError parse_error(const std::string& body, const MediaLimits& limits = {}) {
   try {
-    parse_chat_request(body, limits, {});
+    ChatRequest r = parse_chat_request(body, limits, {});
+    load_request_images(r, limits);
   } catch (const ApiError& e) {
     return e;
   }

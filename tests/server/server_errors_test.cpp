@@ -1,6 +1,8 @@
 // Bad input answered with OpenAI-shaped errors and the right status, without disturbing the server.
 #include <sys/stat.h>
 
+#include <atomic>
+
 #include "server_test_util.h"
 
 namespace vlm::server::testing {
@@ -217,7 +219,24 @@ TEST(ServerErrors, LocalMediaConfinedToItsDirectory) {
   expect_error(ask("../secret.png"), 403, "path_not_allowed", "", "relative escape");
   expect_error(ask("link.png"), 403, "path_not_allowed", "", "symlink escape");
   expect_error(ask((root / "secret.png").string()), 403, "path_not_allowed", "", "absolute outside");
-  expect_error(ask("sub/missing.png"), 400, "", "", "missing file");
+  // Missing, outside and missing-outside read the same (but for the path): no mapping of the file system.
+  auto message_without_path = [](const HttpResult& r, const std::string& path) {
+    std::string m = r.j["error"]["message"];
+    size_t at = m.find(path);
+    return at == std::string::npos ? m : m.erase(at, path.size());
+  };
+  const std::vector<std::string> refused = {"sub/missing.png", (root / "secret.png").string(),
+                                            (root / "missing.png").string(), "../missing.png", "sub"};
+  std::string first_message;
+  for (const auto& path : refused) {
+    HttpResult r = ask(path);
+    expect_error(r, 403, "path_not_allowed", "", path);
+    if (r.j.is_object()) {
+      std::string m = message_without_path(r, path);
+      if (first_message.empty()) first_message = m;
+      EXPECT_EQ(m, first_message) << path;
+    }
+  }
   fs::remove_all(root);
 }
 
@@ -226,7 +245,11 @@ TEST(ServerErrors, RemoteImagesFetchedWithinLimits) {
   // A local HTTP server plays the remote host (127.0.0.1 only).
   httplib::Server media;
   const std::string png = read_file(fixture_image("small_40x30.png"));
-  media.Get("/img.png", [&](const httplib::Request&, httplib::Response& res) { res.set_content(png, "image/png"); });
+  std::atomic<int> media_hits{0};
+  media.Get("/img.png", [&](const httplib::Request&, httplib::Response& res) {
+    ++media_hits;
+    res.set_content(png, "image/png");
+  });
   media.Get("/big.png", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(std::string(2 << 20, 'x'), "image/png");
   });
@@ -241,6 +264,7 @@ TEST(ServerErrors, RemoteImagesFetchedWithinLimits) {
   ServerOptions opts;
   opts.media.max_image_bytes = 1 << 20;
   opts.media.fetch_timeout_s = 0.5;
+  opts.media.allow_private_hosts = true;  // the "remote" host is this machine
   {
     TestServer srv(opts);
     auto c = srv.client();
@@ -252,6 +276,31 @@ TEST(ServerErrors, RemoteImagesFetchedWithinLimits) {
     expect_error(ask(base + "/missing.png"), 400, "image_fetch_failed", "", "remote 404");
     expect_error(ask(base + "/slow.png"), 400, "image_fetch_failed", "", "remote too slow");
   }
+  // By default no private address is fetched, however it is spelled, and every failure reads the same.
+  opts.media.allow_private_hosts = false;
+  {
+    int hits_before = media_hits;
+    TestServer srv(opts);
+    auto c = srv.client();
+    const std::string port = std::to_string(mport);
+    std::string refused_message;
+    for (const std::string host : {"127.0.0.1", "localhost", "2130706433", "0x7f.1", "017700000001", "127.1",
+                                   "[::ffff:127.0.0.1]", "[::1]", "0.0.0.0"}) {
+      HttpResult r = post(c, with_parts({image_part("http://" + host + ":" + port + "/img.png")}, 2));
+      expect_error(r, 400, "image_fetch_failed", "", host);
+      if (r.j.is_object()) {
+        if (refused_message.empty()) refused_message = r.j["error"]["message"];
+        EXPECT_EQ(r.j["error"]["message"], refused_message) << host;
+      }
+    }
+    EXPECT_EQ(media_hits, hits_before) << "a private address was fetched";
+    // A closed port reads like a refused address (no port scanning through the server).
+    HttpResult closed = post(c, with_parts({image_part("http://127.0.0.1:1/img.png")}, 2));
+    expect_error(closed, 400, "image_fetch_failed", "", "closed port");
+    if (closed.j.is_object()) {
+      EXPECT_EQ(closed.j["error"]["message"], refused_message);
+    }
+  }
   opts.media.allow_remote = false;
   {
     TestServer srv(opts);
@@ -261,6 +310,32 @@ TEST(ServerErrors, RemoteImagesFetchedWithinLimits) {
   }
   media.stop();
   mt.join();
+}
+
+TEST(ServerErrors, OnlyPublicAddressesCountAsPublic) {
+  auto v4 = [](const char* a) {
+    sockaddr_in s{};
+    s.sin_family = AF_INET;
+    inet_pton(AF_INET, a, &s.sin_addr);
+    return is_public_address(reinterpret_cast<sockaddr*>(&s));
+  };
+  auto v6 = [](const char* a) {
+    sockaddr_in6 s{};
+    s.sin6_family = AF_INET6;
+    EXPECT_EQ(inet_pton(AF_INET6, a, &s.sin6_addr), 1) << a;
+    return is_public_address(reinterpret_cast<sockaddr*>(&s));
+  };
+  for (const char* a : {"127.0.0.1", "127.255.255.254", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+                        "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.100.100.200", "224.0.0.1",
+                        "239.255.255.250", "255.255.255.255", "240.0.0.1", "192.0.2.1", "198.18.0.1"})
+    EXPECT_FALSE(v4(a)) << a;
+  for (const char* a : {"8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "93.184.216.34"}) EXPECT_TRUE(v4(a)) << a;
+  for (const char* a : {"::", "::1", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1", "::ffff:127.0.0.1",
+                        "::ffff:10.0.0.1", "::ffff:169.254.169.254", "64:ff9b::7f00:1", "2002:7f00:1::1", "2001:db8::1",
+                        "2001::1", "::127.0.0.1", "fec0::1"})
+    EXPECT_FALSE(v6(a)) << a;
+  for (const char* a : {"2606:4700:4700::1111", "2a00:1450:4001::1", "::ffff:8.8.8.8", "64:ff9b::808:808"})
+    EXPECT_TRUE(v6(a)) << a;
 }
 
 }  // namespace

@@ -128,6 +128,40 @@ TEST(ServerLifecycle, CliServeAnswersAndStopsOnSigterm) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
   EXPECT_NE(log.find("stopped"), std::string::npos) << log;
 }
+
+// Request fields cannot forge log lines, and a second SIGTERM exits at once, mid grace period.
+TEST(ServerLifecycle, CliLogLinesAreEscapedAndASecondSignalExitsAtOnce) {
+  SKIP_WITHOUT_FIXTURES();
+  ServeProcess serve({"--model", tiny_model_dir(), "--host", "127.0.0.1", "--port", "0", "--alias", "tiny", "--log",
+                      "--shutdown-timeout", "120"});
+  int port = serve.port();
+  ASSERT_GT(port, 0) << serve.log();
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60);
+  json forged = chat_body(user_text("hi"), 2);
+  forged["model"] = "x\nvlm serve: POST /v1/chat/completions -> 200 FORGED";
+  EXPECT_EQ(post(c, forged).status, 404);
+  ASSERT_TRUE(serve.wait_for_log("-> 404", 30)) << serve.log();
+  EXPECT_EQ(serve.log().find("\nvlm serve: POST /v1/chat/completions -> 200 FORGED"), std::string::npos) << serve.log();
+  EXPECT_NE(serve.log().find("\\x0avlm serve: POST"), std::string::npos) << serve.log();
+
+  // A generation that outlasts any test keeps the first SIGTERM in its grace period.
+  RawClient raw(port);
+  json endless = chat_body(user_text("Count."), 20000);
+  endless["ignore_eos"] = true;
+  endless["stream"] = true;
+  raw.send_post(endless.dump());
+  ASSERT_NE(raw.read_until("\"content\":\"", 30).find("200 OK"), std::string::npos);
+  kill(serve.pid(), SIGTERM);
+  ASSERT_TRUE(serve.wait_for_log("shutting down", 30)) << serve.log();
+  auto t0 = std::chrono::steady_clock::now();
+  kill(serve.pid(), SIGTERM);
+  int status = serve.wait_exit(30);
+  ASSERT_NE(status, -1) << "still running 30 s after the second SIGTERM: " << serve.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGTERM) << serve.log();
+  EXPECT_NE(serve.log().find("second signal"), std::string::npos) << serve.log();
+}
 #endif
 
 }  // namespace
