@@ -145,7 +145,7 @@ TEST_P(PaliGemmaCase, MatchesOracleFromStoredInputs) {
   const int64_t L = int64_t(ids.size()), rows = std::min<int64_t>(8, L);
   std::vector<float> logits(size_t(rows * V)), scratch(size_t(rows * H));
   model.decoder().head(test_env(), lm_states.back().data() + (L - rows) * H, rows, scratch.data(), logits.data());
-  expect_close("prefill logits", prefill_logits, std::vector<float>(logits.end() - V, logits.end()), 1e-6f);
+  expect_close("prefill logits", prefill_logits, std::vector<float>(logits.end() - V, logits.end()), 1e-5f);
   auto top = c.floats(p + "logits_last8_top64");
   auto top_ids = c.ints(p + "logits_last8_top64_ids");
   auto probe = c.floats(p + "logits_last8_probe");
