@@ -85,7 +85,14 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
 
   auto t_prefill = Clock::now();
-  std::vector<float> logits = seq->prefill(input);
+  std::vector<float> logits;
+  if (params.between_prefill_chunks) {
+    ModelInput chunked = input;  // tensors share their storage: a cheap copy
+    chunked.between_chunks = params.between_prefill_chunks;
+    logits = seq->prefill(chunked);
+  } else {
+    logits = seq->prefill(input);
+  }
   result.stats.prompt_ms = ms_since(t_prefill);
   result.stats.image_encode_ms = seq->vision_ms();
   if (result.stats.prompt_ms > 0) result.stats.prompt_tps = double(n_prompt) / (result.stats.prompt_ms / 1000.0);

@@ -65,6 +65,7 @@ std::vector<float> DecoderSequence::prefill(const ModelInput& input) {
     pos.append(p.positions, start, len);
     cache_.make_room(len);
     logits = run(p.embeddings.data() + start * H, len, pos, start + len == n);
+    if (start + len < n && input.between_chunks) input.between_chunks();
   }
   seen_ += n;
   next_position_ = p.next_position;

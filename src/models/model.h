@@ -1,6 +1,7 @@
 // The interface every model family implements, and what its processor hands it.
 #pragma once
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -46,6 +47,7 @@ struct ModelInput {
   // The decoder runs a long prompt this many tokens at a time, so activation memory stays bounded
   // (causal models; a prefix-LM runs its bidirectional prefix at once). <= 0: all at once.
   int64_t prefill_chunk = 512;
+  std::function<void()> between_chunks;  // called after every prefill chunk but the last
 };
 
 class Processor {

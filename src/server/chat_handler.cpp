@@ -117,7 +117,9 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     json logprobs = nullptr;
     {
       Scheduler::Turn turn(&scheduler);
-      r = model.generate(job->prepared, params, [&](std::string_view, int32_t) {
+      GenerationParams turn_params = params;
+      turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
+      r = model.generate(job->prepared, turn_params, [&](std::string_view, int32_t) {
         if (cancel_all || job->connection->client_gone()) return false;
         turn.yield();
         return true;
@@ -165,7 +167,9 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   json logprobs = nullptr;
   try {
     Scheduler::Turn turn(&scheduler);
-    r = model.generate(job.prepared, params, [&](std::string_view text, int32_t) {
+    GenerationParams turn_params = params;
+    turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
+    r = model.generate(job.prepared, turn_params, [&](std::string_view text, int32_t) {
       if (cancel_all || job.connection->client_gone()) return false;
       if (text.empty()) {
         turn.yield();

@@ -124,16 +124,23 @@ TEST_P(Conformance, CachedDecodeEqualsFullRecompute) {
   }
 }
 
+// Also: the hook between chunks (where a server lets other requests run) is called once per
+// chunk boundary of a causal prompt.
 TEST_P(Conformance, ChunkedPrefillEqualsOneShot) {
   const Loaded& l = load(GetParam().dir);
   ModelInput in = prompt_with_image(l, "What is in the picture?", "camera.png");
   auto once = l.model->start(test_env());
   const std::vector<float> want = once->prefill(in);
   const std::vector<float> want_next = once->step(7);
+  const bool prefix_lm = l.decoder().build_prompt(test_env(), in, 0, nullptr, nullptr).prefix_lm;
+  const int64_t n = int64_t(in.ids.size());
   for (int64_t chunk : {1, 5, 16}) {
     in.prefill_chunk = chunk;
+    int64_t boundaries = 0;
+    in.between_chunks = [&] { ++boundaries; };
     auto seq = l.model->start(test_env());
     EXPECT_LE(max_diff(seq->prefill(in), want), 1e-3f) << "chunk " << chunk;
+    EXPECT_EQ(boundaries, prefix_lm ? 0 : (n + chunk - 1) / chunk - 1) << "chunk " << chunk;
     EXPECT_EQ(seq->length(), int64_t(in.ids.size()));
     EXPECT_LE(max_diff(seq->step(7), want_next), 1e-3f) << "chunk " << chunk;
   }

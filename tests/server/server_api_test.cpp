@@ -251,3 +251,38 @@ TEST(ServerApi, ModelsHealthAndCors) {
 
 }  // namespace
 }  // namespace vlm::server::testing
+
+namespace vlm::server::testing {
+namespace {
+
+// A long prompt prefills in chunks and yields the compute turn between them: a short request on
+// the other slot, sent after the long one started, is answered before the long one is.
+TEST(ServerApi, LongPromptDoesNotStallTheOtherSlot) {
+  SKIP_WITHOUT_FIXTURES();
+  ServerOptions opts;
+  opts.parallel = 2;
+  TestServer srv(opts);
+  std::string long_text;
+  for (int i = 0; i < 24000; ++i) long_text += "word ";  // ~24k tokens: ~47 prefill chunks of 512
+  std::atomic<bool> long_done{false};
+  std::atomic<bool> short_before_long{false};
+  std::thread long_request([&] {
+    auto c = srv.client();
+    HttpResult r = post(c, chat_body(user_text(long_text), 1));
+    EXPECT_EQ(r.status, 200) << r.body.substr(0, 300);
+    long_done = true;
+  });
+  ASSERT_TRUE(srv.wait_for([](const ServerCounters& s) { return s.active >= 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the long prefill is under way
+  {
+    auto c = srv.client();
+    HttpResult r = post(c, chat_body(user_text("Hi"), 2));
+    EXPECT_EQ(r.status, 200);
+    short_before_long = !long_done.load();
+  }
+  long_request.join();
+  EXPECT_TRUE(short_before_long) << "the short request waited for the whole long prefill";
+}
+
+}  // namespace
+}  // namespace vlm::server::testing
