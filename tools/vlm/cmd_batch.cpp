@@ -44,8 +44,7 @@ Command batch_command() {
       {"output", true, false, "results, appended; custom_ids already there are skipped", "FILE.jsonl"},
       {"parallel", true, false, "requests generated at once over the one loaded model (default 1)", "N"},
       {"shard", true, false,
-       "take the lines whose 0-based index mod N is I (default: JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID)",
-       "I/N"},
+       "take the lines whose 0-based index mod N is I (default: JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID)", "I/N"},
       {"shards", true, false, "shard count with JOB_COMPLETION_INDEX when JOB_COMPLETIONS is not set", "N"},
       {"max-requests", true, false, "stop after K requests of this shard (smoke runs)", "K"},
       {"media-root", true, false, "local image paths resolve inside DIR only (default: refused)", "DIR"},
@@ -83,8 +82,9 @@ Shard resolve_shard(const Args& args) {
   if (auto index = env_int("JOB_COMPLETION_INDEX")) {
     std::optional<int64_t> count = shards ? shards : env_int("JOB_COMPLETIONS");
     if (!count || *count < 1)
-      throw UsageError("JOB_COMPLETION_INDEX is set but the shard count is unknown: pass --shards N (the Job's "
-                       "spec.completions) or set JOB_COMPLETIONS");
+      throw UsageError(
+          "JOB_COMPLETION_INDEX is set but the shard count is unknown: pass --shards N (the Job's "
+          "spec.completions) or set JOB_COMPLETIONS");
     s = {*index, *count};
   } else if (auto task = env_int("SLURM_ARRAY_TASK_ID")) {
     std::optional<int64_t> count = shards ? shards : env_int("SLURM_ARRAY_TASK_COUNT");
@@ -209,21 +209,22 @@ struct BatchSetup {
 // A result line in the Batch API's output shape; `request_id` names the completion for 200s.
 json result_line(const InputLine& line, int status, const json& body, const std::string& request_id) {
   std::string suffix = server::new_completion_meta("").id.substr(std::strlen("chatcmpl-"));
-  return {{"id", "batch_req_" + suffix},
-          {"custom_id", line.custom_id},
-          {"response", {{"status_code", status}, {"request_id", request_id.empty() ? "req_" + suffix : request_id},
-                        {"body", body}}},
-          {"error", nullptr}};
+  return {
+      {"id", "batch_req_" + suffix},
+      {"custom_id", line.custom_id},
+      {"response",
+       {{"status_code", status}, {"request_id", request_id.empty() ? "req_" + suffix : request_id}, {"body", body}}},
+      {"error", nullptr}};
 }
 
 // A line that is not a request at all (not JSON, wrong url or method): no response, an error.
 json line_error(const BatchSetup& setup, const InputLine& line, const std::string& code, const std::string& message) {
   std::string suffix = server::new_completion_meta("").id.substr(std::strlen("chatcmpl-"));
-  return {{"id", "batch_req_" + suffix},
-          {"custom_id", line.custom_id},  // "line-N" when the line has none, so that a rerun skips it too
-          {"response", nullptr},
-          {"error",
-           {{"code", code}, {"message", setup.input_path + ":" + std::to_string(line.number) + ": " + message}}}};
+  return {
+      {"id", "batch_req_" + suffix},
+      {"custom_id", line.custom_id},  // "line-N" when the line has none, so that a rerun skips it too
+      {"response", nullptr},
+      {"error", {{"code", code}, {"message", setup.input_path + ":" + std::to_string(line.number) + ": " + message}}}};
 }
 
 struct Outcome {
@@ -242,8 +243,9 @@ Outcome run_request(const ModelContext& model, const BatchSetup& setup, const In
   std::string method = j.value("method", "");
   std::string url = j.value("url", "");
   if (method != "POST")
-    return {line_error(setup, line, "invalid_method", "'method' must be \"POST\", got " + j.value("method", json()).dump()),
-            0, true};
+    return {
+        line_error(setup, line, "invalid_method", "'method' must be \"POST\", got " + j.value("method", json()).dump()),
+        0, true};
   if (url != "/v1/chat/completions")
     return {line_error(setup, line, "invalid_url",
                        "'url' must be \"/v1/chat/completions\" (the only endpoint served), got " +
@@ -272,8 +274,8 @@ Outcome run_request(const ModelContext& model, const BatchSetup& setup, const In
     if (request.params.logprobs)
       logprobs = server::logprobs_json(server::content_logprobs(r, model.text()), model.text());
     server::CompletionMeta meta = server::new_completion_meta(setup.model_name);
-    return {result_line(line, 200, server::completion_json(meta, r, logprobs), meta.id),
-            int64_t(r.token_ids.size()), false};
+    return {result_line(line, 200, server::completion_json(meta, r, logprobs), meta.id), int64_t(r.token_ids.size()),
+            false};
   } catch (const server::ApiError& e) {
     return {result_line(line, e.status(), e.to_json(), ""), 0, true};
   } catch (const ContextOverflowError& e) {
