@@ -1,5 +1,6 @@
 """`vlm batch` with the demo model: shards add up to a single run, a killed run resumes without duplicates,
 a torn last line is repaired, and bad lines become per-line errors."""
+import base64
 import json
 import os
 import signal
@@ -44,6 +45,11 @@ def read_results(path):
         return [json.loads(line) for line in f]
 
 
+def count_lines(path):
+    with open(path, "rb") as f:
+        return f.read().count(b"\n")
+
+
 def contents(results):
     """custom_id -> the answer's text, for 200s."""
     return {r["custom_id"]: r["response"]["body"]["choices"][0]["message"]["content"] for r in results}
@@ -79,6 +85,7 @@ class Batch(unittest.TestCase):
             self.assertEqual(body["object"], "chat.completion")
             self.assertTrue(body["choices"][0]["message"]["content"])
             self.assertGreater(body["usage"]["prompt_tokens"], 0)
+        self.assertGreater(len(set(contents(self.single).values())), 1, "every request got the same answer")
 
     def test_shards_add_up_to_a_single_run(self):
         results = []
@@ -106,14 +113,14 @@ class Batch(unittest.TestCase):
                               IMAGES], env=env, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline and p.poll() is None:
-            if os.path.exists(out) and open(out, "rb").read().count(b"\n") >= 3:
+            if os.path.exists(out) and count_lines(out) >= 3:
                 break
             time.sleep(0.002)
         killed = p.poll() is None
         p.send_signal(signal.SIGKILL)
         p.wait()
         self.assertTrue(killed, "the run finished before it could be killed")
-        written = open(out, "rb").read().count(b"\n")
+        written = count_lines(out)
         self.assertLess(written, len(many))
         self.batch("killed.jsonl", input=src)
         ids = [r["custom_id"] for r in read_results(out)]
@@ -133,9 +140,8 @@ class Batch(unittest.TestCase):
         self.assertEqual(contents(results), contents(self.single))
 
     def test_bad_lines_become_errors(self):
-        png = open(os.path.join(IMAGES, "shapes_01.png"), "rb").read()
-        import base64
-        data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+        with open(os.path.join(IMAGES, "shapes_01.png"), "rb") as f:
+            data_url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
         src = self.path("bad.jsonl")
         wrong_url = request("wrong-url")
         wrong_url["url"] = "/v1/embeddings"

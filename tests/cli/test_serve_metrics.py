@@ -85,6 +85,7 @@ class Metrics(unittest.TestCase):
             self.assertEqual(after[("vlm_queue_depth", frozenset())], 0)
             self.assertEqual(after[("vlm_active_slots", frozenset())], 0)
         finally:
+            p.stderr.close()
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=30)

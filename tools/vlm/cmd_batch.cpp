@@ -63,7 +63,12 @@ struct Shard {
 std::optional<int64_t> env_int(const char* name) {
   const char* v = std::getenv(name);
   if (!v || !*v) return std::nullopt;
-  return parse_int(std::string("environment variable ") + name, v, 0, int64_t(1) << 40);
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v, &end, 10);
+  if (*end != '\0' || errno == ERANGE || x < 0)
+    throw UsageError(std::string("environment variable ") + name + "='" + v + "' is not a non-negative integer");
+  return x;
 }
 
 // --shard I/N, else the index a job scheduler gives each task of an array (Kubernetes Indexed Job, Slurm
@@ -74,8 +79,8 @@ Shard resolve_shard(const Args& args) {
   if (auto spec = args.get("shard")) {
     size_t slash = spec->find('/');
     if (slash == std::string::npos) throw UsageError("option '--shard': expected I/N (e.g. 0/4), got '" + *spec + "'");
-    s.count = parse_int("--shard", spec->substr(slash + 1), 1, int64_t(1) << 40);
-    s.index = parse_int("--shard", spec->substr(0, slash), 0, s.count - 1);
+    s.count = parse_int("shard", spec->substr(slash + 1), 1, int64_t(1) << 40);
+    s.index = parse_int("shard", spec->substr(0, slash), 0, s.count - 1);
     if (shards && *shards != s.count) throw UsageError("--shards " + std::to_string(*shards) + " contradicts --shard");
     return s;
   }
