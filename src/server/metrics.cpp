@@ -1,16 +1,16 @@
 #include "server/metrics.h"
 
-#include <cstdio>
+#include <charconv>
 
 namespace vlm::server {
 
 namespace {
 
-// Prometheus renders floats in Go's shortest form; %.17g round-trips and parses everywhere.
+// The shortest text that reads back as the same double (bucket labels "0.1", not "0.10000000000000001").
 std::string number(double x) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);
+  return ec == std::errc() ? std::string(buf, end) : std::string("NaN");
 }
 
 void header(std::string& out, const std::string& name, const std::string& help, const char* type) {

@@ -114,8 +114,9 @@ struct InputLine {
 
 // All non-blank lines of the input, with their custom_ids; a repeated custom_id anywhere in the file is an
 // error before any work starts (it would make the output ambiguous and resuming impossible). A line whose
-// custom_id cannot be read is still answered (with an error), under the stable id "line-N".
-std::vector<InputLine> read_input(const std::string& path) {
+// custom_id cannot be read is still answered (with an error), under the stable id "line-N". Only the
+// lines of `shard` keep their text (other shards' images need not sit in memory).
+std::vector<InputLine> read_input(const std::string& path, const Shard& shard) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot read " + path + ": " + std::strerror(errno));
   std::vector<InputLine> lines;
@@ -135,6 +136,7 @@ std::vector<InputLine> read_input(const std::string& path) {
       throw std::runtime_error(path + ":" + std::to_string(number) + ": custom_id '" + line.custom_id +
                                "' repeats the one of line " + std::to_string(it->second) +
                                " (custom_ids must be unique; lines without one are named line-N)");
+    if (int64_t(lines.size()) % shard.count != shard.index) line.text = std::string();
     lines.push_back(std::move(line));
   }
   return lines;
@@ -353,22 +355,23 @@ int run_batch(const std::vector<std::string>& argv) {
   if (std::filesystem::absolute(setup.input_path) == std::filesystem::absolute(output_path))
     throw UsageError("--output must differ from --input");
 
-  std::vector<InputLine> lines = read_input(setup.input_path);
+  std::vector<InputLine> lines = read_input(setup.input_path, shard);
   const std::set<std::string> done_before = completed_ids(output_path);
   std::vector<const InputLine*> todo;
-  int64_t in_shard = 0;
+  int64_t in_shard = 0, answered = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
     // Sharding is by position among the non-blank lines, so it does not depend on the ids.
     if (int64_t(i) % shard.count != shard.index) continue;
     ++in_shard;
-    if (done_before.count(lines[i].custom_id)) continue;
-    if (max_requests >= 0 && int64_t(todo.size()) >= max_requests) break;
-    todo.push_back(&lines[i]);
+    if (done_before.count(lines[i].custom_id)) {
+      ++answered;
+    } else if (max_requests < 0 || int64_t(todo.size()) < max_requests) {
+      todo.push_back(&lines[i]);
+    }
   }
-  std::fprintf(stderr, "vlm batch: shard %lld/%lld: %lld requests, %lld already in %s, %zu to run\n",
+  std::fprintf(stderr, "vlm batch: shard %lld/%lld: %lld requests, %lld already in %s, %zu to run now\n",
                static_cast<long long>(shard.index), static_cast<long long>(shard.count),
-               static_cast<long long>(in_shard), static_cast<long long>(in_shard - int64_t(todo.size())),
-               output_path.c_str(), todo.size());
+               static_cast<long long>(in_shard), static_cast<long long>(answered), output_path.c_str(), todo.size());
   ResultWriter writer(output_path, args.flag("fsync"));
   if (todo.empty()) return 0;
 
