@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import urllib.error
@@ -44,8 +45,9 @@ class Metrics(unittest.TestCase):
         if not os.path.isdir(model):
             self.skipTest("demo model not found")
         env = dict(os.environ, VLM_THREADS="2", HF_HUB_OFFLINE="1")
-        p = subprocess.Popen([VLM, "serve", "--model", model, "--port", "0", "--shutdown-timeout", "5"], env=env,
+        p = subprocess.Popen([VLM, "serve", "--model", model, "--port", "0", "--shutdown-timeout", "1"], env=env,
                              stderr=subprocess.PIPE, text=True)
+        terminated = False  # a second SIGTERM would exit at once
         try:
             port = None
             for line in p.stderr:
@@ -84,9 +86,39 @@ class Metrics(unittest.TestCase):
             self.assertEqual(after[("vlm_time_to_first_token_seconds_bucket", frozenset({("le", "+Inf")}))], 2)
             self.assertEqual(after[("vlm_queue_depth", frozenset())], 0)
             self.assertEqual(after[("vlm_active_slots", frozenset())], 0)
+
+            # Draining: a long generation holds the server after SIGTERM; readiness turns 503 meanwhile.
+            endless = json.dumps({"model": model, "max_tokens": 20000, "ignore_eos": True,
+                                  "messages": [{"role": "user", "content": "Count."}]}).encode()
+            answer = {}
+
+            def generate():
+                req = urllib.request.Request(base + "/v1/chat/completions", endless,
+                                             {"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as r:
+                        answer["status"] = r.status
+                except urllib.error.HTTPError as e:
+                    answer["status"] = e.code
+
+            client = threading.Thread(target=generate)
+            client.start()
+            deadline = time.time() + 30
+            while samples(get(base + "/metrics")[1])[("vlm_active_slots", frozenset())] < 1:
+                self.assertLess(time.time(), deadline, "the long generation never started")
+                time.sleep(0.02)
+            p.send_signal(signal.SIGTERM)
+            terminated = True
+            deadline = time.time() + 10
+            while get(base + "/ready")[0] != 503:
+                self.assertLess(time.time(), deadline, "/ready stayed 200 while draining")
+                time.sleep(0.02)
+            client.join()
+            self.assertEqual(answer.get("status"), 503)  # cancelled when --shutdown-timeout ran out
         finally:
             p.stderr.close()
-            p.send_signal(signal.SIGTERM)
+            if not terminated:
+                p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
