@@ -182,6 +182,15 @@ class Batch(unittest.TestCase):
         self.assertIn("dup.jsonl:3", err)
         self.assertFalse(os.path.exists(self.path("dup_out.jsonl")) and os.path.getsize(self.path("dup_out.jsonl")))
 
+    def test_local_paths_need_a_media_root(self):
+        src = self.path("local.jsonl")
+        write_lines(src, [request("local", os.path.join(IMAGES, "shapes_01.png"))])
+        out = self.path("local_out.jsonl")
+        run("batch", "--model", self.model, "--input", src, "--output", out)
+        [result] = read_results(out)
+        self.assertEqual(result["response"]["status_code"], 400)
+        self.assertIn("--media-root", result["response"]["body"]["error"]["message"])
+
     def test_max_requests(self):
         out = self.batch("smoke.jsonl", "--max-requests", "4")
         self.assertEqual(len(read_results(out)), 4)

@@ -234,6 +234,10 @@ json line_error(const BatchSetup& setup, const InputLine& line, const std::strin
       {"error", {{"code", code}, {"message", setup.input_path + ":" + std::to_string(line.number) + ": " + message}}}};
 }
 
+bool starts_with(const std::string& s, const char* prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
 struct Outcome {
   json line;
   int64_t tokens = 0;  // generated
@@ -261,6 +265,13 @@ Outcome run_request(const ModelContext& model, const BatchSetup& setup, const In
   if (!j.contains("body")) return {line_error(setup, line, "missing_body", "'body' is required"), 0, true};
   try {
     server::ChatRequest request = server::parse_chat_request(j["body"].dump(), setup.media, setup.defaults);
+    // The server's refusal names its own flag; a batch run says which of ours allows local files.
+    if (setup.media.local_media_dir.empty())
+      for (const auto& image : request.pending_images)
+        if (!starts_with(image.url, "data:") && !starts_with(image.url, "http://") &&
+            !starts_with(image.url, "https://"))
+          throw server::bad_request("local image paths are refused without --media-root DIR", image.param,
+                                    "path_not_allowed");
     server::load_request_images(request, setup.media);
     PreparedInput prepared;
     try {
