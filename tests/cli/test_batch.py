@@ -145,6 +145,8 @@ class Batch(unittest.TestCase):
         src = self.path("bad.jsonl")
         wrong_url = request("wrong-url")
         wrong_url["url"] = "/v1/embeddings"
+        numeric_method = request("numeric-method")
+        numeric_method["method"] = 1
         write_lines(src, [
             "{not json",
             request("missing-image", "no_such.png"),
@@ -153,14 +155,16 @@ class Batch(unittest.TestCase):
             request("remote", "http://example.com/a.png"),
             {"custom_id": "no-messages", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}},
             wrong_url,
+            numeric_method,
             request("inline-ok", data_url),
             request("text-ok"),
         ])
         by_id = {r["custom_id"]: r for r in read_results(self.batch("bad_out.jsonl", input=src))}
-        self.assertEqual(len(by_id), 9)
+        self.assertEqual(len(by_id), 10)
         self.assertEqual(by_id["line-1"]["error"]["code"], "invalid_json")
         self.assertIn("bad.jsonl:1", by_id["line-1"]["error"]["message"])
         self.assertEqual(by_id["wrong-url"]["error"]["code"], "invalid_url")
+        self.assertEqual(by_id["numeric-method"]["error"]["code"], "invalid_method")
         # Missing and outside the root read the same (403), as on the server: answers do not map the disk.
         expected = {"missing-image": 403, "outside-root": 403, "not-an-image": 400, "remote": 400, "no-messages": 400}
         for cid, status in expected.items():
@@ -172,7 +176,7 @@ class Batch(unittest.TestCase):
             self.assertEqual(by_id[cid]["response"]["status_code"], 200, cid)
         # A rerun has nothing left to do, the unparseable line included.
         self.batch("bad_out.jsonl", input=src)
-        self.assertEqual(len(read_results(self.path("bad_out.jsonl"))), 9)
+        self.assertEqual(len(read_results(self.path("bad_out.jsonl"))), 10)
 
     def test_duplicate_custom_ids_are_refused(self):
         src = self.path("dup.jsonl")

@@ -251,8 +251,12 @@ Outcome run_request(const ModelContext& model, const BatchSetup& setup, const In
     return {line_error(setup, line, "invalid_json", "not a JSON object"), 0, true};
   if (!line.has_custom_id)
     return {line_error(setup, line, "missing_custom_id", "'custom_id' (a string) is required"), 0, true};
-  std::string method = j.value("method", "");
-  std::string url = j.value("url", "");
+  // Not j.value("method", ""): that throws when the field holds another type.
+  auto text_field = [&j](const char* name) {
+    auto it = j.find(name);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  const std::string method = text_field("method"), url = text_field("url");
   if (method != "POST")
     return {
         line_error(setup, line, "invalid_method", "'method' must be \"POST\", got " + j.value("method", json()).dump()),
