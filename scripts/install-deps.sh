@@ -12,7 +12,7 @@ packages=(
   libcurl4-openssl-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev llvm-14
-  python3 python3-pil python3-jinja2 python3-numpy
+  python3 python3-pil python3-jinja2 python3-numpy python3-prometheus-client
 )
 
 missing=()

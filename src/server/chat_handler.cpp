@@ -1,5 +1,7 @@
 // POST /v1/chat/completions: read and validate the body, wait for a slot, prepare the input, then
 // generate into a JSON answer or a server-sent-event stream, stopping when the client goes away.
+#include <chrono>
+#include <optional>
 #include <string>
 
 #include "generate/generator.h"
@@ -14,7 +16,27 @@ struct ChatJob {
   CompletionMeta meta;
   std::shared_ptr<Scheduler::Lease> lease;
   ActiveRequest* connection = nullptr;  // valid while the request is answered (stream included)
+  std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> first_token;  // set by the generation callback
 };
+
+namespace {
+
+// For the time-to-first-token histogram: called from the generation callback.
+void note_token(ChatJob& job) {
+  if (!job.first_token) job.first_token = std::chrono::steady_clock::now();
+}
+
+}  // namespace
+
+void Server::Impl::record_generation(const ChatJob& job, const GenerationResult& r) {
+  const int64_t generated = int64_t(r.token_ids.size());
+  tokens_generated += generated;
+  metrics.count_tokens(r.stats.prompt_tokens, generated);
+  if (job.first_token)
+    metrics.observe_time_to_first_token(std::chrono::duration<double>(*job.first_token - job.arrived).count());
+  if (generated > 1) metrics.observe_time_per_output_token(r.stats.generation_ms / 1000.0 / double(generated - 1));
+}
 
 // Cheap checks on a parsed request, before it queues or any image is decoded.
 void Server::Impl::check_request_fits(const ChatRequest& request) const {
@@ -65,6 +87,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     std::unique_ptr<Scheduler::Lease> lease = scheduler.acquire([connection] { return connection->client_gone(); });
     if (!lease) {
       ++disconnected;
+      metrics.count_request(499);
       log(req, 499, "client left while queued");
       return;
     }
@@ -120,16 +143,18 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
       GenerationParams turn_params = params;
       turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
       r = model.generate(job->prepared, turn_params, [&](std::string_view, int32_t) {
+        note_token(*job);
         if (cancel_all || job->connection->client_gone()) return false;
         turn.yield();
         return true;
       });
       if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
     }
-    tokens_generated += int64_t(r.token_ids.size());
+    record_generation(*job, r);
     if (r.finish_reason == "cancelled") {
       if (!cancel_all) {
         ++disconnected;
+        metrics.count_request(499);
         log(req, 499,
             "client disconnected; generation stopped after " + std::to_string(r.token_ids.size()) + " tokens");
         return;
@@ -138,17 +163,21 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     }
     res.set_content(dump_json(completion_json(job->meta, r, logprobs)), "application/json");
     ++completed;
+    metrics.count_request(200);
     log(req, 200, std::to_string(r.token_ids.size()) + " tokens");
   } catch (const ApiError& e) {
     ++failed;
+    metrics.count_request(e.status());
     send_error(res, e);
     log(req, e.status(), e.what());
   } catch (const ContextOverflowError& e) {
     ++failed;
+    metrics.count_request(400);
     send_error(res, bad_request(e.what(), "messages", "context_length_exceeded"));
     log(req, 400, e.what());
   } catch (const std::exception& e) {
     ++failed;
+    metrics.count_request(500);
     send_error(res, ApiError(500, e.what()));
     log(req, 500, e.what());
   }
@@ -170,6 +199,7 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
     GenerationParams turn_params = params;
     turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
     r = model.generate(job.prepared, turn_params, [&](std::string_view text, int32_t) {
+      note_token(job);
       if (cancel_all || job.connection->client_gone()) return false;
       if (text.empty()) {
         turn.yield();
@@ -181,20 +211,23 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
     if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
   } catch (const std::exception& e) {
     ++failed;
+    metrics.count_request(500);  // the status line said 200; the error travels in the stream
     write(sse_event(ApiError(500, e.what()).to_json()));
     write("data: [DONE]\n\n");
     return;
   }
-  tokens_generated += int64_t(r.token_ids.size());
+  record_generation(job, r);
   if (r.finish_reason == "cancelled") {
     if (cancel_all && ok && !job.connection->client_gone()) {
       ++failed;
+      metrics.count_request(503);
       write(sse_event(
           ApiError(503, "The server is shutting down; the generation was cancelled.", "", "server_shutting_down")
               .to_json()));
       write("data: [DONE]\n\n");
     } else {
       ++disconnected;
+      metrics.count_request(499);
     }
     return;
   }
@@ -203,10 +236,13 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   if (usage)
     write(sse_event(usage_chunk_json(job.meta, usage_json(r.stats.prompt_tokens, int64_t(r.token_ids.size())))));
   write("data: [DONE]\n\n");
-  if (ok)
+  if (ok) {
     ++completed;
-  else
+    metrics.count_request(200);
+  } else {
     ++disconnected;
+    metrics.count_request(499);
+  }
 }
 
 }  // namespace vlm::server

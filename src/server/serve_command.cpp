@@ -1,9 +1,11 @@
 #include "server/serve_command.h"
 
+#include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -13,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "server/api_error.h"
 #include "server/server.h"
 
 namespace vlm::server {
@@ -22,7 +25,8 @@ namespace {
 const char* kUsage =
     "usage: vlm serve --model ID|DIR [options]\n"
     "\n"
-    "OpenAI-compatible HTTP server: POST /v1/chat/completions, GET /v1/models, GET /health.\n"
+    "OpenAI-compatible HTTP server: POST /v1/chat/completions, GET /v1/models, GET /health (liveness),\n"
+    "GET /ready (readiness: 503 while loading and draining), GET /metrics (Prometheus).\n"
     "\n"
     "  --model ID|DIR            model directory or Hugging Face id (required)\n"
     "  --host ADDR               address to listen on (default 127.0.0.1)\n"
@@ -223,6 +227,47 @@ void signal_loop(sigset_t set) {
   if (drain.joinable()) drain.join();
 }
 
+// Answers on the port while the model loads, so that probes see "alive, not ready" instead of a refused
+// connection: /health 200, /ready and everything else 503. Binding failures are left to the real server,
+// which explains them.
+class LoadingResponder {
+ public:
+  LoadingResponder(const std::string& host, int& port) {
+    http_.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"status":"loading"})", "application/json");
+    });
+    http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+      res.status = 503;
+      res.set_content(ApiError(503, "The model is still loading.", "", "model_loading").to_json().dump(),
+                      "application/json");
+    });
+    http_.Get("/ready", [](const httplib::Request&, httplib::Response& res) { res.status = 503; });
+    int bound = port == 0 ? http_.bind_to_any_port(host) : (http_.bind_to_port(host, port) ? port : -1);
+    if (bound <= 0) return;
+    port = bound;  // the real server takes over this port (a free one picked here included)
+    thread_ = std::thread([this] {
+      http_.listen_after_bind();
+      returned_ = true;
+    });
+  }
+  ~LoadingResponder() { stop(); }
+  // Closes the port; the real server binds it again right after (httplib sets SO_REUSEADDR).
+  void stop() {
+    if (!thread_.joinable()) return;
+    // httplib ignores stop() until its accept loop runs, hence the retry.
+    while (!returned_) {
+      http_.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    thread_.join();
+  }
+
+ private:
+  httplib::Server http_;
+  std::thread thread_;
+  std::atomic<bool> returned_{false};
+};
+
 }  // namespace
 
 int serve_command(int argc, char** argv) {
@@ -249,8 +294,10 @@ int serve_command(int argc, char** argv) {
   int status = 0;
   try {
     std::fprintf(stderr, "vlm serve: loading %s...\n", p.model.c_str());
+    LoadingResponder loading(p.server.host, p.server.port);
     ModelContext model = ModelContext::load(p.model, p.load);
     Server server(model, p.server);
+    loading.stop();
     int port = server.bind();
     std::fprintf(stderr, "vlm serve: %s (%s, context %lld) on http://%s:%d/v1 with %d slot(s)\n",
                  p.server.model_names[0].c_str(), model.info().model_type.c_str(),

@@ -148,7 +148,7 @@ void Server::Impl::set_method_answers() {
     std::regex path;
     std::string allow;
   };
-  static const std::vector<Route> routes = {{std::regex("/health"), "GET, HEAD"},
+  static const std::vector<Route> routes = {{std::regex("/health|/ready|/metrics"), "GET, HEAD"},
                                             {std::regex("/v1/models(/.+)?"), "GET, HEAD"},
                                             {std::regex("/v1/chat/completions"), "POST"},
                                             {std::regex("\\*"), "GET, HEAD, POST"}};
@@ -189,6 +189,20 @@ void Server::Impl::set_routes() {
               {"model", options.model_names[0]}};
     res.status = stopping ? 503 : 200;
     res.set_content(dump_json(j), "application/json");
+  });
+
+  // Readiness, apart from liveness: a draining server is alive (it finishes its requests) but must get no
+  // new ones. (While the model loads, serve_command answers 503 here itself.)
+  http.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+    res.status = stopping ? 503 : 200;
+    res.set_content(dump_json({{"status", stopping ? "draining" : "ready"}}), "application/json");
+  });
+
+  // Prometheus text exposition format 0.0.4; like /health it needs no key (scrapers run inside the cluster).
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    SchedulerStats s = scheduler.stats();
+    GaugeValues gauges{s.queued, s.active, options.parallel, model.info().load_ms / 1000.0};
+    res.set_content(metrics.render(gauges), "text/plain; version=0.0.4; charset=utf-8");
   });
 
   auto models = [this](const httplib::Request& req, httplib::Response& res) {

@@ -8,6 +8,7 @@
 
 #include "server/api_error.h"
 #include "server/http_connections.h"
+#include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/server.h"
 
@@ -28,6 +29,7 @@ struct Server::Impl {
   int64_t max_token_bytes = 1;
   int bound_port = -1;
 
+  ServerMetrics metrics;
   std::atomic<int64_t> requests{0}, completed{0}, failed{0}, disconnected{0}, tokens_generated{0};
   std::atomic<bool> cancel_all{false};  // set when the shutdown grace period ran out
   std::atomic<bool> stopping{false};
@@ -38,6 +40,7 @@ struct Server::Impl {
   void handle_chat(const httplib::Request& req, httplib::Response& res);
   void check_request_fits(const ChatRequest& request) const;
   void stream_completion(ChatJob& job, httplib::DataSink& sink);
+  void record_generation(const ChatJob& job, const GenerationResult& r);  // token counters and latency histograms
   void check_auth(const httplib::Request& req) const;
   void check_model(const std::string& name) const;
   void send_error(httplib::Response& res, const ApiError& e);

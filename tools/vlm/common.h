@@ -18,6 +18,7 @@ int run_download(const std::vector<std::string>& argv);
 int run_tokenize(const std::vector<std::string>& argv);
 int run_chat_template(const std::vector<std::string>& argv);
 int run_bench(const std::vector<std::string>& argv);
+int run_batch(const std::vector<std::string>& argv);
 
 // --max-tokens, --temperature, --top-p, --top-k, --min-p, --repetition-penalty, ... --seed, --stop.
 std::vector<OptionSpec> sampling_options();

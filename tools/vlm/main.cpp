@@ -30,6 +30,7 @@ const Subcommand kSubcommands[] = {
     {"tokenize", vlm::cli::run_tokenize, "token ids of a text (or text of ids with --decode)"},
     {"chat-template", vlm::cli::run_chat_template, "render the chat template for a JSON message list"},
     {"bench", vlm::cli::run_bench, "time one end-to-end run (load, prompt, decode, memory)"},
+    {"batch", vlm::cli::run_batch, "run an OpenAI Batch API JSONL file offline (resumable, shardable)"},
     {"serve", nullptr, "serve the OpenAI-compatible HTTP API (/v1/chat/completions)"},
 };
 
