@@ -687,8 +687,9 @@ struct ReactorHttpServer::Reactor {
           adopt(fd);
         }
         for (auto& c : back) {
-          bool keep = c->state == Connection::State::kAnswering && c->head.keep_alive;
-          on_answered(std::move(c), keep && !c->write_failed);
+          // Read everything from c before moving it: argument evaluation order is unspecified.
+          const bool keep = c->state == Connection::State::kAnswering && c->head.keep_alive && !c->write_failed;
+          on_answered(std::move(c), keep);
         }
         if (stop_now) {
           std::vector<int> all;

@@ -132,7 +132,8 @@ TEST_P(Conformance, ChunkedPrefillEqualsOneShot) {
   auto once = l.model->start(test_env());
   const std::vector<float> want = once->prefill(in);
   const std::vector<float> want_next = once->step(7);
-  const bool prefix_lm = l.decoder().build_prompt(test_env(), in, 0, nullptr, nullptr).prefix_lm;
+  const bool prefix_lm =
+      l.decoder().build_prompt(test_env(), in, l.decoder().first_position(), nullptr, nullptr).prefix_lm;
   const int64_t n = int64_t(in.ids.size());
   for (int64_t chunk : {1, 5, 16}) {
     in.prefill_chunk = chunk;
