@@ -17,31 +17,6 @@ namespace {
 
 using namespace matmul_test;
 
-// Restores the kernel settings a test changes.
-struct PrecisionScope {
-  explicit PrecisionScope(MatMulPrecision p) { kernel_env().precision = p; }
-  ~PrecisionScope() {
-    kernel_env().precision = MatMulPrecision::kF32;
-    kernel_env().set_threads(0);
-  }
-};
-
-ExtraBound int8_bound(const RefWeight& r, int group) {
-  return [&r, group](const std::vector<float>& x, int64_t m, int64_t n) {
-    const int64_t K = r.w.cols();
-    double bound = 0;
-    for (int64_t g0 = 0; g0 < K; g0 += group) {
-      double amax = 0, mag = 0;
-      for (int64_t k = g0; k < g0 + group; ++k) {
-        amax = std::max(amax, double(std::fabs(x[size_t(m * K + k)])));
-        mag += r.mag[size_t(n * K + k)];
-      }
-      bound += amax / 254.0 * mag;
-    }
-    return bound * 1.001;
-  };
-}
-
 TEST(MatMulInt8, EveryBitsGroupAndRowCount) {
   if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
   PrecisionScope scope(MatMulPrecision::kInt8);

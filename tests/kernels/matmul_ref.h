@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -123,6 +124,33 @@ inline void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool
         ADD_FAILURE() << what << " M=" << M << " m=" << m << " n=" << n << ": got " << got << " want " << ref
                       << " (scale " << scale << ")";
     }
+}
+
+// Restores the kernel settings a test changes.
+struct PrecisionScope {
+  explicit PrecisionScope(MatMulPrecision p) { kernel_env().precision = p; }
+  ~PrecisionScope() {
+    kernel_env().precision = MatMulPrecision::kF32;
+    kernel_env().set_threads(0);
+  }
+};
+
+// Error bound of int8 activations quantized per group of `group` columns (one scale per group:
+// |error| <= amax/254 per value) against the weights' magnitudes.
+inline ExtraBound int8_bound(const RefWeight& r, int group) {
+  return [&r, group](const std::vector<float>& x, int64_t m, int64_t n) {
+    const int64_t K = r.w.cols();
+    double bound = 0;
+    for (int64_t g0 = 0; g0 < K; g0 += group) {
+      double amax = 0, mag = 0;
+      for (int64_t k = g0; k < g0 + group; ++k) {
+        amax = std::max(amax, double(std::fabs(x[size_t(m * K + k)])));
+        mag += r.mag[size_t(n * K + k)];
+      }
+      bound += amax / 254.0 * mag;
+    }
+    return bound * 1.001;
+  };
 }
 
 }  // namespace vlm::matmul_test

@@ -20,30 +20,6 @@ namespace {
 
 using namespace matmul_test;
 
-struct Scope {
-  explicit Scope(MatMulPrecision p) { kernel_env().precision = p; }
-  ~Scope() {
-    kernel_env().precision = MatMulPrecision::kF32;
-    kernel_env().set_threads(0);
-  }
-};
-
-ExtraBound int8_bound(const RefWeight& r, int group) {
-  return [&r, group](const std::vector<float>& x, int64_t m, int64_t n) {
-    const int64_t K = r.w.cols();
-    double bound = 0;
-    for (int64_t g0 = 0; g0 < K; g0 += group) {
-      double amax = 0, mag = 0;
-      for (int64_t k = g0; k < g0 + group; ++k) {
-        amax = std::max(amax, double(std::fabs(x[size_t(m * K + k)])));
-        mag += r.mag[size_t(n * K + k)];
-      }
-      bound += amax / 254.0 * mag;
-    }
-    return bound * 1.001;
-  };
-}
-
 RefWeight repacked(std::mt19937& rng, int64_t N, int64_t K, int bits, int group, DType st) {
   RefWeight r = make_quant(rng, N, K, bits, group, st);
   r.w.prepare(Compute{kernel_env().pool, Precision::kFast});
@@ -53,7 +29,7 @@ RefWeight repacked(std::mt19937& rng, int64_t N, int64_t K, int bits, int group,
 
 TEST(MatMulRepack, Int8EveryBitsGroupScaleTypeAndRowCount) {
   if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
-  Scope scope(MatMulPrecision::kInt8);
+  PrecisionScope scope(MatMulPrecision::kInt8);
   std::mt19937 rng(21);
   for (int threads : {1, 2}) {
     kernel_env().set_threads(threads);
@@ -75,7 +51,7 @@ TEST(MatMulRepack, Int8EveryBitsGroupScaleTypeAndRowCount) {
 // Above the single-thread cutoff, and M large enough for several GEMM row chunks.
 TEST(MatMulRepack, Int8LargeTwoThreads) {
   if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
-  Scope scope(MatMulPrecision::kInt8);
+  PrecisionScope scope(MatMulPrecision::kInt8);
   kernel_env().set_threads(2);
   std::mt19937 rng(22);
   RefWeight r = repacked(rng, 611, 1536, 4, 64, DType::BF16);
@@ -86,7 +62,7 @@ TEST(MatMulRepack, Int8LargeTwoThreads) {
 // float32-exact (GEMV and GEMM).
 TEST(MatMulRepack, SameValuesAndExactModeStillExact) {
   if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
-  Scope scope(MatMulPrecision::kF32);
+  PrecisionScope scope(MatMulPrecision::kF32);
   std::mt19937 rng(23);
   for (int bits : {2, 4, 8}) {
     std::mt19937 copy = rng;
@@ -124,7 +100,7 @@ TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
 
 TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
   if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
-  Scope scope(MatMulPrecision::kBF16);
+  PrecisionScope scope(MatMulPrecision::kBF16);
   std::mt19937 rng(25);
   for (int threads : {1, 2}) {
     kernel_env().set_threads(threads);
