@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/compute.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
@@ -36,11 +37,8 @@ namespace {
 
 using vlm::DType;
 
-double process_cpu_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
+using vlm::bench::process_cpu_seconds;
+
 using vlm::MatMulWeight;
 using vlm::Tensor;
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "kernels/ops.h"
 
 namespace {
@@ -28,11 +29,7 @@ std::vector<float> rand_vec(size_t n) {
   return v;
 }
 
-double process_cpu_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
+using vlm::bench::process_cpu_seconds;
 
 // Args: T (queries), S (keys), precision (0 exact, 1 fast), shape (0: LM, 12 query / 2 kv heads
 // of 128, causal with queries at the end of the key range; 1: Qwen2-VL vision tower, 16 heads of

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "core/compute.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -21,11 +22,7 @@ namespace {
 
 using vlm::Tensor;
 
-double process_cpu_seconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
+using vlm::bench::process_cpu_seconds;
 
 std::vector<float> rand_vec(size_t n, float lo, float hi, uint32_t seed) {
   std::mt19937 rng(seed);
