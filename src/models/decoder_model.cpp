@@ -76,11 +76,11 @@ std::vector<float> DecoderSequence::step(int32_t token) {
   if (seen_ == 0) fail(model_.info().model_type, ": step() before prefill()");
   check_room(1);
   const int64_t H = model_.decoder().config().hidden;
-  std::vector<float> x(static_cast<size_t>(H));
-  model_.embed_token(token, x.data());
+  float* x = token_row_.get(H);
+  model_.embed_token(token, x);
   cache_.make_room(1);
   std::vector<float> logits =
-      run(x.data(), 1, nn::Positions::sequential(next_position_, 1, model_.three_axis_positions()), true);
+      run(x, 1, nn::Positions::sequential(next_position_, 1, model_.three_axis_positions()), true);
   ++seen_;
   ++next_position_;
   return logits;

@@ -73,6 +73,7 @@ class DecoderSequence : public Sequence {
   nn::KVCache cache_;
   nn::DecoderWorkspace ws_;
   nn::Buffer hidden_;
+  nn::Buffer token_row_;  // the decoder row of the token being stepped (reused every step)
   const nn::Observer* observer_ = nullptr;
   int64_t seen_ = 0;           // tokens processed (positions count these, not the rows a window keeps)
   int64_t next_position_ = 0;  // position of the next token
