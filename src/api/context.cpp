@@ -179,18 +179,41 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
   return p;
 }
 
+namespace {
+
+GenerationSetup generation_setup(const ModelContext::Impl& impl) {
+  GenerationSetup setup;
+  setup.model = impl.model.get();
+  setup.env = impl.env;
+  setup.eos_ids = impl.info.eos_ids;
+  const Tokenizer* tok = &impl.text.impl->tokenizer;
+  setup.token_string = [tok](int32_t id) { return tok->id_to_token(id); };
+  return setup;
+}
+
+}  // namespace
+
 GenerationResult ModelContext::generate(const PreparedInput& input, const GenerationParams& params,
                                         const StreamCallback& on_text) const {
   if (!input.impl) fail("generate: the input was not prepared (use ModelContext::prepare)");
   DetokenizerStream text(impl->text.impl->tokenizer);
-  GenerationSetup setup;
-  setup.model = impl->model.get();
-  setup.env = impl->env;
-  setup.text = &text;
-  setup.eos_ids = impl->info.eos_ids;
-  const Tokenizer* tok = &impl->text.impl->tokenizer;
-  setup.token_string = [tok](int32_t id) { return tok->id_to_token(id); };
-  return generate_tokens(setup, input.impl->input, params, on_text);
+  GenerationSetup s = generation_setup(*impl);
+  s.text = &text;
+  return generate_tokens(s, input.impl->input, params, on_text);
+}
+
+std::vector<GenerationResult> ModelContext::generate_batch(const std::vector<PreparedInput>& inputs,
+                                                           const GenerationParams& params) const {
+  std::vector<const ModelInput*> model_inputs;
+  std::vector<std::unique_ptr<DetokenizerStream>> streams;
+  std::vector<TextStream*> texts;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].impl) fail("generate_batch: input ", i, " was not prepared (use ModelContext::prepare)");
+    model_inputs.push_back(&inputs[i].impl->input);
+    streams.push_back(std::make_unique<DetokenizerStream>(impl->text.impl->tokenizer));
+    texts.push_back(streams.back().get());
+  }
+  return generate_batch_tokens(generation_setup(*impl), model_inputs, texts, params);
 }
 
 GenerationResult ModelContext::generate(const UserInput& input, const GenerationParams& params,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -52,9 +53,106 @@ int64_t read_peak_rss_bytes() {
   return 0;
 }
 
-GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput& input, const GenerationParams& params,
-                                 const StreamCallback& on_text) {
-  if (!setup.model || !setup.text) fail("generate: no model or detokenizer given");
+namespace {
+
+// What happens to one sequence between two forward passes: sampling, logprobs, EOS, stop strings,
+// streaming, and the context limit. Shared by the single and the batched loop, so a sequence in a
+// batch gets exactly what it gets alone.
+class TokenLoop {
+ public:
+  TokenLoop(const GenerationSetup& setup, TextStream& text, const ModelInput& input, const GenerationParams& params,
+            const StreamCallback& on_text)
+      : setup_(setup),
+        text_(text),
+        params_(params),
+        on_text_(on_text),
+        sampler_(params.sampling),
+        stop_(params.stop),
+        n_prompt_(int64_t(input.ids.size())),
+        history_(input.ids.begin(), input.ids.end()) {
+    eos_ = setup.eos_ids;
+    eos_.insert(eos_.end(), params.extra_eos_ids.begin(), params.extra_eos_ids.end());
+    result_.finish_reason = "length";
+    result_.stats.prompt_tokens = n_prompt_;
+  }
+
+  // Samples the next token from `logits` and emits its text; returns the token to feed the model
+  // next, or nothing when this sequence is finished.
+  std::optional<int32_t> accept(std::span<const float> logits) {
+    if (logits.empty()) fail("generate: the model returned no logits");
+    const int i = int(result_.token_ids.size());
+    int32_t token = sampler_.sample(logits, history_);
+    if (params_.logprobs)
+      result_.logprobs.push_back(make_logprob(logits, token, params_.top_logprobs, setup_.token_string));
+    result_.token_ids.push_back(token);
+    history_.push_back(token);
+    if (i == 0) t_first_ = Clock::now();
+
+    bool eos_hit = !params_.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end();
+    std::string piece = eos_hit ? text_.flush() : text_.push(token);
+    StopStringMatcher::Output out = stop_.push(piece);
+    if (eos_hit && !out.stopped) out.text += stop_.flush();
+    result_.text += out.text;
+    bool keep_going = true;
+    if (on_text_ && (!out.text.empty() || !eos_hit)) keep_going = on_text_(out.text, token);
+    if (eos_hit || out.stopped) {
+      result_.finish_reason = "stop";
+      return std::nullopt;
+    }
+    if (!keep_going) {
+      result_.finish_reason = "cancelled";
+      return std::nullopt;
+    }
+    if (i + 1 == params_.max_tokens) return std::nullopt;
+    const int64_t context = setup_.model->info().context_length;
+    if (context > 0 && n_prompt_ + i + 1 >= context) return std::nullopt;  // "length": context full
+    return token;
+  }
+
+  GenerationResult finish(double prompt_ms, double image_encode_ms, Clock::time_point t_gen) {
+    const bool cancelled = result_.finish_reason == "cancelled";
+    if (result_.finish_reason != "stop") {
+      std::string tail = stop_.push(text_.flush()).text;
+      if (!stop_.stopped())
+        tail += stop_.flush();
+      else
+        result_.finish_reason = cancelled ? "cancelled" : "stop";
+      result_.text += tail;
+      if (on_text_ && !cancelled && !tail.empty()) on_text_(tail, -1);
+    }
+    auto& st = result_.stats;
+    st.prompt_ms = prompt_ms;
+    st.image_encode_ms = image_encode_ms;
+    if (prompt_ms > 0) st.prompt_tps = double(n_prompt_) / (prompt_ms / 1000.0);
+    st.generated_tokens = int64_t(result_.token_ids.size());
+    st.generation_ms = ms_since(t_gen);
+    // Decode speed counts the tokens that needed a forward step (the first comes from prefill).
+    double decode_s = std::chrono::duration<double>(Clock::now() - t_first_).count();
+    if (st.generated_tokens > 1 && decode_s > 0)
+      st.generation_tps = double(st.generated_tokens - 1) / decode_s;
+    else if (st.generation_ms > 0)
+      st.generation_tps = double(st.generated_tokens) / (st.generation_ms / 1000.0);
+    st.peak_memory_bytes = read_peak_rss_bytes();
+    return std::move(result_);
+  }
+
+ private:
+  const GenerationSetup& setup_;
+  TextStream& text_;
+  const GenerationParams& params_;
+  const StreamCallback& on_text_;
+  Sampler sampler_;
+  StopStringMatcher stop_;
+  const int64_t n_prompt_;
+  std::vector<int32_t> history_;
+  std::vector<int32_t> eos_;
+  GenerationResult result_;
+  Clock::time_point t_first_ = Clock::now();
+};
+
+// Checks what every generation needs; throws ContextOverflowError for a prompt beyond the context.
+void validate(const GenerationSetup& setup, const ModelInput& input, const GenerationParams& params) {
+  if (!setup.model) fail("generate: no model given");
   const ModelInfo& info = setup.model->info();
   const int64_t n_prompt = int64_t(input.ids.size());
   if (n_prompt == 0) fail("generate: the prompt is empty (no tokens)");
@@ -66,92 +164,101 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
     throw ContextOverflowError(msg.str());
   }
   if (params.max_tokens < 0) fail("generate: max_tokens must be >= 0 (got ", params.max_tokens, ")");
+}
 
-  std::vector<int32_t> eos = setup.eos_ids;
-  eos.insert(eos.end(), params.extra_eos_ids.begin(), params.extra_eos_ids.end());
-  auto is_eos = [&](int32_t id) { return !params.ignore_eos && std::find(eos.begin(), eos.end(), id) != eos.end(); };
-
-  GenerationResult result;
-  result.finish_reason = "length";
-  result.stats.prompt_tokens = n_prompt;
-  if (params.max_tokens == 0) {
-    result.stats.peak_memory_bytes = read_peak_rss_bytes();
-    return result;
-  }
-
-  Sampler sampler(params.sampling);
-  StopStringMatcher stop(params.stop);
+std::unique_ptr<Sequence> start_sequence(const GenerationSetup& setup, const GenerationParams& params) {
   std::unique_ptr<Sequence> seq = setup.model->start(setup.env);
   if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
+  return seq;
+}
 
+std::vector<float> prefill(Sequence& seq, const ModelInput& input, const GenerationParams& params) {
+  if (!params.between_prefill_chunks) return seq.prefill(input);
+  ModelInput chunked = input;  // tensors share their storage: a cheap copy
+  chunked.between_chunks = params.between_prefill_chunks;
+  return seq.prefill(chunked);
+}
+
+GenerationResult empty_result(const ModelInput& input) {
+  GenerationResult r;
+  r.finish_reason = "length";
+  r.stats.prompt_tokens = int64_t(input.ids.size());
+  r.stats.peak_memory_bytes = read_peak_rss_bytes();
+  return r;
+}
+
+}  // namespace
+
+GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput& input, const GenerationParams& params,
+                                 const StreamCallback& on_text) {
+  if (!setup.text) fail("generate: no detokenizer given");
+  validate(setup, input, params);
+  if (params.max_tokens == 0) return empty_result(input);
+
+  TokenLoop loop(setup, *setup.text, input, params, on_text);
+  std::unique_ptr<Sequence> seq = start_sequence(setup, params);
   auto t_prefill = Clock::now();
-  std::vector<float> logits;
-  if (params.between_prefill_chunks) {
-    ModelInput chunked = input;  // tensors share their storage: a cheap copy
-    chunked.between_chunks = params.between_prefill_chunks;
-    logits = seq->prefill(chunked);
-  } else {
-    logits = seq->prefill(input);
-  }
-  result.stats.prompt_ms = ms_since(t_prefill);
-  result.stats.image_encode_ms = seq->vision_ms();
-  if (result.stats.prompt_ms > 0) result.stats.prompt_tps = double(n_prompt) / (result.stats.prompt_ms / 1000.0);
+  std::vector<float> logits = prefill(*seq, input, params);
+  const double prompt_ms = ms_since(t_prefill);
 
-  std::vector<int32_t> history(input.ids.begin(), input.ids.end());
   auto t_gen = Clock::now();
-  Clock::time_point t_first;
-  bool cancelled = false;
-  for (int i = 0; i < params.max_tokens; ++i) {
-    if (logits.size() == 0) fail("generate: the model returned no logits");
-    int32_t token = sampler.sample(logits, history);
-    if (params.logprobs)
-      result.logprobs.push_back(make_logprob(logits, token, params.top_logprobs, setup.token_string));
-    result.token_ids.push_back(token);
-    history.push_back(token);
-    if (i == 0) t_first = Clock::now();
+  while (std::optional<int32_t> next = loop.accept(logits)) logits = seq->step(*next);
+  return loop.finish(prompt_ms, seq->vision_ms(), t_gen);
+}
 
-    bool eos_hit = is_eos(token);
-    std::string piece = eos_hit ? setup.text->flush() : setup.text->push(token);
-    StopStringMatcher::Output out = stop.push(piece);
-    if (eos_hit && !out.stopped) out.text += stop.flush();
-    result.text += out.text;
-    bool keep_going = true;
-    if (on_text && (!out.text.empty() || !eos_hit)) keep_going = on_text(out.text, token);
-    if (eos_hit || out.stopped) {
-      result.finish_reason = "stop";
-      break;
-    }
-    if (!keep_going) {
-      result.finish_reason = "cancelled";
-      cancelled = true;
-      break;
-    }
-    if (i + 1 == params.max_tokens) break;
-    if (info.context_length > 0 && n_prompt + i + 1 >= info.context_length) break;  // "length": context full
-    logits = seq->step(token);
+std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup,
+                                                    std::span<const ModelInput* const> inputs,
+                                                    std::span<TextStream* const> texts,
+                                                    const GenerationParams& params) {
+  if (inputs.size() != texts.size())
+    fail("generate_batch: ", inputs.size(), " inputs but ", texts.size(), " detokenizers");
+  for (size_t b = 0; b < inputs.size(); ++b) {
+    if (!inputs[b] || !texts[b]) fail("generate_batch: input ", b, " has no prompt or detokenizer");
+    validate(setup, *inputs[b], params);
+  }
+  std::vector<GenerationResult> results;
+  if (params.max_tokens == 0) {
+    for (const ModelInput* in : inputs) results.push_back(empty_result(*in));
+    return results;
   }
 
-  if (result.finish_reason != "stop") {
-    std::string tail = stop.push(setup.text->flush()).text;
-    if (!stop.stopped())
-      tail += stop.flush();
-    else
-      result.finish_reason = cancelled ? "cancelled" : "stop";
-    result.text += tail;
-    if (on_text && !cancelled && !tail.empty()) on_text(tail, -1);
+  // Prompts run one at a time (their lengths differ); then all sequences decode in lockstep, one
+  // pass over the weights per step, and leave the batch as they finish.
+  const StreamCallback no_callback;
+  std::vector<std::unique_ptr<TokenLoop>> loops;
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<std::vector<float>> logits;
+  std::vector<double> prompt_ms;
+  for (size_t b = 0; b < inputs.size(); ++b) {
+    loops.push_back(std::make_unique<TokenLoop>(setup, *texts[b], *inputs[b], params, no_callback));
+    seqs.push_back(start_sequence(setup, params));
+    auto t0 = Clock::now();
+    logits.push_back(prefill(*seqs[b], *inputs[b], params));
+    prompt_ms.push_back(ms_since(t0));
   }
 
-  auto& st = result.stats;
-  st.generated_tokens = int64_t(result.token_ids.size());
-  st.generation_ms = ms_since(t_gen);
-  // Decode speed counts the tokens that needed a forward step (the first comes from prefill).
-  double decode_s = std::chrono::duration<double>(Clock::now() - t_first).count();
-  if (st.generated_tokens > 1 && decode_s > 0)
-    st.generation_tps = double(st.generated_tokens - 1) / decode_s;
-  else if (st.generation_ms > 0)
-    st.generation_tps = double(st.generated_tokens) / (st.generation_ms / 1000.0);
-  st.peak_memory_bytes = read_peak_rss_bytes();
-  return result;
+  auto t_gen = Clock::now();
+  std::vector<size_t> active(inputs.size());
+  for (size_t b = 0; b < active.size(); ++b) active[b] = b;
+  std::vector<std::optional<GenerationResult>> done(inputs.size());
+  while (!active.empty()) {
+    std::vector<Sequence*> batch;
+    std::vector<int32_t> tokens;
+    for (size_t b : active) {
+      if (std::optional<int32_t> next = loops[b]->accept(logits[b])) {
+        batch.push_back(seqs[b].get());
+        tokens.push_back(*next);
+      } else {
+        done[b] = loops[b]->finish(prompt_ms[b], seqs[b]->vision_ms(), t_gen);
+      }
+    }
+    std::erase_if(active, [&](size_t b) { return done[b].has_value(); });
+    if (batch.empty()) break;
+    std::vector<std::vector<float>> out = setup.model->step_batch(batch, tokens);
+    for (size_t k = 0; k < active.size(); ++k) logits[active[k]] = std::move(out[k]);
+  }
+  for (auto& r : done) results.push_back(std::move(*r));
+  return results;
 }
 
 }  // namespace vlm

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,13 @@ struct GenerationSetup {
 // Throws vlm::Error when the prompt is empty or longer than the model's context.
 GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput& input, const GenerationParams& params,
                                  const StreamCallback& on_text = nullptr);
+
+// Generates for several prompts at once: each is prefilled alone, then all decode in lockstep
+// (`Model::step_batch`, one pass over the weights per step). Each result is what
+// `generate_tokens` gives for that prompt alone (same params; no streaming callback).
+std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup,
+                                                    std::span<const ModelInput* const> inputs,
+                                                    std::span<TextStream* const> texts, const GenerationParams& params);
 
 // Peak resident set size (VmHWM) in bytes, 0 when /proc is unavailable.
 int64_t read_peak_rss_bytes();

@@ -303,5 +303,42 @@ TEST(DemoModel, TwoContextsWithDifferentPrecisionShareNothing) {
   EXPECT_THROW(ModelContext::load(dir, bad), Error);
 }
 
+// A batch decodes in lockstep but each sequence gets exactly what it gets alone: prompts of
+// different lengths (images, text only), sequences that finish at different steps (EOS, a stop
+// string, max_tokens); log-probabilities agree up to the summation order of the batched matmul.
+TEST(DemoModel, BatchGivesEachSequenceWhatItGetsAlone) {
+  if (!fs::exists(kDemo)) GTEST_SKIP() << "demo model absent";
+  json cases = read_json_file(kDemo + "/cases.json");
+  ModelContext ctx = ModelContext::load(kDemo + "/qwen2-vl-shapes-4bit");
+  std::vector<PreparedInput> inputs;
+  for (const json& c : cases["cases"])
+    inputs.push_back(
+        ctx.prepare(UserInput::from_prompt("Describe the image.", {kDemo + "/" + c["image"].get<std::string>()})));
+  inputs.push_back(ctx.prepare(UserInput::from_prompt("Describe the image. What shapes do you see?", {})));
+  ASSERT_GE(inputs.size(), 3u);
+  for (int variant = 0; variant < 3; ++variant) {
+    GenerationParams p;
+    p.max_tokens = variant == 2 ? 5 : 20;
+    if (variant == 1) p.stop = {"square"};
+    p.logprobs = true;
+    p.top_logprobs = 2;
+    std::vector<GenerationResult> batch = ctx.generate_batch(inputs, p);
+    ASSERT_EQ(batch.size(), inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      GenerationResult alone = ctx.generate(inputs[i], p);
+      SCOPED_TRACE("variant " + std::to_string(variant) + ", input " + std::to_string(i));
+      EXPECT_EQ(batch[i].token_ids, alone.token_ids);
+      EXPECT_EQ(batch[i].text, alone.text);
+      EXPECT_EQ(batch[i].finish_reason, alone.finish_reason);
+      ASSERT_EQ(batch[i].logprobs.size(), alone.logprobs.size());
+      for (size_t t = 0; t < alone.logprobs.size(); ++t)
+        EXPECT_NEAR(batch[i].logprobs[t].logprob, alone.logprobs[t].logprob, 1e-4);  // GEMM vs GEMV sums
+      EXPECT_EQ(batch[i].stats.prompt_tokens, int64_t(inputs[i].ids().size()));
+    }
+  }
+  EXPECT_TRUE(ctx.generate_batch({}, GenerationParams{}).empty());
+  EXPECT_THROW(ctx.generate_batch({PreparedInput{}}, GenerationParams{}), Error);
+}
+
 }  // namespace
 }  // namespace vlm

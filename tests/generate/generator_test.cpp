@@ -229,3 +229,47 @@ TEST(Generate, SeededSamplingIsReproducible) {
 
 }  // namespace
 }  // namespace vlm
+
+namespace vlm {
+namespace {
+
+// Sequences of a batch leave it at different steps (the context fills at different lengths) and
+// each result equals the single-sequence result.
+TEST(GenerateBatch, EachSequenceEqualsItsSingleRun) {
+  FakeScript script = scripted({0, 1, 2, 3, 4, 5, 6, 7}, /*context_length=*/10);
+  GenerationParams p;
+  p.max_tokens = 50;
+  p.stop = {"fg"};
+  std::vector<ModelInput> prompts = {prompt(2), prompt(7), prompt(4)};
+  FakeModel batched(script);
+  std::vector<FakeText> texts(3, letters());
+  std::vector<const ModelInput*> inputs;
+  std::vector<TextStream*> streams;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    inputs.push_back(&prompts[i]);
+    streams.push_back(&texts[i]);
+  }
+  GenerationSetup setup;
+  setup.model = &batched;
+  setup.eos_ids = batched.info().eos_ids;
+  std::vector<GenerationResult> results = generate_batch_tokens(setup, inputs, streams, p);
+  ASSERT_EQ(results.size(), 3u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    FakeModel alone(script);
+    Outcome r = run(alone, p, letters(), int(prompts[i].ids.size()));
+    EXPECT_EQ(results[i].token_ids, r.result.token_ids) << i;
+    EXPECT_EQ(results[i].text, r.result.text) << i;
+    EXPECT_EQ(results[i].finish_reason, r.result.finish_reason) << i;
+  }
+  EXPECT_EQ(results[0].text, "abcde");  // "fg" stops it
+  EXPECT_EQ(results[0].finish_reason, "stop");
+  EXPECT_EQ(results[1].token_ids.size(), 3u);  // context of 10 full
+  EXPECT_EQ(results[1].finish_reason, "length");
+  EXPECT_EQ(batched.counters.prefills, 3);
+
+  std::vector<TextStream*> too_few(2, &texts[0]);
+  EXPECT_THROW(generate_batch_tokens(setup, inputs, too_few, p), Error);
+}
+
+}  // namespace
+}  // namespace vlm
