@@ -267,5 +267,44 @@ TEST(Qwen25Model, ShapeDisagreementsAreErrors) {
   fs::remove_all(tmp);
 }
 
+// The published (pre-4.52) names `visual.*` / `model.*`, and an untied head (`lm_head.weight`,
+// tie_word_embeddings false): the same outputs as tiny-bf16 (here: the embeddings as the head).
+TEST(Qwen25Model, OlderNamesAndUntiedHeadGiveTheSameOutputs) {
+  if (!have25()) GTEST_SKIP() << "no fixtures at " << dir25();
+  namespace fs = std::filesystem;
+  const fs::path tmp = fs::temp_directory_path() / ("qwen25_names_" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  for (const auto& e : fs::directory_iterator(dir25() + "/tiny-bf16"))
+    if (e.path().filename() != "config.json" && e.path().filename() != "model.safetensors")
+      fs::create_symlink(fs::canonical(e.path()), tmp / e.path().filename());
+  json cfg = read_json_file(dir25() + "/tiny-bf16/config.json");
+  cfg["text_config"]["tie_word_embeddings"] = false;
+  std::ofstream(tmp / "config.json") << cfg.dump();
+  auto src = SafetensorsFile::open(dir25() + "/tiny-bf16/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, entry] : src->entries()) {
+    std::string n = name;
+    if (n.rfind("model.visual.", 0) == 0) n = n.substr(6);
+    if (n.rfind("model.language_model.", 0) == 0) n = "model." + n.substr(21);
+    out.emplace_back(n, src->tensor(name));
+  }
+  out.emplace_back("lm_head.weight", src->tensor("model.language_model.embed_tokens.weight"));
+  save_safetensors((tmp / "model.safetensors").string(), out, {{"format", "pt"}});
+  auto renamed = Qwen2_5_VLModel::load(Checkpoint::open(tmp.string()));
+  fs::remove_all(tmp);
+  EXPECT_FALSE(renamed->config().text.tie_word_embeddings);
+  for (const std::string name : {"02_image_partial_windows", "07_video_then_image"}) {
+    Case c = load_case(name, dir25());
+    auto seq = renamed->start(test_env());
+    std::vector<float> logits = seq->prefill(stored_input(c));
+    std::vector<int64_t> generated;
+    for (int i = 0; i < 16; ++i) {
+      generated.push_back(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      if (i < 15) logits = seq->step(int32_t(generated.back()));
+    }
+    EXPECT_EQ(generated, c.ints("tiny-bf16.generated_ids")) << name;
+  }
+}
+
 }  // namespace
 }  // namespace vlm
