@@ -98,6 +98,7 @@ struct ImageSource {
 struct VideoSource {
   std::string path;                      // a video file, or
   std::vector<std::string> frame_paths;  // already extracted frames (one image per frame)
+  double fps = 0;  // sampling rate (file) or rate the frames were taken at (frames); 0: Options::fps
 };
 
 struct UserInput {

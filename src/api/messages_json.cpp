@@ -95,6 +95,12 @@ UserInput::Part parse_part(const json& part, const Resolver& r) {
     const char* key = part.contains("video") ? "video" : (part.contains("video_url") ? "video_url" : "url");
     if (!part.contains(key)) fail(r.where, ": video part without a source (give \"video\": PATH or [frames])");
     const json& v = part[key];
+    // qwen-vl-utils: "fps" next to the source is the sampling rate (of a file) or the rate the
+    // listed frames were taken at; absent: the --fps / Options::fps default.
+    const double fps = json_get<double>(part, "fps", 0.0, r.where);
+    if (part.contains("fps") && !(fps > 0 && fps <= 1000))
+      fail(r.where, ": video \"fps\" must be in (0, 1000] (got ", part["fps"].dump(), ")");
+    UserInput::Part out;
     if (v.is_array()) {
       std::vector<std::string> frames;
       for (const auto& f : v) {
@@ -102,9 +108,12 @@ UserInput::Part parse_part(const json& part, const Resolver& r) {
         frames.push_back(r.file_path(f.get<std::string>()));
       }
       if (frames.empty()) fail(r.where, ": empty video frame list");
-      return UserInput::Part::video_frames(std::move(frames));
+      out = UserInput::Part::video_frames(std::move(frames));
+    } else {
+      out = UserInput::Part::video_path(r.file_path(url_of(v, r.where)));
     }
-    return UserInput::Part::video_path(r.file_path(url_of(v, r.where)));
+    out.video.fps = fps;
+    return out;
   }
   fail(r.where, ": unknown content part type '", type, "' (expected text, image, image_url or video)");
 }

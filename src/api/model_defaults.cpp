@@ -1,5 +1,7 @@
 #include <map>
 #include <mutex>
+#include <string>
+#include <utility>
 
 #include "models/registry.h"
 #include "vlm/vlm.hpp"
@@ -20,6 +22,16 @@ struct DefaultsRegistry {
     qwen.max_tokens = 256;
     qwen.description = "Qwen2-VL 2B Instruct, MLX 4-bit (chat; images and videos)";
     by_id["mlx-community/Qwen2-VL-2B-Instruct-4bit"] = qwen;
+    // Qwen2.5-VL: chat with images and videos; greedy by default as everywhere here.
+    for (auto [id, what] : {std::pair{"mlx-community/Qwen2.5-VL-3B-Instruct-4bit", "3B Instruct, MLX 4-bit"},
+                            std::pair{"mlx-community/Qwen2.5-VL-3B-Instruct-8bit", "3B Instruct, MLX 8-bit"},
+                            std::pair{"Qwen/Qwen2.5-VL-3B-Instruct", "3B Instruct, bf16"},
+                            std::pair{"Qwen/Qwen2.5-VL-7B-Instruct", "7B Instruct, bf16"}}) {
+      ModelDefaults d;
+      d.max_tokens = 256;
+      d.description = std::string("Qwen2.5-VL ") + what + " (chat; images and videos, window attention)";
+      by_id[id] = d;
+    }
   }
 };
 

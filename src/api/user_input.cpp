@@ -77,7 +77,11 @@ std::vector<Image> decode_video_source(const VideoSource& src, const UserInput::
   if (!src.frame_paths.empty()) return load_frames_from_images(src.frame_paths);
   if (src.path.empty()) fail("video part has neither a path nor frame paths");
   VideoSampling sampling;
-  if (options.fps > 0) sampling.fps = options.fps;
+  if (src.fps > 0) {
+    sampling.fps = src.fps;
+  } else if (options.fps > 0) {
+    sampling.fps = options.fps;
+  }
   if (options.max_frames > 0) {
     sampling.max_frames = options.max_frames;
     sampling.min_frames = std::min(sampling.min_frames, options.max_frames);
@@ -107,6 +111,7 @@ std::vector<ChatMessage> to_chat_messages(const UserInput& input) {
         case UserInput::Part::Type::Video:
           cp.kind = ContentPart::Kind::Video;
           cp.frames = decode_video_source(part.video, input.options);
+          cp.fps = part.video.fps > 0 ? part.video.fps : input.options.fps;
           if (cp.frames.empty()) fail("video ", part.video.path, ": no frames decoded");
           break;
       }

@@ -1,8 +1,8 @@
 // The interface every model family implements, and what its processor hands it.
 #pragma once
 #include <array>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -22,6 +22,7 @@ struct ContentPart {
   std::string text;
   Image image;
   std::vector<Image> frames;
+  double fps = 0;  // video: the rate the frames were sampled at (0: unknown, the processor's default)
 };
 
 struct ChatMessage {
@@ -43,7 +44,8 @@ struct ModelInput {
   std::vector<std::array<int64_t, 3>> image_grids;  // Qwen2-VL: {t, h, w} per image
   std::vector<Tensor> videos;
   std::vector<std::array<int64_t, 3>> video_grids;
-  std::string prompt_text;  // rendered prompt, for display/debugging
+  std::vector<double> video_second_per_grid;  // Qwen2.5-VL: seconds per temporal grid step, per video
+  std::string prompt_text;                    // rendered prompt, for display/debugging
   // The decoder runs a long prompt this many tokens at a time, so activation memory stays bounded
   // (causal models; a prefix-LM runs its bidirectional prefix at once). <= 0: all at once.
   int64_t prefill_chunk = 512;

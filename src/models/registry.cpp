@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "models/paligemma/paligemma.h"
+#include "models/qwen2_5_vl/qwen2_5_vl.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 
 namespace vlm {
@@ -25,6 +26,7 @@ std::vector<BuiltinFamily> builtin_families() {
       // Qwen2-VL's upstream generation_config.json also stops on <|endoftext|>; the mlx-community
       // conversions dropped that file.
       {"qwen2_vl", "Qwen2VLProcessor", make_qwen2_vl_model, make_qwen2_vl_processor, {"<|endoftext|>"}},
+      {"qwen2_5_vl", "Qwen2_5_VLProcessor", make_qwen2_5_vl_model, make_qwen2_5_vl_processor, {"<|endoftext|>"}},
       {"paligemma", "PaliGemmaProcessor", make_paligemma_model, make_paligemma_processor, {}},
   };
 }

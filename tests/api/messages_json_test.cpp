@@ -34,6 +34,21 @@ TEST(MessagesJson, StringAndStructuredContent) {
   EXPECT_EQ(videos[1].video.path, "/base/dir/v.mp4");
 }
 
+// qwen-vl-utils: a video part may carry its sampling rate as "fps" (0 = not given: Options::fps).
+TEST(MessagesJson, VideoFps) {
+  UserInput in = UserInput::from_messages_json(R"([{"role": "user", "content": [
+    {"type": "video", "video": ["f0.png", "f1.png"], "fps": 0.5}, {"type": "video", "video": "v.mp4"}]}])");
+  const auto& c = in.messages[0].content;
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].video.fps, 0.5);
+  EXPECT_EQ(c[1].video.fps, 0.0);
+  for (const char* bad : {R"("fps": 0)", R"("fps": -1)", R"("fps": "2")"}) {
+    const std::string text =
+        std::string(R"([{"role": "user", "content": [{"type": "video", "video": "v.mp4", )") + bad + "}]}]";
+    EXPECT_THROW(UserInput::from_messages_json(text), std::runtime_error) << bad;
+  }
+}
+
 TEST(MessagesJson, OpenAIImageUrlForms) {
   // "aGVsbG8=" is base64 for "hello"; file:// URLs are percent-decoded and absolute.
   UserInput in = UserInput::from_messages_json(R"([{"role": "user", "content": [
@@ -98,6 +113,9 @@ TEST(ModelDefaults, BuiltinsAndRuntimeRegistration) {
   ASSERT_TRUE(q.has_value());
   EXPECT_EQ(q->prompt, "Describe the image in English");
   ASSERT_TRUE(find_model_defaults("mlx-community/paligemma-3b-mix-448-8bit").has_value());
+  for (const char* id : {"mlx-community/Qwen2.5-VL-3B-Instruct-4bit", "mlx-community/Qwen2.5-VL-3B-Instruct-8bit",
+                         "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"})
+    EXPECT_TRUE(find_model_defaults(id).has_value()) << id;
   EXPECT_FALSE(find_model_defaults("nobody/nothing").has_value());
   ModelDefaults d;
   d.prompt = "caption en";

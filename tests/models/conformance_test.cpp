@@ -219,6 +219,7 @@ TEST(ConformanceSuite, CoversEveryRegisteredFamilyWithFixtures) {
   std::map<std::string, int> per_type;
   for (const auto& c : all_checkpoints()) ++per_type[c.model_type];
   EXPECT_GE(per_type["qwen2_vl"], 3);
+  EXPECT_GE(per_type["qwen2_5_vl"], 3);
   EXPECT_GE(per_type["paligemma"], 4);
 }
 

@@ -12,38 +12,6 @@ namespace {
 
 using namespace qwen2vl_test;
 
-// HF-structured messages (content string or list of {type: image|video|text}) as ChatMessages,
-// with media paths relative to `base`.
-std::vector<ChatMessage> to_messages(const json& messages, const std::string& base) {
-  std::vector<ChatMessage> out;
-  for (const json& m : messages) {
-    ChatMessage msg;
-    msg.role = m["role"].get<std::string>();
-    if (m["content"].is_string()) {
-      ContentPart p;
-      p.text = m["content"].get<std::string>();
-      msg.content.push_back(p);
-    } else {
-      for (const json& c : m["content"]) {
-        ContentPart p;
-        std::string type = c["type"].get<std::string>();
-        if (type == "text") {
-          p.text = c["text"].get<std::string>();
-        } else if (type == "image") {
-          p.kind = ContentPart::Kind::Image;
-          p.image = load_image(base + "/" + c["image"].get<std::string>());
-        } else {
-          p.kind = ContentPart::Kind::Video;
-          for (const json& f : c["video"]) p.frames.push_back(load_image(base + "/" + f.get<std::string>()));
-        }
-        msg.content.push_back(std::move(p));
-      }
-    }
-    out.push_back(std::move(msg));
-  }
-  return out;
-}
-
 // Tokenizers are loaded once per directory (the 7 MB tokenizer.json dominates the test time).
 std::unique_ptr<Processor> processor_for(const std::string& dir, Tokenizer& tok) {
   static std::map<std::string, Tokenizer> cache;

@@ -34,7 +34,6 @@ TEST_P(Qwen2VLCaseModel, MatchesStoredTensors) {
   ModelInput in = stored_input(c);
   vlm::testing::ForwardTrace t = forward_trace(m, in, 8);
   const std::string p = model_name + ".";
-  const int64_t L = int64_t(in.ids.size()), H = m.config().hidden_size, V = m.config().vocab_size;
   const int depth = int(m.config().vision.depth);
 
   // The tower runs once for the images, then once for the videos: observations come in that order.
@@ -53,35 +52,7 @@ TEST_P(Qwen2VLCaseModel, MatchesStoredTensors) {
   }
   EXPECT_EQ(vision_checked, int(!in.images.empty()) + int(!in.videos.empty()));
 
-  std::vector<float> layers = c.floats(p + "layer_out_last8");
-  const auto& layer_out = t.rec.all("decoder.layer");
-  ASSERT_EQ(layer_out.size(), size_t(m.config().num_layers));
-  for (size_t l = 0; l < layer_out.size(); ++l) {
-    const float* got = layer_out[l].data() + (L - 8) * H;
-    EXPECT_LE(max_abs_diff(got, layers.data() + l * 8 * H, size_t(8 * H)), 1e-3f) << "layer " << l;
-  }
-  std::vector<float> hidden = c.floats(p + "hidden_last8");
-  EXPECT_LE(max_abs_diff(t.rec.last("decoder.norm").data() + (L - 8) * H, hidden.data(), size_t(8 * H)), 1e-3f)
-      << "hidden_last8";
-
-  ASSERT_EQ(t.logits.size(), size_t(8 * V));
-  std::vector<int64_t> cols = c.ints("logits_cols");
-  std::vector<float> want = c.floats(p + "logits_last8");
-  std::vector<float> want_max = c.floats(p + "logits_last8_max"), want_lse = c.floats(p + "logits_last8_logsumexp");
-  std::vector<int64_t> want_argmax = c.ints(p + "logits_last8_argmax");
-  float worst = 0;
-  for (int64_t r = 0; r < 8; ++r) {
-    const float* row = t.logits.data() + r * V;
-    for (size_t j = 0; j < cols.size(); ++j)
-      worst = std::max(worst, std::abs(row[cols[j]] - want[size_t(r) * cols.size() + j]));
-    const float* best = std::max_element(row, row + V);
-    double sum = 0;
-    for (int64_t i = 0; i < V; ++i) sum += std::exp(double(row[i]) - double(*best));
-    EXPECT_EQ(best - row, want_argmax[size_t(r)]) << "argmax of row " << r;
-    EXPECT_NEAR(*best, want_max[size_t(r)], 2e-3f) << "max of row " << r;
-    EXPECT_NEAR(double(*best) + std::log(sum), want_lse[size_t(r)], 2e-3) << "logsumexp of row " << r;
-  }
-  EXPECT_LE(worst, 2e-3f) << "logits_last8 at logits_cols";
+  expect_decoder_matches(c, model_name, t, m.decoder().config());
 }
 
 int32_t argmax(const std::vector<float>& v) {

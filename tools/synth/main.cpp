@@ -2,6 +2,7 @@
 // end-to-end benchmarks, in the Hugging Face bf16 layout or the mlx-community quantized layouts.
 //
 //   vlm-synth --arch qwen2-vl-2b      --layout hf-bf16|mlx-4bit        --out DIR
+//   vlm-synth --arch qwen2.5-vl-3b    --layout hf-bf16|mlx-4bit|mlx-8bit --out DIR
 //   vlm-synth --arch paligemma-3b-448 --layout hf-bf16|mlx-8bit-2024   --out DIR
 #include <cmath>
 #include <cstring>
@@ -103,9 +104,11 @@ std::vector<Spec> qwen2_vl_specs(const json& cfg, const Layout& layout) {
   const int64_t L = cfg["num_hidden_layers"], heads = cfg["num_attention_heads"], kv = cfg["num_key_value_heads"];
   const int64_t hd = H / heads;
   const json& vc = cfg["vision_config"];
-  const int64_t E = vc.value("embed_dim", 1280), depth = vc.value("depth", 32),
-                merged_out = vc.value("hidden_size", 3584);
-  const int64_t mlp = E * vc.value("mlp_ratio", 4);
+  // Qwen2.5-VL: RMSNorm (no bias), SwiGLU MLP with biases, vision width in hidden_size.
+  const bool v25 = cfg.value("model_type", "") == "qwen2_5_vl";
+  const int64_t E = v25 ? vc.value("hidden_size", 1280) : vc.value("embed_dim", 1280), depth = vc.value("depth", 32),
+                merged_out = v25 ? vc.value("out_hidden_size", 2048) : vc.value("hidden_size", 3584);
+  const int64_t mlp = v25 ? vc.value("intermediate_size", 3420) : E * vc.value("mlp_ratio", 4);
   std::string vis = layout.mlx ? "vision_tower." : "visual.";
   std::string lm = layout.mlx ? "language_model.model." : "model.";
   auto linear = [&](std::vector<Spec>& out, const std::string& path, int64_t o, int64_t i, bool bias, bool vision) {
@@ -121,14 +124,20 @@ std::vector<Spec> qwen2_vl_specs(const json& cfg, const Layout& layout) {
   s.push_back({vis + "patch_embed.proj.weight", layout.mlx ? Shape{E, 2, 14, 14, 3} : Shape{E, 3, 2, 14, 14}});
   for (int64_t b = 0; b < depth; ++b) {
     std::string p = vis + "blocks." + std::to_string(b) + ".";
-    norm(s, p + "norm1", E, true);
+    norm(s, p + "norm1", E, !v25);
     linear(s, p + "attn.qkv", 3 * E, E, true, true);
     linear(s, p + "attn.proj", E, E, true, true);
-    norm(s, p + "norm2", E, true);
-    linear(s, p + "mlp.fc1", mlp, E, true, true);
-    linear(s, p + "mlp.fc2", E, mlp, true, true);
+    norm(s, p + "norm2", E, !v25);
+    if (v25) {
+      linear(s, p + "mlp.gate_proj", mlp, E, true, true);
+      linear(s, p + "mlp.up_proj", mlp, E, true, true);
+      linear(s, p + "mlp.down_proj", E, mlp, true, true);
+    } else {
+      linear(s, p + "mlp.fc1", mlp, E, true, true);
+      linear(s, p + "mlp.fc2", E, mlp, true, true);
+    }
   }
-  norm(s, vis + "merger.ln_q", E, true);
+  norm(s, vis + "merger.ln_q", E, !v25);
   linear(s, vis + "merger.mlp.0", 4 * E, 4 * E, true, true);
   linear(s, vis + "merger.mlp.2", merged_out, 4 * E, true, true);
   linear(s, lm + "embed_tokens", V, H, false, false);
@@ -297,7 +306,9 @@ int run(int argc, char** argv) {
       fail("unknown argument ", a);
   }
   if (arch.empty() || layout_name.empty() || out.empty())
-    fail("usage: vlm-synth --arch qwen2-vl-2b|paligemma-3b-448 --layout hf-bf16|mlx-4bit|mlx-8bit-2024 --out DIR");
+    fail(
+        "usage: vlm-synth --arch qwen2-vl-2b|qwen2.5-vl-3b|paligemma-3b-448 --layout hf-bf16|mlx-4bit|mlx-8bit-2024 "
+        "--out DIR");
   Layout layout;
   if (layout_name == "mlx-4bit")
     layout = {true, 4, false};
@@ -312,14 +323,15 @@ int run(int argc, char** argv) {
   fs::path configs = repo / "bench" / "configs";
   json cfg;
   std::vector<Spec> specs;
-  if (arch == "qwen2-vl-2b") {
-    cfg = read_json_file((configs / "qwen2-vl-2b-instruct.config.json").string());
+  if (arch == "qwen2-vl-2b" || arch == "qwen2.5-vl-3b") {
+    const std::string name = arch == "qwen2-vl-2b" ? "qwen2-vl-2b-instruct" : "qwen2.5-vl-3b-instruct";
+    cfg = read_json_file((configs / (name + ".config.json")).string());
     specs = qwen2_vl_specs(cfg, layout);
     fs::path tok = repo / "models" / "qwen2-vl-shapes-4bit";
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "chat_template.json"})
       copy_model_file(tok / f, dst / f);
-    copy_model_file(configs / "qwen2-vl-2b-instruct.preprocessor_config.json", dst / "preprocessor_config.json");
-    copy_model_file(configs / "qwen2-vl-2b-instruct.generation_config.json", dst / "generation_config.json");
+    copy_model_file(configs / (name + ".preprocessor_config.json"), dst / "preprocessor_config.json");
+    copy_model_file(configs / (name + ".generation_config.json"), dst / "generation_config.json");
   } else if (arch == "paligemma-3b-448") {
     cfg = read_json_file((configs / "paligemma-3b-mix-448.config.json").string());
     if (layout.legacy_2024 && cfg["vision_config"]["intermediate_size"].get<int64_t>() % 64)
@@ -333,7 +345,7 @@ int run(int argc, char** argv) {
     copy_model_file(tok / "special_tokens_map.colpali.json", dst / "special_tokens_map.json");
     copy_model_file(configs / "paligemma-3b-mix-448.preprocessor_config.json", dst / "preprocessor_config.json");
   } else {
-    fail("unknown arch ", arch, " (qwen2-vl-2b or paligemma-3b-448)");
+    fail("unknown arch ", arch, " (qwen2-vl-2b, qwen2.5-vl-3b or paligemma-3b-448)");
   }
   if (layout.mlx) {
     json q = {{"group_size", 64}, {"bits", layout.bits}};

@@ -39,7 +39,8 @@ std::vector<OptionSpec> processing_options() {
       {"resize", true, false, "resize images to W,H pixels before the processor", "W,H"},
       {"min-pixels", true, false, "Qwen2-VL: minimum pixels per image", "N"},
       {"max-pixels", true, false, "Qwen2-VL: maximum pixels per image", "N"},
-      {"fps", true, false, "video frames sampled per second (default 2)", "F"},
+      {"fps", true, false,
+       "video frames per second: how a video file is sampled, and the rate of frame lists (default 2)", "F"},
       {"max-frames", true, false, "at most this many video frames", "N"},
   };
 }

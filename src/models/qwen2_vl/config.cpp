@@ -38,10 +38,8 @@ void append_ids(const json& value, std::vector<int32_t>& out, const std::string&
 
 }  // namespace
 
-Qwen2VLConfig Qwen2VLConfig::from_json(const json& j, const std::string& where) {
+Qwen2VLConfig Qwen2VLConfig::text_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) fail(where, ": config is not a JSON object");
-  std::string type = json_get<std::string>(j, "model_type", "qwen2_vl", where);
-  if (type != "qwen2_vl") fail(where, ": model_type '", type, "' is not qwen2_vl");
   Qwen2VLConfig c;
   c.hidden_size = text_require<int64_t>(j, "hidden_size", where);
   c.num_layers = text_require<int64_t>(j, "num_hidden_layers", where);
@@ -87,7 +85,14 @@ Qwen2VLConfig Qwen2VLConfig::from_json(const json& j, const std::string& where) 
 
   append_ids(j.contains("eos_token_id") ? j["eos_token_id"] : text_get<json>(j, "eos_token_id", json(), where),
              c.eos_ids, where);
+  return c;
+}
 
+Qwen2VLConfig Qwen2VLConfig::from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) fail(where, ": config is not a JSON object");
+  std::string type = json_get<std::string>(j, "model_type", "qwen2_vl", where);
+  if (type != "qwen2_vl") fail(where, ": model_type '", type, "' is not qwen2_vl");
+  Qwen2VLConfig c = text_from_json(j, where);
   Qwen2VLVisionConfig& v = c.vision;
   if (j.contains("vision_config") && !j["vision_config"].is_null()) {
     const json& vc = j["vision_config"];
@@ -138,7 +143,8 @@ nn::DecoderConfig Qwen2VLConfig::decoder_config() const {
 }
 
 MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector<Grid>& image_grids,
-                              const std::vector<Grid>& video_grids, const Qwen2VLConfig& cfg) {
+                              const std::vector<Grid>& video_grids, const Qwen2VLConfig& cfg,
+                              const std::vector<double>& video_time_scale) {
   const int64_t L = int64_t(ids.size()), m = cfg.vision.spatial_merge_size;
   MRopeIndex out;
   // Items count only when they follow <|vision_start|>, as in transformers.
@@ -172,11 +178,17 @@ MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector
     if (ed_image > L && ed_video > L) fail("qwen2_vl positions: fewer vision pad tokens than announced items");
     Grid g;
     int64_t ed;
+    double time_scale = 1.0;
     if (ed_image < ed_video) {
       g = image_grids[image_index++];
       --remain_images;
       ed = ed_image;
     } else {
+      if (!video_time_scale.empty()) {
+        if (video_index >= video_time_scale.size())
+          fail("qwen2_vl positions: ", video_time_scale.size(), " video time scales for more videos");
+        time_scale = video_time_scale[video_index];
+      }
       g = video_grids[video_index++];
       --remain_videos;
       ed = ed_video;
@@ -186,10 +198,14 @@ MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector
     const int64_t text_len = ed - st, st_idx = next_pos;
     for (int64_t i = 0; i < text_len; ++i) push(st_idx + i, st_idx + i, st_idx + i);
     const int64_t base = st_idx + text_len;
-    for (int64_t t = 0; t < lt; ++t)
+    int64_t max_t = 0;
+    for (int64_t t = 0; t < lt; ++t) {
+      const int64_t tt = int64_t(double(t) * time_scale);
+      max_t = std::max(max_t, tt);
       for (int64_t h = 0; h < lh; ++h)
-        for (int64_t w = 0; w < lw; ++w) push(base + t, base + h, base + w);
-    int64_t max_pos = std::max({base - 1, base + lt - 1, base + lh - 1, base + lw - 1});
+        for (int64_t w = 0; w < lw; ++w) push(base + tt, base + h, base + w);
+    }
+    int64_t max_pos = std::max({base - 1, base + max_t, base + lh - 1, base + lw - 1});
     next_pos = max_pos + 1;
     st = ed + lt * lh * lw;
   }

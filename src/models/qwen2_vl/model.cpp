@@ -42,13 +42,14 @@ std::vector<float> Qwen2VLModel::encode_vision(const Compute& env, const Tensor&
   return vision_.encode(env, px.data(), pixel_values.dim(0), grids, observer);
 }
 
-PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
-                                      const nn::Observer* observer, double* vision_ms) const {
-  const int64_t L = int64_t(input.ids.size()), H = cfg_.hidden_size, D = cfg_.vision.patch_dim();
-  const int64_t unit = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+PromptRows qwen2vl_build_prompt(const nn::TextDecoder& decoder, const Qwen2VLConfig& cfg, const ModelInput& input,
+                                int64_t first_position, const nn::Observer* observer, double* vision_ms,
+                                const Qwen2VLEncodeFn& encode, const std::vector<double>& video_time_scale) {
+  const int64_t L = int64_t(input.ids.size()), H = cfg.hidden_size, D = cfg.vision.patch_dim();
+  const int64_t unit = cfg.vision.spatial_merge_size * cfg.vision.spatial_merge_size;
   PromptRows out;
   out.embeddings.resize(size_t(L * H));
-  decoder_.embed(input.ids.data(), L, out.embeddings.data());
+  decoder.embed(input.ids.data(), L, out.embeddings.data());
 
   auto scatter = [&](const std::vector<Tensor>& items, const std::vector<Grid>& grids, int32_t pad, const char* kind,
                      const char* token, const char* features_name) {
@@ -75,7 +76,7 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
       fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but the ", kind, " inputs give ", rows / unit,
            " feature rows");
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<float> f = vision_.encode(env, px.data(), rows, grids, observer);
+    std::vector<float> f = encode(px.data(), rows, grids);
     if (vision_ms)
       *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     nn::observe(observer, features_name, -1, f.data(), rows / unit, H);
@@ -83,19 +84,27 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
     for (int64_t i = 0; i < L; ++i)
       if (input.ids[size_t(i)] == pad) std::copy_n(f.data() + (next++) * H, H, out.embeddings.data() + i * H);
   };
-  scatter(input.images, input.image_grids, cfg_.image_token_id, "image", "<|image_pad|>", "image_features");
-  scatter(input.videos, input.video_grids, cfg_.video_token_id, "video", "<|video_pad|>", "video_features");
+  scatter(input.images, input.image_grids, cfg.image_token_id, "image", "<|image_pad|>", "image_features");
+  scatter(input.videos, input.video_grids, cfg.video_token_id, "video", "<|video_pad|>", "video_features");
   nn::observe(observer, "decoder.input", -1, out.embeddings.data(), L, H);
 
   // Positions restart from 0 for each prompt in get_rope_index; a later prompt continues after
   // everything the sequence has seen, as decoded tokens do.
-  MRopeIndex idx = qwen2vl_rope_index(input.ids, input.image_grids, input.video_grids, cfg_);
+  MRopeIndex idx = qwen2vl_rope_index(input.ids, input.image_grids, input.video_grids, cfg, video_time_scale);
   for (size_t a = 0; a < 3; ++a) {
     for (int64_t& p : idx.positions[a]) p += first_position;
     out.positions.axes[a] = std::move(idx.positions[a]);
   }
   out.next_position = first_position + L + idx.delta;
   return out;
+}
+
+PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
+                                      const nn::Observer* observer, double* vision_ms) const {
+  return qwen2vl_build_prompt(decoder_, cfg_, input, first_position, observer, vision_ms,
+                              [&](const float* px, int64_t rows, const std::vector<Grid>& grids) {
+                                return vision_.encode(env, px, rows, grids, observer);
+                              });
 }
 
 std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint) {

@@ -13,10 +13,10 @@ namespace {
 
 class Qwen2VLProcessor : public Processor {
  public:
-  Qwen2VLProcessor(const std::string& model_dir, const Tokenizer& tokenizer, const json& config)
-      : dir_(model_dir), tokenizer_(tokenizer) {
+  Qwen2VLProcessor(const std::string& model_dir, const Tokenizer& tokenizer, const Qwen2VLConfig& config,
+                   const std::string& family)
+      : dir_(model_dir), family_(family), tokenizer_(tokenizer), cfg_(config) {
     namespace fs = std::filesystem;
-    cfg_ = Qwen2VLConfig::from_json(config, model_dir + "/config.json");
     fs::path pre = fs::path(model_dir) / "preprocessor_config.json";
     if (fs::exists(pre)) image_cfg_ = Qwen2VLImageConfig::from_file(pre.string());
     image_cfg_.patch_size = int(cfg_.vision.patch_size);
@@ -31,7 +31,7 @@ class Qwen2VLProcessor : public Processor {
     if (options.min_pixels > 0) icfg.min_pixels = options.min_pixels;
     if (options.max_pixels > 0) icfg.max_pixels = options.max_pixels;
     if (icfg.min_pixels > icfg.max_pixels)
-      fail("qwen2_vl processor: min_pixels ", icfg.min_pixels, " exceeds max_pixels ", icfg.max_pixels);
+      fail(family_, " processor: min_pixels ", icfg.min_pixels, " exceeds max_pixels ", icfg.max_pixels);
     ModelInput in;
     json msgs = json::array();
     for (const ChatMessage& m : messages) {
@@ -47,13 +47,17 @@ class Qwen2VLProcessor : public Processor {
             break;
           }
           case ContentPart::Kind::Video: {
-            if (part.frames.empty()) fail("qwen2_vl processor: a video part has no frames");
+            if (part.frames.empty()) fail(family_, " processor: a video part has no frames");
+            if (!(part.fps >= 0) || !std::isfinite(part.fps))
+              fail(family_, " processor: a video's fps must be positive (got ", part.fps, ")");
             content.push_back({{"type", "video"}});
             std::vector<Image> frames;
             for (const Image& f : part.frames) frames.push_back(sized(f, options, icfg));
             Qwen2VLPatches p = qwen2vl_preprocess(frames, icfg, options.pool);
             in.videos.push_back(p.pixel_values);
             in.video_grids.push_back(p.grid_thw);
+            // Qwen2_5_VLProcessor: second_per_grid_ts = temporal_patch_size / fps (fps 2.0 by default).
+            in.video_second_per_grid.push_back(double(icfg.temporal_patch_size) / (part.fps > 0 ? part.fps : 2.0));
             break;
           }
         }
@@ -86,15 +90,15 @@ class Qwen2VLProcessor : public Processor {
   }
 
   // Replaces the k-th `token` by grid_k.t·h·w/unit copies; the counts of items must agree.
-  static std::string expand(const std::string& text, const std::string& token, const std::vector<Grid>& grids,
-                            int64_t unit, const char* kind) {
+  std::string expand(const std::string& text, const std::string& token, const std::vector<Grid>& grids, int64_t unit,
+                     const char* kind) const {
     std::string out;
     size_t pos = 0, k = 0;
     for (;;) {
       size_t at = text.find(token, pos);
       if (at == std::string::npos) break;
       if (k >= grids.size())
-        fail("qwen2_vl processor: the rendered prompt has more ", token, " placeholders than ", kind, "s given (",
+        fail(family_, " processor: the rendered prompt has more ", token, " placeholders than ", kind, "s given (",
              grids.size(), ")");
       out.append(text, pos, at - pos);
       const Grid& g = grids[k++];
@@ -102,13 +106,13 @@ class Qwen2VLProcessor : public Processor {
       pos = at + token.size();
     }
     if (k != grids.size())
-      fail("qwen2_vl processor: ", grids.size(), " ", kind, "s given but the chat template placed ", k, " ", token,
+      fail(family_, " processor: ", grids.size(), " ", kind, "s given but the chat template placed ", k, " ", token,
            " placeholders");
     out.append(text, pos, std::string::npos);
     return out;
   }
 
-  std::string dir_;
+  std::string dir_, family_;
   Tokenizer tokenizer_;
   Qwen2VLConfig cfg_;
   Qwen2VLImageConfig image_cfg_;
@@ -119,7 +123,13 @@ class Qwen2VLProcessor : public Processor {
 
 std::unique_ptr<Processor> make_qwen2_vl_processor(const std::string& model_dir, const Tokenizer& tokenizer,
                                                    const json& config) {
-  return std::make_unique<Qwen2VLProcessor>(model_dir, tokenizer, config);
+  return make_qwen2_vl_style_processor(model_dir, tokenizer,
+                                       Qwen2VLConfig::from_json(config, model_dir + "/config.json"), "qwen2_vl");
+}
+
+std::unique_ptr<Processor> make_qwen2_vl_style_processor(const std::string& model_dir, const Tokenizer& tokenizer,
+                                                         const Qwen2VLConfig& config, const std::string& family) {
+  return std::make_unique<Qwen2VLProcessor>(model_dir, tokenizer, config, family);
 }
 
 // ---- Qwen2VLImageProcessor: smart_resize and patchify ----

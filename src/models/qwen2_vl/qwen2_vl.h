@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,9 @@ struct Qwen2VLConfig {
 
   // config.json content (text keys at top level or under text_config); `where` names the file.
   static Qwen2VLConfig from_json(const json& config, const std::string& where);
+  // The language-model part and the vision token ids only (shared with Qwen2.5-VL, whose
+  // vision_config differs); `vision` keeps its defaults.
+  static Qwen2VLConfig text_from_json(const json& config, const std::string& where);
   nn::DecoderConfig decoder_config() const;
 };
 
@@ -75,9 +79,42 @@ struct MRopeIndex {
   std::array<std::vector<int64_t>, 3> positions;
   int64_t delta = 0;
 };
-// transformers' Qwen2VLModel.get_rope_index for one sequence.
+// transformers' Qwen2VLModel.get_rope_index for one sequence. Video i's grid frame t gets the
+// temporal offset int64(t * video_time_scale[i]) (Qwen2.5-VL: second_per_grid_t * tokens_per_second);
+// an empty list means 1 per frame (Qwen2-VL). Images always step by 1 (they have one grid frame).
 MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector<Grid>& image_grids,
-                              const std::vector<Grid>& video_grids, const Qwen2VLConfig& config);
+                              const std::vector<Grid>& video_grids, const Qwen2VLConfig& config,
+                              const std::vector<double>& video_time_scale = {});
+
+// The decoder rows of a Qwen2-VL-style prompt: token embeddings with the vision features
+// (`encode` runs the tower over the concatenated pixel rows of all images, then of all videos)
+// written over the <|image_pad|> / <|video_pad|> tokens, and get_rope_index's positions from
+// `first_position`. Checks pixel shapes, grids and pad counts; shared by Qwen2-VL and Qwen2.5-VL.
+using Qwen2VLEncodeFn = std::function<std::vector<float>(const float* pixels, int64_t rows, const std::vector<Grid>&)>;
+PromptRows qwen2vl_build_prompt(const nn::TextDecoder& decoder, const Qwen2VLConfig& config, const ModelInput& input,
+                                int64_t first_position, const nn::Observer* observer, double* vision_ms,
+                                const Qwen2VLEncodeFn& encode, const std::vector<double>& video_time_scale = {});
+
+// Pieces of the vision tower that Qwen2.5-VL shares.
+// The Conv3d patch embedding [E, C, T, P, P] (or mlx-vlm's channels-last [E, T, P, P, C]) as an
+// [E, C·T·P·P] matmul over pixel_values rows.
+MatMulWeight qwen2vl_load_patch_embed(const Checkpoint& ckpt, const std::string& name, int64_t embed_dim,
+                                      int64_t in_channels, int64_t temporal_patch_size, int64_t patch_size);
+// Checks the grids (positive, h and w multiples of `merge`) against `rows` pixel rows.
+void qwen2vl_check_grids(const std::vector<Grid>& grids, int64_t merge, int64_t rows, const char* family);
+// The 2-D rotary table (cos/sin [N, head_dim]) of the patch rows, in pixel_values order.
+nn::RopeTables qwen2vl_vision_rope(const std::vector<Grid>& grids, int64_t head_dim, int64_t merge);
+// PatchMerger: norm (LayerNorm in Qwen2-VL, RMSNorm in Qwen2.5-VL), merge² consecutive rows
+// concatenated, mlp.0, exact GELU, mlp.2.
+struct Qwen2VLMerger {
+  nn::Norm ln_q;
+  nn::Linear mlp0, mlp2;
+  int64_t dim = 0, unit = 0, out_dim = 0;
+  static Qwen2VLMerger load(const Checkpoint& ckpt, const std::string& prefix, int64_t dim, int64_t merge,
+                            int64_t out_dim, nn::NormKind norm);
+  void prepare(const Compute& env);
+  std::vector<float> forward(const Compute& env, const float* x, int64_t rows) const;  // [rows/unit, out_dim]
+};
 
 class Qwen2VLVisionTower {
  public:
@@ -95,8 +132,7 @@ class Qwen2VLVisionTower {
   Qwen2VLVisionConfig cfg_;
   MatMulWeight patch_embed_;  // [E, C·T·P·P], columns in pixel_values order
   nn::VitStack blocks_;
-  nn::Norm ln_q_;
-  nn::Linear merger0_, merger2_;
+  Qwen2VLMerger merger_;
 };
 
 class Qwen2VLModel : public DecoderModel {
@@ -123,5 +159,10 @@ class Qwen2VLModel : public DecoderModel {
 std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint);
 std::unique_ptr<Processor> make_qwen2_vl_processor(const std::string& model_dir, const Tokenizer& tokenizer,
                                                    const json& config);
+// The same processor for a family whose config is already parsed (Qwen2.5-VL): patch, temporal
+// and merge sizes come from `config.vision`. Each video also gets its second_per_grid_t
+// (temporal_patch_size / fps of its frames, fps 2 when unknown) in ModelInput::video_second_per_grid.
+std::unique_ptr<Processor> make_qwen2_vl_style_processor(const std::string& model_dir, const Tokenizer& tokenizer,
+                                                         const Qwen2VLConfig& config, const std::string& family);
 
 }  // namespace vlm

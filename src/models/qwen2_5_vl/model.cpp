@@ -1,0 +1,62 @@
+// Qwen2.5-VL: weight loading in every known checkpoint layout; prompts go through the shared
+// Qwen2-VL prompt builder and processor, with this family's tower and video time scale.
+#include "models/common.h"
+#include "models/qwen2_5_vl/qwen2_5_vl.h"
+
+namespace vlm {
+
+std::unique_ptr<Qwen2_5_VLModel> Qwen2_5_VLModel::load(const Checkpoint& ckpt) {
+  auto model = std::make_unique<Qwen2_5_VLModel>();
+  Qwen2_5_VLConfig& c = model->cfg_;
+  c = Qwen2_5_VLConfig::from_json(ckpt.config(), ckpt.dir() + "/config.json");
+  // Layouts: HF before 4.52 ("model.", "visual.", "lm_head"), transformers >= 4.52
+  // ("model.language_model.", "model.visual.", "lm_head"), mlx-vlm ("language_model.model.",
+  // "vision_tower.", "language_model.lm_head").
+  nn::DecoderNames names;
+  names.model = require_prefix(ckpt, {"model.language_model.", "language_model.model.", "model."},
+                               "embed_tokens.weight", "language-model embedding");
+  names.lm_head = ckpt.has("language_model.lm_head.weight") ? "language_model.lm_head" : "lm_head";
+  const std::string vis =
+      require_prefix(ckpt, {"model.visual.", "visual.", "vision_tower."}, "patch_embed.proj.weight", "vision tower");
+  model->vision_ = Qwen2_5_VLVisionTower::load(ckpt, vis, c.vision);
+  model->decoder_ = nn::TextDecoder::load(ckpt, names, c.text.decoder_config());
+
+  ModelInfo& info = model->info_;
+  info.model_type = "qwen2_5_vl";
+  info.vocab_size = c.text.vocab_size;
+  info.context_length = c.text.max_position_embeddings;
+  info.eos_ids = resolve_eos_ids(ckpt, json(c.text.eos_ids));
+  info.num_parameters = count_parameters(ckpt);
+  return model;
+}
+
+std::vector<float> Qwen2_5_VLModel::encode_vision(const Compute& env, const Tensor& pixel_values,
+                                                  const std::vector<Grid>& grids, const nn::Observer* observer) const {
+  const int64_t D = cfg_.vision.patch_dim();
+  if (pixel_values.ndim() != 2 || pixel_values.dim(1) != D)
+    fail("qwen2_5_vl: pixel values have shape ", shape_str(pixel_values.shape()), ", expected [N, ", D, "]");
+  std::vector<float> px = pixel_values.to_floats();
+  return vision_.encode(env, px.data(), pixel_values.dim(0), grids, observer);
+}
+
+PromptRows Qwen2_5_VLModel::build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
+                                         const nn::Observer* observer, double* vision_ms) const {
+  return qwen2vl_build_prompt(
+      decoder_, cfg_.text, input, first_position, observer, vision_ms,
+      [&](const float* px, int64_t rows, const std::vector<Grid>& grids) {
+        return vision_.encode(env, px, rows, grids, observer);
+      },
+      cfg_.video_time_scale(input.video_second_per_grid, input.video_grids.size()));
+}
+
+std::unique_ptr<Model> make_qwen2_5_vl_model(const Checkpoint& checkpoint) {
+  return Qwen2_5_VLModel::load(checkpoint);
+}
+
+std::unique_ptr<Processor> make_qwen2_5_vl_processor(const std::string& model_dir, const Tokenizer& tokenizer,
+                                                     const json& config) {
+  return make_qwen2_vl_style_processor(
+      model_dir, tokenizer, Qwen2_5_VLConfig::from_json(config, model_dir + "/config.json").text, "qwen2_5_vl");
+}
+
+}  // namespace vlm
