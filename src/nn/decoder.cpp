@@ -27,7 +27,6 @@ void DecoderConfig::validate(const std::string& where) const {
   for (const LayerAttention& l : layers) {
     if (l.rope < 0 || l.rope >= int(ropes.size())) fail(where, ": a layer names rotary table ", l.rope);
     if (l.window < 0) fail(where, ": negative sliding window ", l.window);
-    if (l.window > 0) fail(where, ": sliding-window attention layers are not supported yet");
   }
   for (const RopeSpec& r : ropes) {
     if (!(r.theta > 0) || !(r.linear_factor > 0)) fail(where, ": rope theta and scaling factor must be positive");
@@ -184,6 +183,8 @@ void TextDecoder::attention_block(const Compute& env, const Layer& l, int index,
     mask.causal = true;
     mask.q_offset = past;
     mask.prefix = s.prefix;
+    mask.window = kind.window;
+    for (const auto& b : s.blocks) mask.blocks.push_back({past + b[0], past + b[1]});
     attention(env, q + row * qd, qd, cache.keys(index), cache.values(index), kvd, s.rows, past + s.rows, nh, nkv,
               int(hd), scale, mask, att + row * qd);
     row += s.rows;
