@@ -1,5 +1,6 @@
 #include <map>
 #include <mutex>
+#include <string>
 
 #include "models/registry.h"
 #include "vlm/vlm.hpp"
@@ -20,6 +21,15 @@ struct DefaultsRegistry {
     qwen.max_tokens = 256;
     qwen.description = "Qwen2-VL 2B Instruct, MLX 4-bit (chat; images and videos)";
     by_id["mlx-community/Qwen2-VL-2B-Instruct-4bit"] = qwen;
+    // Gemma 3: the QAT 4-bit entries of Apple's MLX Swift VLM registry and the original checkpoints.
+    for (const char* size : {"4b", "12b", "27b"}) {
+      ModelDefaults gemma;
+      gemma.max_tokens = 256;
+      gemma.description = std::string("Gemma 3 ") + size + " it, QAT MLX 4-bit (chat; several images, 896 px)";
+      by_id[std::string("mlx-community/gemma-3-") + size + "-it-qat-4bit"] = gemma;
+      gemma.description = std::string("Gemma 3 ") + size + " it, bf16 (chat; several images, 896 px)";
+      by_id[std::string("google/gemma-3-") + size + "-it"] = gemma;
+    }
   }
 };
 
