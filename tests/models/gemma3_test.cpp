@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <ostream>
 
 #include "io/safetensors.h"
 #include "media/image.h"
@@ -24,6 +25,10 @@ const std::string kFixtures = std::string(VLM_SHARED_DIR) + "/fixtures/gemma3";
 struct CaseModel {
   std::string case_name, model_dir, prefix, vision_prefix;
 };
+
+void PrintTo(const CaseModel& c, std::ostream* os) {
+  *os << c.case_name << " / " << c.model_dir;
+}
 
 std::vector<CaseModel> all_case_models() {
   std::vector<CaseModel> out;
