@@ -4,10 +4,13 @@
 #include "models/gemma3/gemma3.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <ostream>
@@ -269,6 +272,8 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Gemma3Case);
 TEST(Gemma3, FixturesPresent) {
   if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
   EXPECT_EQ(all_case_models().size(), 12u);  // 6 cases x 2 model directories
+  // The same weights in both layouts count the same (the MLX lm_head copy is not a parameter).
+  EXPECT_EQ(load("tiny-bf16").model->info().num_parameters, load("tiny-mlx-4bit").model->info().num_parameters);
 }
 
 // Messages + image files -> prompt string, ids, pixel values of the oracle.
@@ -308,6 +313,99 @@ TEST(Gemma3Processor, ImageCountMustMatchTheTemplate) {
   in.images.push_back(Tensor::from_floats(std::vector<float>(3 * 84 * 84), {3, 84, 84}));
   auto seq = l.model->start(test_env());
   EXPECT_THROW(seq->prefill(in), Error);  // an image without soft tokens
+}
+
+}  // namespace
+}  // namespace vlm
+
+namespace vlm {
+namespace {
+
+json fixture_config() {
+  return read_json_file(kFixtures + "/tiny-bf16/config.json");
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Gemma3Config, LayerKindsAndRopeFromEitherSpelling) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  json cfg = fixture_config();
+  const std::vector<bool> ssg = {true, true, false, true, true, false};
+  EXPECT_EQ(Gemma3Config::from_json(cfg, "c").text.sliding, ssg);
+  cfg["text_config"].erase("layer_types");  // sliding_window_pattern 3 says the same
+  EXPECT_EQ(Gemma3Config::from_json(cfg, "c").text.sliding, ssg);
+  cfg["text_config"].erase("sliding_window_pattern");  // transformers' default pattern 6
+  EXPECT_EQ(Gemma3Config::from_json(cfg, "c").text.sliding, (std::vector<bool>{true, true, true, true, true, false}));
+  const nn::DecoderConfig d = Gemma3Config::from_json(fixture_config(), "c").decoder_config();
+  ASSERT_EQ(d.ropes.size(), 2u);
+  EXPECT_EQ(d.ropes[0].theta, 1e6);  // global layers: rope_theta, linear scaling
+  EXPECT_EQ(d.ropes[0].linear_factor, 8.0);
+  EXPECT_EQ(d.ropes[1].theta, 1e4);  // local layers: rope_local_base_freq, unscaled
+  EXPECT_EQ(d.ropes[1].linear_factor, 1.0);
+  EXPECT_EQ(d.layer(0).window, 20);
+  EXPECT_EQ(d.layer(2).window, 0);
+  EXPECT_FLOAT_EQ(d.query_scale, 1.0f / std::sqrt(24.0f));
+  // transformers v5 spelling.
+  json v5 = fixture_config();
+  for (const char* k : {"rope_theta", "rope_local_base_freq", "rope_scaling"}) v5["text_config"].erase(k);
+  v5["text_config"]["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 5e5}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 2e4}}}};
+  const nn::DecoderConfig d5 = Gemma3Config::from_json(v5, "c").decoder_config();
+  EXPECT_EQ(d5.ropes[0].theta, 5e5);
+  EXPECT_EQ(d5.ropes[0].linear_factor, 4.0);
+  EXPECT_EQ(d5.ropes[1].theta, 2e4);
+}
+
+TEST(Gemma3Config, BadFieldsAreNamed) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  auto with = [](const std::function<void(json&)>& edit) {
+    json cfg = fixture_config();
+    edit(cfg);
+    return error_of([&] { Gemma3Config::from_json(cfg, "cfg.json"); });
+  };
+  EXPECT_NE(with([](json& c) { c["text_config"]["layer_types"].erase(0); }).find("layer_types"), std::string::npos);
+  EXPECT_NE(with([](json& c) { c["text_config"]["layer_types"][1] = "chunked"; }).find("layer_types"),
+            std::string::npos);
+  EXPECT_NE(with([](json& c) { c["text_config"]["rope_scaling"]["rope_type"] = "yarn"; }).find("yarn"),
+            std::string::npos);
+  EXPECT_NE(with([](json& c) { c["mm_tokens_per_image"] = 10; }).find("mm_tokens_per_image"), std::string::npos);
+  EXPECT_NE(with([](json& c) { c["mm_tokens_per_image"] = 16; }).find("mm_tokens_per_image"), std::string::npos);
+  EXPECT_NE(with([](json& c) { c["text_config"]["sliding_window"] = 0; }).find("sliding_window"), std::string::npos);
+  EXPECT_NE(with([](json& c) { c["image_token_index"] = 300000; }).find("image_token_index"), std::string::npos);
+  EXPECT_NE(with([](json& c) { c["vision_config"]["image_size"] = 90; }).find("image_size"), std::string::npos);
+  // Gemma 3 has no attention soft-capping; a config asking for it is refused at load.
+  json capped = fixture_config();
+  capped["text_config"]["attn_logit_softcapping"] = 50.0;
+  EXPECT_NE(error_of([&] { Gemma3Config::from_json(capped, "c").decoder_config().validate("c"); }).find("soft-capping"),
+            std::string::npos);
+}
+
+// A model directory whose preprocessor asks for pan-and-scan (not supported) is refused by name.
+TEST(Gemma3Processor, PanAndScanIsRefused) {
+  if (!fs::exists(kFixtures)) GTEST_SKIP() << "shared fixtures absent";
+  const fs::path dir = fs::temp_directory_path() / ("gemma3-pan-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  json pre = read_json_file(kFixtures + "/tiny-bf16/preprocessor_config.json");
+  pre["do_pan_and_scan"] = true;
+  std::ofstream(dir / "preprocessor_config.json") << pre.dump();
+  const Loaded& l = load("tiny-bf16");
+  const std::string err = error_of([&] { make_gemma3_processor(dir.string(), *l.tokenizer, fixture_config()); });
+  EXPECT_NE(err.find("do_pan_and_scan"), std::string::npos) << err;
+  pre["do_pan_and_scan"] = nullptr;
+  pre["image_seq_length"] = 256;
+  std::ofstream(dir / "preprocessor_config.json") << pre.dump();
+  EXPECT_NE(
+      error_of([&] { make_gemma3_processor(dir.string(), *l.tokenizer, fixture_config()); }).find("image_seq_length"),
+      std::string::npos);
+  fs::remove_all(dir);
 }
 
 }  // namespace

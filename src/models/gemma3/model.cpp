@@ -49,6 +49,8 @@ Gemma3Model::Gemma3Model(const Checkpoint& ckpt) {
   info_.context_length = cfg_.text.max_position_embeddings;
   info_.eos_ids = resolve_eos_ids(ckpt, ckpt.config().value("eos_token_id", json(1)));
   info_.num_parameters = count_parameters(ckpt);
+  if (cfg_.text.tie_word_embeddings && ckpt.has("language_model.lm_head.weight"))
+    info_.num_parameters -= cfg_.text.vocab_size * H;  // mlx-vlm's copy of the tied embedding
 }
 
 std::vector<float> Gemma3Model::project(const Compute& env, const std::vector<float>& vision_out,
