@@ -32,6 +32,15 @@ struct DefaultsRegistry {
       d.description = std::string("Qwen2.5-VL ") + what + " (chat; images and videos, window attention)";
       by_id[id] = d;
     }
+    // Gemma 3: the QAT 4-bit entries of Apple's MLX Swift VLM registry and the original checkpoints.
+    for (const char* size : {"4b", "12b", "27b"}) {
+      ModelDefaults gemma;
+      gemma.max_tokens = 256;
+      gemma.description = std::string("Gemma 3 ") + size + " it, QAT MLX 4-bit (chat; several images, 896 px)";
+      by_id[std::string("mlx-community/gemma-3-") + size + "-it-qat-4bit"] = gemma;
+      gemma.description = std::string("Gemma 3 ") + size + " it, bf16 (chat; several images, 896 px)";
+      by_id[std::string("google/gemma-3-") + size + "-it"] = gemma;
+    }
   }
 };
 

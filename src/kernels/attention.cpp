@@ -27,25 +27,6 @@ using VF = hn::Vec<DF>;
 
 constexpr int64_t kTile = 64;
 
-// Keys visible to query i: the contiguous range [lo, hi).
-HWY_INLINE void KeyRange(const AttentionMask& mask, int64_t S, int64_t i, int64_t& lo, int64_t& hi) {
-  if (!mask.segments.empty()) {
-    auto it = std::upper_bound(mask.segments.begin(), mask.segments.end(), i);
-    if (it == mask.segments.begin() || it == mask.segments.end()) {
-      lo = hi = 0;  // query outside every segment sees nothing
-      return;
-    }
-    hi = std::min<int64_t>(S, *it);
-    lo = *(it - 1);
-    if (mask.window > 0) lo = std::max(lo, mask.q_offset + i - mask.window + 1);
-    return;
-  }
-  lo = 0;
-  hi = S;
-  if (mask.causal) hi = std::min<int64_t>(S, std::max(mask.q_offset + i + 1, mask.prefix));
-  if (mask.window > 0) lo = std::max(lo, mask.q_offset + i - mask.window + 1);
-}
-
 HWY_INLINE float Dot(const float* a, const float* b, int64_t n) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
@@ -76,7 +57,7 @@ void AttentionImpl(ThreadPool& pool, const float* q, int64_t q_stride, const flo
     const float* qi = q + i * q_stride + int64_t(h) * head_dim;
     for (int64_t c = 0; c < D; ++c) qs[c] = qi[c] * scale;
     int64_t lo, hi;
-    KeyRange(mask, S, i, lo, hi);
+    mask.key_range(S, i, lo, hi);
     HWY_ALIGN float p[kTile];
     float running_max = -std::numeric_limits<float>::infinity();
     double running_sum = 0;

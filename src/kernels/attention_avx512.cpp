@@ -155,25 +155,6 @@ struct Problem {
   float* out;
 };
 
-// Keys visible to query position t: [lo, hi) (empty when lo >= hi).
-void key_range(const Problem& pb, int64_t t, int64_t& lo, int64_t& hi) {
-  const AttentionMask& mask = *pb.mask;
-  lo = 0;
-  hi = pb.S;
-  if (!mask.segments.empty()) {
-    auto it = std::upper_bound(mask.segments.begin(), mask.segments.end(), t);
-    if (it == mask.segments.begin() || it == mask.segments.end()) {
-      hi = 0;
-    } else {
-      lo = *(it - 1);
-      hi = std::min<int64_t>(pb.S, *it);
-    }
-  } else if (mask.causal) {
-    hi = std::min<int64_t>(pb.S, std::max(mask.q_offset + t + 1, mask.prefix));
-  }
-  if (mask.window > 0) lo = std::max(lo, mask.q_offset + t - mask.window + 1);
-}
-
 // K and V of every kv head in the layouts the packed kernels read (see the file comment).
 struct Packed {
   int64_t Sp = 0, Dp = 0, Dv = 0;  // keys padded to tiles, dimension pairs, dimensions padded to zmm
@@ -298,7 +279,7 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
         qp[r * Dp + d / 2] =
             uint32_t(f32_to_bf16(qs[r * Dv + d])) | uint32_t(d + 1 < D ? f32_to_bf16(qs[r * Dv + d + 1]) : 0) << 16;
     }
-    key_range(pb, t, lo[size_t(r)], hi[size_t(r)]);
+    pb.mask->key_range(pb.S, t, lo[size_t(r)], hi[size_t(r)]);
     lo[size_t(r)] = std::max(lo[size_t(r)], key_begin);
     hi[size_t(r)] = std::min(hi[size_t(r)], key_end);
     if (lo[size_t(r)] < hi[size_t(r)]) {

@@ -1,5 +1,7 @@
 // Element-wise, normalisation, positional and attention kernels on contiguous float32 rows.
 #pragma once
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -43,6 +45,33 @@ struct AttentionMask {
   // additionally sees only keys j > p - window, i.e. (p - window, p] together with `causal`. It
   // hides old prefix keys too.
   int64_t window = 0;
+  // Bidirectional blocks (Gemma 3 images): sorted, disjoint [start, end) key ranges; a query
+  // inside one also sees the whole block, whatever `causal` and `window` say.
+  std::vector<std::array<int64_t, 2>> blocks;
+
+  // Keys visible to query i among S keys: the contiguous range [lo, hi) (empty when lo >= hi).
+  void key_range(int64_t S, int64_t i, int64_t& lo, int64_t& hi) const {
+    const int64_t p = q_offset + i;
+    lo = 0;
+    hi = S;
+    if (!segments.empty()) {
+      auto it = std::upper_bound(segments.begin(), segments.end(), i);
+      if (it == segments.begin() || it == segments.end()) {
+        lo = hi = 0;  // a query outside every segment sees nothing
+        return;
+      }
+      lo = *(it - 1);
+      hi = std::min<int64_t>(S, *it);
+    } else if (causal) {
+      hi = std::min<int64_t>(S, std::max(p + 1, prefix));
+    }
+    if (window > 0) lo = std::max(lo, p - window + 1);
+    for (const auto& b : blocks)
+      if (b[0] <= p && p < b[1]) {
+        lo = std::min(lo, b[0]);
+        hi = std::max(hi, std::min(S, b[1]));
+      }
+  }
 };
 
 // Scaled dot-product attention with grouped-query heads.

@@ -1,6 +1,7 @@
 #include "models/common.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "io/json_file.h"
@@ -62,6 +63,15 @@ std::vector<int32_t> resolve_eos_ids(const Checkpoint& ckpt, const json& value) 
     if (g.contains("eos_token_id")) add_ids(g["eos_token_id"], ids, gen.string());
   }
   return ids;
+}
+
+float gemma_embed_scale(const Checkpoint& ckpt, const std::string& module, int64_t hidden) {
+  const DType dtype =
+      ckpt.has(module + ".scales") ? ckpt.get(module + ".scales").dtype() : ckpt.get(module + ".weight").dtype();
+  const float v = std::sqrt(float(hidden));
+  if (dtype == DType::BF16) return bf16_to_f32(f32_to_bf16(v));
+  if (dtype == DType::F16) return f16_to_f32(f32_to_f16(v));
+  return v;
 }
 
 }  // namespace vlm

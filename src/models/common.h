@@ -23,4 +23,9 @@ int64_t count_parameters(const Checkpoint& ckpt);
 // generation_config.json in the model directory, without duplicates.
 std::vector<int32_t> resolve_eos_ids(const Checkpoint& ckpt, const json& value);
 
+// Gemma's embedding scale sqrt(hidden) as transformers applies it: a tensor of the activation
+// dtype, so the factor is rounded to bf16/f16 when the embedding `module` (or its MLX scales) is
+// stored so (sqrt(2048) -> 45.25, not 45.2548).
+float gemma_embed_scale(const Checkpoint& ckpt, const std::string& module, int64_t hidden);
+
 }  // namespace vlm

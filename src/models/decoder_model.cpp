@@ -59,12 +59,20 @@ std::vector<float> DecoderSequence::prefill(const ModelInput& input) {
   }
   const int64_t chunk = p.prefix_lm || input.prefill_chunk <= 0 ? n : input.prefill_chunk;
   std::vector<float> logits;
-  for (int64_t start = 0; start < n; start += chunk) {
-    const int64_t len = std::min(chunk, n - start);
+  for (const auto& b : p.bidirectional)
+    if (b[0] < 0 || b[0] >= b[1] || b[1] > n)
+      fail(type, ": bidirectional block [", b[0], ", ", b[1], ") outside the prompt");
+  for (int64_t start = 0, len = 0; start < n; start += len) {
+    len = std::min(chunk, n - start);
+    std::vector<std::array<int64_t, 2>> blocks;  // a chunk ends before or after a block, never inside
+    for (const auto& b : p.bidirectional) {
+      if (b[0] < start + len && start + len < b[1]) len = b[0] > start ? b[0] - start : b[1] - start;
+      if (start <= b[0] && b[1] <= start + len) blocks.push_back({b[0] - start, b[1] - start});
+    }
     nn::Positions pos;
     pos.append(p.positions, start, len);
     cache_.make_room(len);
-    logits = run(p.embeddings.data() + start * H, len, pos, start + len == n);
+    logits = run(p.embeddings.data() + start * H, len, pos, start + len == n, std::move(blocks));
     if (start + len < n && input.between_chunks) input.between_chunks();
   }
   seen_ += n;
@@ -86,10 +94,11 @@ std::vector<float> DecoderSequence::step(int32_t token) {
   return logits;
 }
 
-std::vector<float> DecoderSequence::run(float* x, int64_t rows, const nn::Positions& positions, bool want_logits) {
+std::vector<float> DecoderSequence::run(float* x, int64_t rows, const nn::Positions& positions, bool want_logits,
+                                        std::vector<std::array<int64_t, 2>> blocks) {
   const nn::TextDecoder& dec = model_.decoder();
   const int64_t H = dec.config().hidden;
-  const nn::DecoderSpan span{rows, &cache_, prefix_rows_};
+  const nn::DecoderSpan span{rows, &cache_, prefix_rows_, std::move(blocks)};
   dec.forward(env_, x, {&span, 1}, positions, ws_, observer_);
   std::vector<float> logits(want_logits ? size_t(dec.config().vocab) : 0);
   if (observer_ && *observer_) {  // every row's final norm, for the oracle tests
@@ -120,7 +129,7 @@ std::vector<std::vector<float>> DecoderSequence::step_many(const DecoderModel& m
     s.check_room(1);
     model.embed_token(tokens[size_t(b)], x.data() + b * H);
     s.cache_.make_room(1);
-    spans.push_back({1, &s.cache_, s.prefix_rows_});
+    spans.push_back({1, &s.cache_, s.prefix_rows_, {}});
     positions.append(nn::Positions::sequential(s.next_position_, 1, model.three_axis_positions()), 0, 1);
   }
   DecoderSequence& lead = *seqs[0];

@@ -19,6 +19,9 @@ struct PromptRows {
   nn::Positions positions;        // absolute, continuing after what the sequence has already seen
   int64_t next_position = 0;      // position of the first token after the prompt
   bool prefix_lm = false;         // the prompt attends to itself bidirectionally (PaliGemma)
+  // Row ranges [start, end) of the prompt that attend to themselves bidirectionally on top of the
+  // causal mask (Gemma 3: the soft tokens of one image); sorted, disjoint, never split by chunks.
+  std::vector<std::array<int64_t, 2>> bidirectional;
 };
 
 class DecoderModel : public Model {
@@ -65,7 +68,8 @@ class DecoderSequence : public Sequence {
  private:
   // Runs `rows` rows of x (at `positions`) for this sequence alone; logits of the last row when
   // `want_logits`.
-  std::vector<float> run(float* x, int64_t rows, const nn::Positions& positions, bool want_logits);
+  std::vector<float> run(float* x, int64_t rows, const nn::Positions& positions, bool want_logits,
+                         std::vector<std::array<int64_t, 2>> blocks = {});
   void check_room(int64_t rows) const;
 
   const DecoderModel& model_;

@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 
+#include "models/gemma3/gemma3.h"
 #include "models/paligemma/paligemma.h"
 #include "models/qwen2_5_vl/qwen2_5_vl.h"
 #include "models/qwen2_vl/qwen2_vl.h"
@@ -28,6 +29,8 @@ std::vector<BuiltinFamily> builtin_families() {
       {"qwen2_vl", "Qwen2VLProcessor", make_qwen2_vl_model, make_qwen2_vl_processor, {"<|endoftext|>"}},
       {"qwen2_5_vl", "Qwen2_5_VLProcessor", make_qwen2_5_vl_model, make_qwen2_5_vl_processor, {"<|endoftext|>"}},
       {"paligemma", "PaliGemmaProcessor", make_paligemma_model, make_paligemma_processor, {}},
+      // Gemma 3 ends a turn with <end_of_turn>; older conversions list only <eos> as EOS.
+      {"gemma3", "Gemma3Processor", make_gemma3_model, make_gemma3_processor, {"<end_of_turn>"}},
   };
 }
 

@@ -27,7 +27,6 @@ void DecoderConfig::validate(const std::string& where) const {
   for (const LayerAttention& l : layers) {
     if (l.rope < 0 || l.rope >= int(ropes.size())) fail(where, ": a layer names rotary table ", l.rope);
     if (l.window < 0) fail(where, ": negative sliding window ", l.window);
-    if (l.window > 0) fail(where, ": sliding-window attention layers are not supported yet");
   }
   for (const RopeSpec& r : ropes) {
     if (!(r.theta > 0) || !(r.linear_factor > 0)) fail(where, ": rope theta and scaling factor must be positive");
@@ -124,7 +123,10 @@ void TextDecoder::prepare(const Compute& env) {
 }
 
 KVCache TextDecoder::make_cache(int64_t capacity) const {
-  return KVCache(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, capacity);
+  KVCache cache(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, capacity);
+  for (int i = 0; i < cfg_.num_layers; ++i)
+    if (cfg_.layer(i).window > 0) cache.set_layer_window(i, cfg_.layer(i).window);
+  return cache;
 }
 
 void TextDecoder::forward(const Compute& env, float* x, std::span<const DecoderSpan> spans, const Positions& positions,
@@ -178,12 +180,15 @@ void TextDecoder::attention_block(const Compute& env, const Layer& l, int index,
   int64_t row = 0;
   for (const DecoderSpan& s : spans) {
     KVCache& cache = *s.cache;
-    const int64_t past = cache.length();
     cache.append(index, k + row * kvd, v + row * kvd, s.rows);
+    // Key coordinates start at the layer's first stored row (a sliding layer drops older ones).
+    const int64_t past = cache.length() - cache.first_row(index);
     AttentionMask mask;
     mask.causal = true;
     mask.q_offset = past;
-    mask.prefix = s.prefix;
+    mask.prefix = std::max<int64_t>(0, s.prefix - cache.first_row(index));
+    mask.window = kind.window;
+    for (const auto& b : s.blocks) mask.blocks.push_back({past + b[0], past + b[1]});
     attention(env, q + row * qd, qd, cache.keys(index), cache.values(index), kvd, s.rows, past + s.rows, nh, nkv,
               int(hd), scale, mask, att + row * qd);
     row += s.rows;

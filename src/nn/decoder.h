@@ -73,6 +73,9 @@ struct DecoderSpan {
   int64_t rows = 0;
   KVCache* cache = nullptr;
   int64_t prefix = 0;  // cache rows visible to every query of this sequence (prefix-LM)
+  // Bidirectional blocks among these rows ([start, end), relative to the span's first row): a
+  // row inside one sees the whole block in every layer (Gemma 3's image tokens).
+  std::vector<std::array<int64_t, 2>> blocks;
 };
 
 // Reused buffers of a forward pass: sized on first use, so steady decoding allocates nothing.

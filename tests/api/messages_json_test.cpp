@@ -114,7 +114,9 @@ TEST(ModelDefaults, BuiltinsAndRuntimeRegistration) {
   EXPECT_EQ(q->prompt, "Describe the image in English");
   ASSERT_TRUE(find_model_defaults("mlx-community/paligemma-3b-mix-448-8bit").has_value());
   for (const char* id : {"mlx-community/Qwen2.5-VL-3B-Instruct-4bit", "mlx-community/Qwen2.5-VL-3B-Instruct-8bit",
-                         "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"})
+                         "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct",
+                         "mlx-community/gemma-3-4b-it-qat-4bit", "mlx-community/gemma-3-12b-it-qat-4bit",
+                         "mlx-community/gemma-3-27b-it-qat-4bit", "google/gemma-3-4b-it"})
     EXPECT_TRUE(find_model_defaults(id).has_value()) << id;
   EXPECT_FALSE(find_model_defaults("nobody/nothing").has_value());
   ModelDefaults d;

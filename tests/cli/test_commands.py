@@ -92,8 +92,9 @@ class ChatTemplate(unittest.TestCase):
 class ModelCommands(unittest.TestCase):
     def test_list(self):
         _, out, _ = run("list")
-        for word in ("qwen2_vl", "paligemma", "mlx-community/paligemma-3b-mix-448-8bit",
-                     "mlx-community/Qwen2-VL-2B-Instruct-4bit"):
+        for word in ("qwen2_vl", "paligemma", "gemma3", "mlx-community/paligemma-3b-mix-448-8bit",
+                     "mlx-community/Qwen2-VL-2B-Instruct-4bit", "mlx-community/gemma-3-4b-it-qat-4bit",
+                     "google/gemma-3-4b-it"):
             self.assertIn(word, out)
 
     def test_info_counts_parameters_and_quantization(self):

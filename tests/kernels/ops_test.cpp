@@ -289,6 +289,18 @@ TEST(Ops, AttentionAllMasks) {
   window.q_offset = 11;
   cases.push_back({"sliding window gqa", 150, 161, 4, 2, 48, window,
                    [](int64_t i, int64_t j) { return j <= 11 + i && j > 11 + i - 37; }});
+  // Gemma 3 prefill of a sliding layer: each image block (one longer than the window) is also seen
+  // whole by its own rows; text stays causal and windowed.
+  AttentionMask images;
+  images.window = 20;
+  images.q_offset = 10;
+  images.blocks = {{15, 24}, {30, 90}};
+  cases.push_back({"sliding window image blocks", 100, 110, 4, 2, 32, images, [](int64_t i, int64_t j) {
+                     const int64_t p = 10 + i;
+                     for (auto [a, b] : {std::pair<int64_t, int64_t>{15, 24}, {30, 90}})
+                       if (a <= p && p < b && a <= j && j < b) return true;
+                     return j <= p && j > p - 20;
+                   }});
   AttentionMask window_dec;
   window_dec.window = 100;
   window_dec.q_offset = 299;

@@ -214,7 +214,7 @@ TEST_P(PaliGemmaCase, CachedDecodingEqualsFullRecompute) {
   for (int64_t g = 0; g < G; ++g) model.embed_token(gen[size_t(g)], x.data() + (L + g) * H);
   nn::KVCache cache = model.decoder().make_cache();
   nn::DecoderWorkspace ws;
-  const nn::DecoderSpan span{L + G, &cache, L};
+  const nn::DecoderSpan span{L + G, &cache, L, {}};
   model.decoder().forward(test_env(), x.data(), {&span, 1}, nn::Positions::sequential(1, L + G, false), ws);
   std::vector<float> full(size_t((L + G) * H));
   model.decoder().head(test_env(), x.data(), L + G, full.data(), nullptr);

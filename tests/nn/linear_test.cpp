@@ -115,6 +115,49 @@ TEST(KVCache, WindowKeepsSinksAndNewestRows) {
   EXPECT_THROW(c.set_window(4, 4), Error);
 }
 
+// A sliding-window layer keeps the rows its window can still reach (and never more than about two
+// windows plus a step); a global layer keeps everything; both agree on the rows they hold.
+TEST(KVCache, SlidingLayerKeepsOnlyItsWindow) {
+  KVCache c(2, 1, 1, 2);
+  c.set_layer_window(1, 4);
+  for (int step = 0; step < 30; ++step) {
+    const int n = step == 5 ? 6 : 1;  // one prefill-sized chunk among single steps
+    std::vector<float> k(static_cast<size_t>(n)), v(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) k[size_t(i)] = float(c.length() + i), v[size_t(i)] = -k[size_t(i)];
+    for (int l = 0; l < 2; ++l) c.append(l, k.data(), v.data(), n);
+    c.advance(n);
+    EXPECT_EQ(c.first_row(0), 0);
+    EXPECT_LE(c.first_row(1), std::max<int64_t>(0, c.length() - 3));  // the last window - 1 rows stay
+    EXPECT_LT(c.length() - c.first_row(1), 2 * 4);
+    for (int64_t r = c.first_row(1); r < c.length(); ++r) {
+      EXPECT_EQ(c.keys(1)[r - c.first_row(1)], float(r));
+      EXPECT_EQ(c.values(1)[r - c.first_row(1)], -float(r));
+      EXPECT_EQ(c.keys(0)[r], float(r));
+    }
+  }
+  EXPECT_GT(c.first_row(1), 0);
+  EXPECT_THROW(c.truncate(c.first_row(1)), Error);  // its window would need rows it dropped
+  const int64_t back = c.length() - 1;
+  c.truncate(back);
+  EXPECT_EQ(c.length(), back);
+}
+
+// Evicting rows for a KV window moves a sliding layer's rows consistently with the global ones.
+TEST(KVCache, WindowEvictionWithSlidingLayers) {
+  KVCache c(2, 1, 1, 2);
+  c.set_layer_window(1, 3);
+  c.set_window(10, 2);
+  for (int step = 0; step < 40; ++step) {
+    c.make_room(1);
+    const float k = float(step), v = -k;
+    for (int l = 0; l < 2; ++l) c.append(l, &k, &v, 1);
+    c.advance(1);
+    ASSERT_GE(c.first_row(1), 0);
+    for (int64_t r = std::max<int64_t>(c.first_row(1), 2); r < c.length(); ++r)
+      EXPECT_EQ(c.keys(1)[r - c.first_row(1)], c.keys(0)[r]) << "step " << step << " row " << r;
+  }
+}
+
 TEST(Rope, MropeWithEqualAxesIsPlainRope) {
   auto inv = rope_inv_freq(16, 1e6);
   std::vector<int64_t> pos = {0, 1, 5, 40, 1000};

@@ -36,6 +36,12 @@ const vlm::Tokenizer& paligemma() {
   return t;
 }
 
+const vlm::Tokenizer& gemma3() {
+  static const vlm::Tokenizer t = vlm::Tokenizer::from_json(slurp(kShared / "assets/gemma-3/tokenizer.json"),
+                                                            slurp(kShared / "assets/gemma-3/tokenizer_config.json"));
+  return t;
+}
+
 struct Line {
   std::string text, decoded, decoded_skip, category;
   bool add_special;
@@ -85,6 +91,10 @@ TEST(TokenizerFixture, Qwen2VL) {
 }
 TEST(TokenizerFixture, PaliGemma) {
   check_fixture(paligemma(), "paligemma-3b-mix-448.jsonl", 410);
+}
+
+TEST(TokenizerFixture, Gemma3) {
+  check_fixture(gemma3(), "gemma3.jsonl", 438);
 }
 
 TEST(TokenizerFixture, QwenSpecialIdsAndConfig) {

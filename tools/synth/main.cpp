@@ -4,6 +4,7 @@
 //   vlm-synth --arch qwen2-vl-2b      --layout hf-bf16|mlx-4bit        --out DIR
 //   vlm-synth --arch qwen2.5-vl-3b    --layout hf-bf16|mlx-4bit|mlx-8bit --out DIR
 //   vlm-synth --arch paligemma-3b-448 --layout hf-bf16|mlx-8bit-2024   --out DIR
+//   vlm-synth --arch gemma-3-4b       --layout hf-bf16|mlx-4bit|mlx-8bit --out DIR
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -218,6 +219,64 @@ std::vector<Spec> paligemma_specs(const json& cfg, const Layout& layout) {
   return s;
 }
 
+// Gemma 3 under the names of the published checkpoints (transformers 4.50 = mlx-vlm): SigLIP and
+// the projector stay bf16 in the MLX layouts, which (as mlx-vlm's sanitize) also carry a quantized
+// copy of the embedding as language_model.lm_head.
+std::vector<Spec> gemma3_specs(const json& cfg, const Layout& layout) {
+  const json& tc = cfg["text_config"];
+  const json& vc = cfg["vision_config"];
+  const int64_t H = tc["hidden_size"], I = tc["intermediate_size"], V = tc.value("vocab_size", 262208);
+  const int64_t L = tc["num_hidden_layers"], heads = tc.value("num_attention_heads", 8),
+                kv = tc.value("num_key_value_heads", 4), hd = tc.value("head_dim", 256);
+  const int64_t E = vc["hidden_size"], VI = vc["intermediate_size"], depth = vc["num_hidden_layers"];
+  const int64_t patch = vc.value("patch_size", 14), image = vc.value("image_size", 224);
+  const int64_t positions = (image / patch) * (image / patch);
+  const std::string vis = "vision_tower.vision_model.", lm = "language_model.model.";
+  auto linear = [&](std::vector<Spec>& out, const std::string& path, int64_t o, int64_t i, bool bias, bool vision) {
+    out.push_back({path, {o, i}, Init::Normal, true, layout.mlx && !vision && i % 64 == 0, layout.bits});
+    if (bias) out.push_back({path + ".bias", {o}, Init::Zeros});
+  };
+  auto norm = [&](std::vector<Spec>& out, const std::string& path, int64_t n, bool bias, Init w = Init::Ones) {
+    out.push_back({path + ".weight", {n}, w});
+    if (bias) out.push_back({path + ".bias", {n}, Init::Zeros});
+  };
+  std::vector<Spec> s;
+  s.push_back(
+      {vis + "embeddings.patch_embedding.weight", layout.mlx ? Shape{E, patch, patch, 3} : Shape{E, 3, patch, patch}});
+  s.push_back({vis + "embeddings.patch_embedding.bias", {E}, Init::Zeros});
+  linear(s, vis + "embeddings.position_embedding", positions, E, false, true);
+  for (int64_t b = 0; b < depth; ++b) {
+    const std::string p = vis + "encoder.layers." + std::to_string(b) + ".";
+    norm(s, p + "layer_norm1", E, true);
+    for (const char* m : {"q_proj", "k_proj", "v_proj", "out_proj"}) linear(s, p + "self_attn." + m, E, E, true, true);
+    norm(s, p + "layer_norm2", E, true);
+    linear(s, p + "mlp.fc1", VI, E, true, true);
+    linear(s, p + "mlp.fc2", E, VI, true, true);
+  }
+  norm(s, vis + "post_layernorm", E, true);
+  s.push_back({"multi_modal_projector.mm_input_projection_weight", {E, H}});
+  norm(s, "multi_modal_projector.mm_soft_emb_norm", E, false, Init::Zeros);  // Gemma applies (1 + w)
+  linear(s, lm + "embed_tokens", V, H, false, false);
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = lm + "layers." + std::to_string(l) + ".";
+    for (const char* n :
+         {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"})
+      norm(s, p + n, H, false, Init::Zeros);
+    linear(s, p + "self_attn.q_proj", heads * hd, H, false, false);
+    linear(s, p + "self_attn.k_proj", kv * hd, H, false, false);
+    linear(s, p + "self_attn.v_proj", kv * hd, H, false, false);
+    linear(s, p + "self_attn.o_proj", H, heads * hd, false, false);
+    norm(s, p + "self_attn.q_norm", hd, false, Init::Zeros);
+    norm(s, p + "self_attn.k_norm", hd, false, Init::Zeros);
+    linear(s, p + "mlp.gate_proj", I, H, false, false);
+    linear(s, p + "mlp.up_proj", I, H, false, false);
+    linear(s, p + "mlp.down_proj", H, I, false, false);
+  }
+  norm(s, lm + "norm", H, false, Init::Zeros);
+  if (layout.mlx) linear(s, "language_model.lm_head", V, H, false, false);
+  return s;
+}
+
 Shape padded_shape(const Spec& s) {
   Shape shape = s.shape;
   if (s.pad_rows_to) shape[0] = s.pad_rows_to;
@@ -307,7 +366,8 @@ int run(int argc, char** argv) {
   }
   if (arch.empty() || layout_name.empty() || out.empty())
     fail(
-        "usage: vlm-synth --arch qwen2-vl-2b|qwen2.5-vl-3b|paligemma-3b-448 --layout hf-bf16|mlx-4bit|mlx-8bit-2024 "
+        "usage: vlm-synth --arch qwen2-vl-2b|qwen2.5-vl-3b|paligemma-3b-448|gemma-3-4b --layout "
+        "hf-bf16|mlx-4bit|mlx-8bit|mlx-8bit-2024 "
         "--out DIR");
   Layout layout;
   if (layout_name == "mlx-4bit")
@@ -344,8 +404,16 @@ int run(int argc, char** argv) {
     copy_model_file(tok / "tokenizer_config.colpali.json", dst / "tokenizer_config.json");
     copy_model_file(tok / "special_tokens_map.colpali.json", dst / "special_tokens_map.json");
     copy_model_file(configs / "paligemma-3b-mix-448.preprocessor_config.json", dst / "preprocessor_config.json");
+  } else if (arch == "gemma-3-4b") {
+    cfg = read_json_file((configs / "gemma-3-4b-it.config.json").string());
+    if (layout.legacy_2024) fail("gemma-3-4b has no 2024 layout (mlx-4bit or mlx-8bit)");
+    specs = gemma3_specs(cfg, layout);
+    const fs::path tok = shared / "assets" / "gemma-3";
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) copy_model_file(tok / f, dst / f);
+    for (const char* f : {"preprocessor_config", "processor_config", "generation_config"})
+      copy_model_file(configs / ("gemma-3-4b-it." + std::string(f) + ".json"), dst / (std::string(f) + ".json"));
   } else {
-    fail("unknown arch ", arch, " (qwen2-vl-2b, qwen2.5-vl-3b or paligemma-3b-448)");
+    fail("unknown arch ", arch, " (qwen2-vl-2b, qwen2.5-vl-3b, paligemma-3b-448 or gemma-3-4b)");
   }
   if (layout.mlx) {
     json q = {{"group_size", 64}, {"bits", layout.bits}};

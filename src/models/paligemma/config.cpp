@@ -50,28 +50,8 @@ SiglipVisionConfig parse_vision(const json& top, const std::string& where) {
     v.num_heads = 16;
     return v;
   }
-  if (!it->is_object()) fail(where, ": field 'vision_config' is not an object");
-  const json& j = *it;
-  std::string w = where + ": vision_config";
-  v.hidden_size = json_get<int64_t>(j, "hidden_size", v.hidden_size, w);
-  v.intermediate_size = json_get<int64_t>(j, "intermediate_size", v.intermediate_size, w);
-  v.num_layers = json_get<int>(j, "num_hidden_layers", v.num_layers, w);
-  v.num_heads = json_get<int>(j, "num_attention_heads", v.num_heads, w);
-  v.num_channels = json_get<int>(j, "num_channels", v.num_channels, w);
-  v.image_size = json_get<int64_t>(j, "image_size", v.image_size, w);
-  v.patch_size = json_get<int64_t>(j, "patch_size", v.patch_size, w);
-  v.layer_norm_eps = json_get<float>(j, "layer_norm_eps", v.layer_norm_eps, w);
-  v.hidden_act = json_get<std::string>(j, "hidden_act", v.hidden_act, w);
-  check_act(v.hidden_act, w, "hidden_act");
-  check_positive(v.hidden_size, w, "hidden_size");
-  check_positive(v.intermediate_size, w, "intermediate_size");
-  check_positive(v.num_layers, w, "num_hidden_layers");
-  check_positive(v.num_heads, w, "num_attention_heads");
-  check_positive(v.num_channels, w, "num_channels");
-  check_positive(v.patch_size, w, "patch_size");
-  check_positive(v.image_size, w, "image_size");
-  if (v.hidden_size % v.num_heads) fail(w, ": hidden_size ", v.hidden_size, " is not divisible by num_attention_heads");
-  if (v.image_size % v.patch_size) fail(w, ": image_size ", v.image_size, " is not a multiple of patch_size");
+  v.read(*it, where + ": vision_config");
+  check_act(v.hidden_act, where + ": vision_config", "hidden_act");
   return v;
 }
 

@@ -10,18 +10,6 @@
 
 namespace vlm {
 
-namespace {
-
-// HF multiplies the embeddings by sqrt(hidden) as a tensor of the activation dtype, so the
-// factor itself is rounded to bf16/f16 for such checkpoints (2048 -> 45.25, not 45.2548).
-float round_to(DType dtype, float v) {
-  if (dtype == DType::BF16) return bf16_to_f32(f32_to_bf16(v));
-  if (dtype == DType::F16) return f16_to_f32(f32_to_f16(v));
-  return v;
-}
-
-}  // namespace
-
 PaliGemmaModel::PaliGemmaModel(const Checkpoint& ckpt) {
   const std::string where = ckpt.dir() + "/config.json";
   cfg_ = PaliGemmaConfig::from_json(ckpt.config(), where);
@@ -38,9 +26,7 @@ PaliGemmaModel::PaliGemmaModel(const Checkpoint& ckpt) {
   projector_ =
       nn::Linear::load(ckpt, proj + "multi_modal_projector.linear", cfg_.vision.hidden_size, cfg_.projection_dim, true);
   decoder_ = nn::TextDecoder::load(ckpt, names, cfg_.decoder_config());
-  const std::string emb = names.model + "embed_tokens";
-  const DType dtype = ckpt.has(emb + ".scales") ? ckpt.get(emb + ".scales").dtype() : ckpt.get(emb + ".weight").dtype();
-  embed_scale_ = round_to(dtype, std::sqrt(float(cfg_.text.hidden_size)));
+  embed_scale_ = gemma_embed_scale(ckpt, names.model + "embed_tokens", cfg_.text.hidden_size);
 
   info_.model_type = "paligemma";
   info_.vocab_size = cfg_.text.vocab_size;

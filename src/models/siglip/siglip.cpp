@@ -91,7 +91,29 @@ std::vector<float> SiglipEncoder::encode(const Compute& env, const Tensor& pixel
   return out;
 }
 
-SiglipImageConfig SiglipImageConfig::from_file(const std::string& path) {
+void SiglipVisionConfig::read(const json& j, const std::string& w) {
+  if (!j.is_object()) fail(w, " is not an object");
+  hidden_size = json_get<int64_t>(j, "hidden_size", hidden_size, w);
+  intermediate_size = json_get<int64_t>(j, "intermediate_size", intermediate_size, w);
+  num_layers = json_get<int>(j, "num_hidden_layers", num_layers, w);
+  num_heads = json_get<int>(j, "num_attention_heads", num_heads, w);
+  num_channels = json_get<int>(j, "num_channels", num_channels, w);
+  image_size = json_get<int64_t>(j, "image_size", image_size, w);
+  patch_size = json_get<int64_t>(j, "patch_size", patch_size, w);
+  layer_norm_eps = json_get<float>(j, "layer_norm_eps", layer_norm_eps, w);
+  hidden_act = json_get<std::string>(j, "hidden_act", hidden_act, w);
+  nn::parse_activation(hidden_act, w);
+  const std::pair<const char*, int64_t> positive[] = {
+      {"hidden_size", hidden_size},       {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_layers},
+      {"num_attention_heads", num_heads}, {"num_channels", num_channels},           {"patch_size", patch_size},
+      {"image_size", image_size}};
+  for (const auto& [field, v] : positive)
+    if (v <= 0) fail(w, ": field '", field, "' must be positive (got ", v, ")");
+  if (hidden_size % num_heads) fail(w, ": hidden_size ", hidden_size, " is not divisible by num_attention_heads");
+  if (image_size % patch_size) fail(w, ": image_size ", image_size, " is not a multiple of patch_size");
+}
+
+SiglipImageConfig SiglipImageConfig::from_file(const std::string& path, int default_resample) {
   json j = read_json_file(path);
   SiglipImageConfig c;
   auto size = j.find("size");
@@ -102,7 +124,7 @@ SiglipImageConfig SiglipImageConfig::from_file(const std::string& path) {
   if (c.height <= 0 || c.width <= 0) fail(path, ": size must be positive");
   c.mean = read_image_triple(j, "image_mean", c.mean, path);
   c.std = read_image_triple(j, "image_std", c.std, path);
-  c.resample = pil_resample(json_get<int>(j, "resample", 3, path), path);
+  c.resample = pil_resample(json_get<int>(j, "resample", default_resample, path), path);
   return c;
 }
 

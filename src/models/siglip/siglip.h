@@ -23,6 +23,9 @@ struct SiglipVisionConfig {
   float layer_norm_eps = 1e-6f;
   std::string hidden_act = "gelu_pytorch_tanh";
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+  // Overrides the fields `vision_config` sets (transformers' SiglipVisionConfig keys) and checks
+  // them, naming `where` in errors.
+  void read(const json& vision_config, const std::string& where);
 };
 
 struct SiglipImageConfig {
@@ -30,7 +33,8 @@ struct SiglipImageConfig {
   std::array<float, 3> mean = {0.5f, 0.5f, 0.5f};
   std::array<float, 3> std = {0.5f, 0.5f, 0.5f};
   Resample resample = Resample::Bicubic;
-  static SiglipImageConfig from_file(const std::string& path);
+  // `default_resample`: the PIL filter code when the file has no "resample" (SigLIP 3, Gemma 3 2).
+  static SiglipImageConfig from_file(const std::string& path, int default_resample = 3);
 };
 // Resize to height x width, rescale, normalise: F32 [3, H, W].
 Tensor siglip_preprocess(const Image& img, const SiglipImageConfig& cfg, ThreadPool* pool = nullptr);
