@@ -13,6 +13,7 @@
 #include "nn/kv_cache.h"
 #include "nn/layers.h"
 #include "nn/linear.h"
+#include "nn/lora.h"
 #include "nn/rope.h"
 
 namespace vlm::nn {
@@ -72,13 +73,15 @@ struct Positions {
 struct DecoderSpan {
   int64_t rows = 0;
   KVCache* cache = nullptr;
-  int64_t prefix = 0;  // cache rows visible to every query of this sequence (prefix-LM)
+  int64_t prefix = 0;             // cache rows visible to every query of this sequence (prefix-LM)
+  const LoraSet* lora = nullptr;  // adapters of this sequence (null or empty: the base model)
 };
 
 // Reused buffers of a forward pass: sized on first use, so steady decoding allocates nothing.
 struct DecoderWorkspace {
   Buffer normed, q, k, v, attn, tmp, gate, up, qk_norm;
   std::vector<RopeTables> rope;
+  LoraWorkspace lora;
 };
 
 class TextDecoder {
@@ -107,7 +110,11 @@ class TextDecoder {
   };
   void attention_block(const Compute& env, const Layer& l, int index, float* x, std::span<const DecoderSpan> spans,
                        int64_t n, DecoderWorkspace& ws) const;
-  void mlp_block(const Compute& env, const Layer& l, float* x, int64_t n, DecoderWorkspace& ws) const;
+  void mlp_block(const Compute& env, const Layer& l, int index, float* x, std::span<const DecoderSpan> spans, int64_t n,
+                 DecoderWorkspace& ws) const;
+  // m.forward(x) into y, plus each span's LoRA update of (layer, slot) on its own rows.
+  void linear(const Compute& env, const Linear& m, int layer, int slot, std::span<const DecoderSpan> spans,
+              const float* x, int64_t n, float* y, DecoderWorkspace& ws) const;
 
   DecoderConfig cfg_;
   Embedding embed_;
