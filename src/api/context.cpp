@@ -1,4 +1,5 @@
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "api/internal.h"
@@ -161,6 +162,28 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   return ctx;
 }
 
+int ModelContext::load_adapter(const std::string& id_or_dir, const std::string& name, const LoadOptions& options) {
+  if (!impl) fail("load_adapter: the model is not loaded");
+  const std::string dir = resolve_adapter_dir(id_or_dir, options);
+  auto adapter = impl->model->load_adapter(dir);
+  AdapterSummary s;
+  s.id = int(impl->adapters.size());
+  s.name = name.empty() ? id_or_dir : name;
+  s.dir = dir;
+  s.format = adapter->format;
+  for (size_t l = 0; l < adapter->layers.size(); ++l)
+    for (int slot = 0; slot < nn::kLoraSlots; ++slot)
+      if (const auto& m = adapter->layers[l][size_t(slot)])
+        s.modules.push_back({int(l), nn::lora_slot_path(slot), m->a.cols(), m->b.rows(), m->rank, m->scale});
+  impl->adapters.push_back(std::move(adapter));
+  impl->adapter_info.push_back(std::move(s));
+  return impl->adapter_info.back().id;
+}
+
+const std::vector<AdapterSummary>& ModelContext::adapters() const {
+  return impl->adapter_info;
+}
+
 const ModelInfoSummary& ModelContext::info() const {
   return impl->info;
 }
@@ -190,6 +213,12 @@ GenerationResult ModelContext::generate(const PreparedInput& input, const Genera
   setup.eos_ids = impl->info.eos_ids;
   const Tokenizer* tok = &impl->text.impl->tokenizer;
   setup.token_string = [tok](int32_t id) { return tok->id_to_token(id); };
+  for (const AdapterRef& a : params.adapters) {
+    if (a.id < 0 || size_t(a.id) >= impl->adapters.size())
+      fail("generate: adapter id ", a.id, " is not loaded (this model has ", impl->adapters.size(), " adapters)");
+    if (!std::isfinite(a.scale)) fail("generate: the scale of adapter ", a.id, " is not finite");
+    setup.adapters.push_back({impl->adapters[size_t(a.id)], a.scale});
+  }
   return generate_tokens(setup, input.impl->input, params, on_text);
 }
 

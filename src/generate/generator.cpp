@@ -82,6 +82,7 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   Sampler sampler(params.sampling);
   StopStringMatcher stop(params.stop);
   std::unique_ptr<Sequence> seq = setup.model->start(setup.env);
+  seq->set_adapters(setup.adapters);
   if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
 
   auto t_prefill = Clock::now();
