@@ -33,6 +33,7 @@ int run_bench(const std::vector<std::string>& argv) {
   };
   for (auto& o : processing_options()) cmd.options.push_back(o);
   for (auto& o : runtime_options()) cmd.options.push_back(o);
+  cmd.options.push_back(adapter_option());
   Args args = Args::parse(cmd, argv);
   if (int rc = help_requested(cmd, args); rc >= 0) return rc;
   std::string model = args.require("model");
@@ -42,6 +43,7 @@ int run_bench(const std::vector<std::string>& argv) {
   LoadOptions lo = load_options(args);
 
   ModelContext ctx = ModelContext::load(model, lo);
+  std::vector<AdapterRef> adapters = load_adapters(ctx, args, lo);
   std::string text = synthetic_text(ctx.text(), n_prompt);
   std::vector<std::string> images;
   if (auto img = args.get("image")) images.push_back(*img);
@@ -54,6 +56,7 @@ int run_bench(const std::vector<std::string>& argv) {
   p.max_tokens = int(n_gen);
   p.ignore_eos = true;
   p.sampling.temperature = 0;
+  p.adapters = adapters;
   GenerationResult r = ctx.generate(prepared, p);
   const GenerationStats& s = r.stats;
 
@@ -69,7 +72,8 @@ int run_bench(const std::vector<std::string>& argv) {
                         {"generated_tokens", s.generated_tokens},
                         {"generation_ms", s.generation_ms},
                         {"decode_tps", s.generation_tps},
-                        {"peak_rss_bytes", s.peak_memory_bytes}};
+                        {"peak_rss_bytes", s.peak_memory_bytes},
+                        {"adapters", args.all("adapter")}};
     std::printf("%s\n", dump_json(j, 2).c_str());
     return 0;
   }
