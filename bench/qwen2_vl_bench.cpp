@@ -122,6 +122,34 @@ void BM_DecodeStepOneLayer(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeStepOneLayer)->Arg(512)->Unit(benchmark::kMicrosecond)->UseRealTime()->Iterations(200);
 
+// The same step with a random rank-Arg(1) LoRA adapter on q_proj and v_proj (the low-rank path's cost).
+void BM_DecodeStepOneLayerLora(benchmark::State& state) {
+  const Qwen2VLModel& m = bench_model();
+  const nn::DecoderConfig& cfg = m.decoder().config();
+  const int64_t r = state.range(1);
+  auto adapter = std::make_shared<nn::LoraAdapter>();
+  adapter->layers.resize(size_t(cfg.num_layers));
+  std::mt19937 rng(11);
+  for (auto& layer : adapter->layers)
+    for (int slot : {nn::kLoraQ, nn::kLoraV}) {
+      const auto [in, out] = nn::lora_slot_dims(cfg, slot);
+      nn::LoraModule mod;
+      mod.rank = r;
+      mod.a = MatMulWeight::dense(random_bf16({r, in}, 0.05f, rng).to(DType::F32), "bench lora_a");
+      mod.b = MatMulWeight::dense(random_bf16({out, r}, 0.05f, rng).to(DType::F32), "bench lora_b");
+      layer[size_t(slot)] = std::move(mod);
+    }
+  auto seq = m.start(bench_env());
+  seq->set_adapters({{adapter, 1.f}});
+  seq->prefill(text_prompt(state.range(0)));
+  int32_t tok = 5;
+  for (auto _ : state) {
+    std::vector<float> logits = seq->step(tok);
+    tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+}
+BENCHMARK(BM_DecodeStepOneLayerLora)->Args({512, 8})->Unit(benchmark::kMicrosecond)->UseRealTime()->Iterations(200);
+
 }  // namespace
 
 BENCHMARK_MAIN();

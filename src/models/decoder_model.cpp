@@ -46,9 +46,15 @@ void DecoderSequence::set_kv_window(int64_t max_rows, int64_t keep) {
 void DecoderSequence::set_adapters(nn::LoraSet adapters) {
   for (const nn::ActiveLora& a : adapters) {
     if (!a.adapter) fail("set_adapters: a null adapter");
-    if (a.adapter->layers.size() != size_t(model_.decoder().config().num_layers))
+    const nn::DecoderConfig& cfg = model_.decoder().config();
+    if (a.adapter->layers.size() != size_t(cfg.num_layers))
       fail("set_adapters: adapter ", a.adapter->dir, " was loaded for a model with ", a.adapter->layers.size(),
            " decoder layers, not this one");
+    for (const auto& layer : a.adapter->layers)
+      for (int slot = 0; slot < nn::kLoraSlots; ++slot)
+        if (const auto& m = layer[size_t(slot)];
+            m && (m->a.cols() != nn::lora_slot_dims(cfg, slot)[0] || m->b.rows() != nn::lora_slot_dims(cfg, slot)[1]))
+          fail("set_adapters: adapter ", a.adapter->dir, " was loaded for a model of other dimensions");
     if (!std::isfinite(a.scale)) fail("set_adapters: the scale of adapter ", a.adapter->dir, " is not finite");
   }
   lora_ = std::move(adapters);

@@ -121,6 +121,33 @@ INSTANTIATE_TEST_SUITE_P(All, LoraCase,
                                             ::testing::ValuesIn(lora_cases())),
                          case_label);
 
+// Fast precision (bf16 / int8 activations) with an adapter follows the exact path with it, with the
+// bounds of conformance_test.cpp's FastFidelity (NMSE of the logits; 2e-3 dense, 5e-2 int8).
+TEST_P(LoraCase, FastPrecisionFollowsExact) {
+  auto [adapter_name, model_name, case_name] = GetParam();
+  if (case_name != "02_one_image") GTEST_SKIP() << "one case per adapter and model";
+  static std::map<std::string, std::unique_ptr<Qwen2VLModel>> fast_models;
+  const Compute fast_env = Compute::make(2, Precision::kFast);
+  auto& fast = fast_models[model_name];
+  if (!fast) {
+    fast = Qwen2VLModel::load(Checkpoint::open(fixture_dir() + "/" + model_name));
+    fast->prepare(fast_env);
+  }
+  const ModelInput in = stored_input(load_case(case_name));
+  const nn::LoraSet set = {{adapter(adapter_name, model_name), 1.f}};
+  auto exact_seq = model(model_name).start(test_env());
+  auto fast_seq = fast->start(fast_env);
+  exact_seq->set_adapters(set);
+  fast_seq->set_adapters(set);
+  const std::vector<float> e = exact_seq->prefill(in), f = fast_seq->prefill(in);
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < e.size(); ++i) {
+    err += (double(f[i]) - e[i]) * (double(f[i]) - e[i]);
+    norm += double(e[i]) * e[i];
+  }
+  EXPECT_LE(err / norm, model_name == "tiny-bf16" ? 2e-3 : 5e-2);
+}
+
 class LoraAdapterFile : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
