@@ -133,11 +133,8 @@ void BM_DecodeStepOneLayerLora(benchmark::State& state) {
   for (auto& layer : adapter->layers)
     for (int slot : {nn::kLoraQ, nn::kLoraV}) {
       const auto [in, out] = nn::lora_slot_dims(cfg, slot);
-      nn::LoraModule mod;
-      mod.rank = r;
-      mod.a = MatMulWeight::dense(random_bf16({r, in}, 0.05f, rng).to(DType::F32), "bench lora_a");
-      mod.b = MatMulWeight::dense(random_bf16({out, r}, 0.05f, rng).to(DType::F32), "bench lora_b");
-      layer[size_t(slot)] = std::move(mod);
+      layer[size_t(slot)] = nn::LoraModule::make(r, 1.f, random_bf16({r, in}, 0.05f, rng).to_floats(),
+                                                 random_bf16({out, r}, 0.05f, rng).to_floats(), in, out, "bench");
     }
   auto seq = m.start(bench_env());
   seq->set_adapters({{adapter, 1.f}});

@@ -174,7 +174,7 @@ int ModelContext::load_adapter(const std::string& id_or_dir, const std::string& 
   for (size_t l = 0; l < adapter->layers.size(); ++l)
     for (int slot = 0; slot < nn::kLoraSlots; ++slot)
       if (const auto& m = adapter->layers[l][size_t(slot)])
-        s.modules.push_back({int(l), nn::lora_slot_path(slot), m->a.cols(), m->b.rows(), m->rank, m->scale});
+        s.modules.push_back({int(l), nn::lora_slot_path(slot), m->in_features(), m->out_features(), m->rank, m->scale});
   impl->adapters.push_back(std::move(adapter));
   impl->adapter_info.push_back(std::move(s));
   return impl->adapter_info.back().id;

@@ -52,8 +52,8 @@ void DecoderSequence::set_adapters(nn::LoraSet adapters) {
            " decoder layers, not this one");
     for (const auto& layer : a.adapter->layers)
       for (int slot = 0; slot < nn::kLoraSlots; ++slot)
-        if (const auto& m = layer[size_t(slot)];
-            m && (m->a.cols() != nn::lora_slot_dims(cfg, slot)[0] || m->b.rows() != nn::lora_slot_dims(cfg, slot)[1]))
+        if (const auto& m = layer[size_t(slot)]; m && (m->in_features() != nn::lora_slot_dims(cfg, slot)[0] ||
+                                                       m->out_features() != nn::lora_slot_dims(cfg, slot)[1]))
           fail("set_adapters: adapter ", a.adapter->dir, " was loaded for a model of other dimensions");
     if (!std::isfinite(a.scale)) fail("set_adapters: the scale of adapter ", a.adapter->dir, " is not finite");
   }

@@ -30,9 +30,16 @@ std::array<int64_t, 2> lora_slot_dims(const DecoderConfig& cfg, int slot);
 struct LoraModule {
   int64_t rank = 0;
   float scale = 1.f;               // the adapter's own scaling (MLX scale, PEFT alpha/r or alpha/sqrt(r))
-  MatMulWeight a;                  // [rank, in] float32 (PEFT lora_A orientation)
+  MatMulWeight a;                  // [rank, in] float32 (PEFT lora_A orientation): many rows, on the thread pool
   MatMulWeight b;                  // [out, rank] float32
+  std::vector<float> a_t, b_t;     // [in, rank] and [rank, out] (MLX orientation): few rows, in-line loops
   std::string a_tensor, b_tensor;  // names in the adapter file, for messages and `vlm info`
+
+  // From float32 A [rank, in] and B [out, rank].
+  static LoraModule make(int64_t rank, float scale, const std::vector<float>& a, const std::vector<float>& b,
+                         int64_t in, int64_t out, const std::string& where);
+  int64_t in_features() const { return a.cols(); }
+  int64_t out_features() const { return b.rows(); }
 };
 
 struct LoraAdapter {

@@ -56,9 +56,9 @@ Target resolve_module(const std::string& module, const std::string& file, const 
   fail(file, ": tensor '", tensor, "' adapts '", module, "', which is not a module of the text decoder");
 }
 
-// A loaded float32 matrix, checked against its expected shape.
-Tensor matrix(const SafetensorsFile& st, const std::string& name, const Shape& want, bool transpose,
-              const std::string& what) {
+// A loaded matrix as float32 values in `want` layout, checked against its expected shape.
+std::vector<float> matrix(const SafetensorsFile& st, const std::string& name, const Shape& want, bool transpose,
+                          const std::string& what) {
   Tensor t = st.tensor(name);
   if (t.dtype() != DType::F32 && t.dtype() != DType::BF16 && t.dtype() != DType::F16)
     fail(st.path(), ": tensor '", name, "' has dtype ", dtype_name(t.dtype()), "; expected F32, BF16 or F16");
@@ -71,7 +71,7 @@ Tensor matrix(const SafetensorsFile& st, const std::string& name, const Shape& w
          shape_str(stored));
   }
   if (transpose) t = t.transpose(0, 1);
-  return Tensor::from_floats(t.contiguous().to_floats(), want);
+  return t.contiguous().to_floats();
 }
 
 struct Pending {
@@ -173,13 +173,11 @@ LoraAdapter load_mlx(const std::string& dir, const json& config, const DecoderCo
     if (r <= 0) fail(ad.file, ": tensor '", p.a, "' has shape ", shape_str(a0.shape()), "; expected [in, rank]");
     const std::string what = "module '" + module + "' (in " + std::to_string(in) + ", out " + std::to_string(out) +
                              ", rank " + std::to_string(r) + ")";
-    LoraModule m;
-    m.rank = r;
-    m.scale = float(scale);
+    const std::vector<float> a = matrix(*st, p.a, {r, in}, true, what);  // A first: a rank error names A
+    LoraModule m = LoraModule::make(r, float(scale), a, matrix(*st, p.b, {out, r}, true, what), in, out,
+                                    ad.file + ": '" + module + "'");
     m.a_tensor = p.a;
     m.b_tensor = p.b;
-    m.a = MatMulWeight::dense(matrix(*st, p.a, {r, in}, true, what), ad.file + ": '" + p.a + "'");
-    m.b = MatMulWeight::dense(matrix(*st, p.b, {out, r}, true, what), ad.file + ": '" + p.b + "'");
     place(ad, t, std::move(m), module);
   }
   return ad;
@@ -277,13 +275,12 @@ LoraAdapter load_peft(const std::string& dir, const json& config, const DecoderC
     const auto [in, out] = lora_slot_dims(cfg, t.slot);
     const std::string what = "module '" + module + "' (in " + std::to_string(in) + ", out " + std::to_string(out) +
                              ", rank " + std::to_string(r) + ")";
-    LoraModule m;
-    m.rank = r;
-    m.scale = float(rslora ? alpha / std::sqrt(double(r)) : alpha / double(r));
+    const float scale = float(rslora ? alpha / std::sqrt(double(r)) : alpha / double(r));
+    const std::vector<float> a = matrix(*st, p.a, {r, in}, false, what);  // A first: a rank error names A
+    LoraModule m =
+        LoraModule::make(r, scale, a, matrix(*st, p.b, {out, r}, false, what), in, out, ad.file + ": '" + module + "'");
     m.a_tensor = p.a;
     m.b_tensor = p.b;
-    m.a = MatMulWeight::dense(matrix(*st, p.a, {r, in}, false, what), ad.file + ": '" + p.a + "'");
-    m.b = MatMulWeight::dense(matrix(*st, p.b, {out, r}, false, what), ad.file + ": '" + p.b + "'");
     place(ad, t, std::move(m), module);
   }
   return ad;

@@ -220,12 +220,7 @@ std::shared_ptr<const nn::LoraAdapter> random_adapter(const nn::DecoderConfig& c
       std::vector<float> a(size_t(4 * in)), b(size_t(out * 4));
       for (float& v : a) v = rnd();
       for (float& v : b) v = rnd();
-      nn::LoraModule m;
-      m.rank = 4;
-      m.scale = 2.f;
-      m.a = MatMulWeight::dense(Tensor::from_floats(a, {4, in}), "test lora_a");
-      m.b = MatMulWeight::dense(Tensor::from_floats(b, {out, 4}), "test lora_b");
-      layer[size_t(slot)] = std::move(m);
+      layer[size_t(slot)] = nn::LoraModule::make(4, 2.f, a, b, in, out, "test adapter");
     }
   return ad;
 }
