@@ -122,6 +122,31 @@ void BM_DecodeStepOneLayer(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeStepOneLayer)->Arg(512)->Unit(benchmark::kMicrosecond)->UseRealTime()->Iterations(200);
 
+// The same step with a random rank-Arg(1) LoRA adapter on q_proj and v_proj (the low-rank path's cost).
+void BM_DecodeStepOneLayerLora(benchmark::State& state) {
+  const Qwen2VLModel& m = bench_model();
+  const nn::DecoderConfig& cfg = m.decoder().config();
+  const int64_t r = state.range(1);
+  auto adapter = std::make_shared<nn::LoraAdapter>();
+  adapter->layers.resize(size_t(cfg.num_layers));
+  std::mt19937 rng(11);
+  for (auto& layer : adapter->layers)
+    for (int slot : {nn::kLoraQ, nn::kLoraV}) {
+      const auto [in, out] = nn::lora_slot_dims(cfg, slot);
+      layer[size_t(slot)] = nn::LoraModule::make(r, 1.f, random_bf16({r, in}, 0.05f, rng).to_floats(),
+                                                 random_bf16({out, r}, 0.05f, rng).to_floats(), in, out, "bench");
+    }
+  auto seq = m.start(bench_env());
+  seq->set_adapters({{adapter, 1.f}});
+  seq->prefill(text_prompt(state.range(0)));
+  int32_t tok = 5;
+  for (auto _ : state) {
+    std::vector<float> logits = seq->step(tok);
+    tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+}
+BENCHMARK(BM_DecodeStepOneLayerLora)->Args({512, 8})->Unit(benchmark::kMicrosecond)->UseRealTime()->Iterations(200);
+
 }  // namespace
 
 BENCHMARK_MAIN();

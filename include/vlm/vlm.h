@@ -52,6 +52,11 @@ typedef struct vlm_generation_params {
   const char* const* stop; /* n_stop stop strings */
   size_t n_stop;
   int32_t ignore_eos;
+  /* LoRA adapters of this generation: n_adapters ids from vlm_model_load_adapter, each with a scale
+   * (adapter_scales may be NULL: 1 each). */
+  const int32_t* adapter_ids;
+  const float* adapter_scales;
+  size_t n_adapters;
 } vlm_generation_params;
 
 typedef struct vlm_stats {
@@ -84,6 +89,10 @@ typedef struct {
   const char* precision;
 } vlm_load_options;
 vlm_status vlm_model_load_with_options(const char* id_or_dir, const vlm_load_options* options, vlm_model** out_model);
+
+/* Loads a LoRA adapter (directory or Hugging Face id; MLX or PEFT format) for `model`; *out_id is
+ * its id for vlm_generation_params.adapter_ids. Load adapters before generating from several threads. */
+vlm_status vlm_model_load_adapter(vlm_model* model, const char* id_or_dir, int32_t* out_id);
 
 vlm_input* vlm_input_new(void);
 void vlm_input_free(vlm_input* input);

@@ -35,8 +35,16 @@ struct SamplingParams {
   std::optional<uint64_t> seed;      // absent: seeded from std::random_device
 };
 
+// A LoRA adapter of a ModelContext (the id load_adapter returned) and the scale it runs at
+// (multiplies the adapter's own scale; 1 = as trained).
+struct AdapterRef {
+  int id = 0;
+  float scale = 1.0f;
+};
+
 struct GenerationParams {
   int max_tokens = 256;
+  std::vector<AdapterRef> adapters;  // LoRA adapters applied to this generation only (none: the base model)
   SamplingParams sampling;
   std::vector<std::string> stop;       // stop strings (may span tokens; never emitted)
   std::vector<int32_t> extra_eos_ids;  // in addition to the model's EOS ids
@@ -236,9 +244,35 @@ struct ModelInfoSummary {
   std::string precision;  // "exact" or "fast"
 };
 
+struct AdapterModuleSummary {
+  int layer = 0;
+  std::string module;  // inside the decoder layer: "self_attn.q_proj", ...
+  int64_t in_features = 0, out_features = 0, rank = 0;
+  float scale = 0;  // the adapter's own scale (MLX scale; PEFT lora_alpha / r, or / sqrt(r) with rsLoRA)
+};
+struct AdapterSummary {
+  int id = 0;
+  std::string name;    // as given to load_adapter (default: the directory or id)
+  std::string dir;     // resolved directory
+  std::string format;  // "mlx" or "peft"
+  std::vector<AdapterModuleSummary> modules;
+};
+
 class ModelContext {
  public:
   static ModelContext load(const std::string& id_or_dir, const LoadOptions& options = {});
+
+  // Loads a LoRA adapter (a directory or a Hugging Face id; MLX or PEFT format, see docs/lora.md)
+  // for this model's text decoder and returns its id for GenerationParams::adapters. The base
+  // weights are not copied or changed. Load adapters before generating from several threads.
+  int load_adapter(const std::string& id_or_dir, const std::string& name = "", const LoadOptions& options = {});
+  const std::vector<AdapterSummary>& adapters() const;
+  // Writes this model with `adapters` (at their scales) merged into its weights as a new model
+  // directory `out_dir` (one model.safetensors plus the base's other files). Dense weights are fused
+  // in float32 and stored in their own dtype; quantized ones are dequantized, fused and re-quantized
+  // with their bits and group size, or, with `dequantize`, the whole model is written dense.
+  void fuse_adapters(const std::vector<AdapterRef>& adapters, const std::string& out_dir,
+                     bool dequantize = false) const;
 
   const ModelInfoSummary& info() const;
   const TextProcessor& text() const;

@@ -112,6 +112,12 @@ int64_t vlm_model_context_length(const vlm_model* model) {
   return model ? model->ctx.info().context_length : 0;
 }
 
+vlm_status vlm_model_load_adapter(vlm_model* model, const char* id_or_dir, int32_t* out_id) {
+  if (!model || !out_id || !id_or_dir || !*id_or_dir)
+    return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_model_load_adapter: model, id_or_dir or out_id is NULL");
+  return guarded(VLM_ERR_LOAD, [&] { *out_id = model->ctx.load_adapter(id_or_dir); });
+}
+
 vlm_input* vlm_input_new(void) {
   return new (std::nothrow) vlm_input();
 }
@@ -184,7 +190,7 @@ vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_gene
   if (!model || !input) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: model or input is NULL");
   vlm_generation_params cp = params ? *params : vlm_generation_params_default();
   if (cp.max_tokens < 0 || cp.top_p < 0 || cp.top_p > 1 || cp.min_p < 0 || cp.min_p > 1 || cp.top_k < 0 ||
-      cp.repetition_penalty <= 0 || (cp.n_stop > 0 && !cp.stop))
+      cp.repetition_penalty <= 0 || (cp.n_stop > 0 && !cp.stop) || (cp.n_adapters > 0 && !cp.adapter_ids))
     return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: parameter out of range");
   vlm::GenerationParams gp;
   gp.max_tokens = cp.max_tokens;
@@ -196,6 +202,8 @@ vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_gene
   gp.sampling.repetition_context_size = cp.repetition_context_size;
   if (cp.has_seed) gp.sampling.seed = cp.seed;
   gp.ignore_eos = cp.ignore_eos != 0;
+  for (size_t i = 0; i < cp.n_adapters; ++i)
+    gp.adapters.push_back({cp.adapter_ids[i], cp.adapter_scales ? cp.adapter_scales[i] : 1.0f});
   for (size_t i = 0; i < cp.n_stop; ++i)
     if (cp.stop[i]) gp.stop.push_back(cp.stop[i]);
 

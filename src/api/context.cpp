@@ -1,4 +1,5 @@
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "api/internal.h"
@@ -161,6 +162,28 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   return ctx;
 }
 
+int ModelContext::load_adapter(const std::string& id_or_dir, const std::string& name, const LoadOptions& options) {
+  if (!impl) fail("load_adapter: the model is not loaded");
+  const std::string dir = resolve_adapter_dir(id_or_dir, options);
+  auto adapter = impl->model->load_adapter(dir);
+  AdapterSummary s;
+  s.id = int(impl->adapters.size());
+  s.name = name.empty() ? id_or_dir : name;
+  s.dir = dir;
+  s.format = adapter->format;
+  for (size_t l = 0; l < adapter->layers.size(); ++l)
+    for (int slot = 0; slot < nn::kLoraSlots; ++slot)
+      if (const auto& m = adapter->layers[l][size_t(slot)])
+        s.modules.push_back({int(l), nn::lora_slot_path(slot), m->in_features(), m->out_features(), m->rank, m->scale});
+  impl->adapters.push_back(std::move(adapter));
+  impl->adapter_info.push_back(std::move(s));
+  return impl->adapter_info.back().id;
+}
+
+const std::vector<AdapterSummary>& ModelContext::adapters() const {
+  return impl->adapter_info;
+}
+
 const ModelInfoSummary& ModelContext::info() const {
   return impl->info;
 }
@@ -181,13 +204,20 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
 
 namespace {
 
-GenerationSetup generation_setup(const ModelContext::Impl& impl) {
+// The model, its EOS ids and the adapters `params` selects (checked against those loaded).
+GenerationSetup generation_setup(const ModelContext::Impl& impl, const GenerationParams& params) {
   GenerationSetup setup;
   setup.model = impl.model.get();
   setup.env = impl.env;
   setup.eos_ids = impl.info.eos_ids;
   const Tokenizer* tok = &impl.text.impl->tokenizer;
   setup.token_string = [tok](int32_t id) { return tok->id_to_token(id); };
+  for (const AdapterRef& a : params.adapters) {
+    if (a.id < 0 || size_t(a.id) >= impl.adapters.size())
+      fail("generate: adapter id ", a.id, " is not loaded (this model has ", impl.adapters.size(), " adapters)");
+    if (!std::isfinite(a.scale)) fail("generate: the scale of adapter ", a.id, " is not finite");
+    setup.adapters.push_back({impl.adapters[size_t(a.id)], a.scale});
+  }
   return setup;
 }
 
@@ -197,7 +227,7 @@ GenerationResult ModelContext::generate(const PreparedInput& input, const Genera
                                         const StreamCallback& on_text) const {
   if (!input.impl) fail("generate: the input was not prepared (use ModelContext::prepare)");
   DetokenizerStream text(impl->text.impl->tokenizer);
-  GenerationSetup s = generation_setup(*impl);
+  GenerationSetup s = generation_setup(*impl, params);
   s.text = &text;
   return generate_tokens(s, input.impl->input, params, on_text);
 }
@@ -213,7 +243,7 @@ std::vector<GenerationResult> ModelContext::generate_batch(const std::vector<Pre
     streams.push_back(std::make_unique<DetokenizerStream>(impl->text.impl->tokenizer));
     texts.push_back(streams.back().get());
   }
-  return generate_batch_tokens(generation_setup(*impl), model_inputs, texts, params);
+  return generate_batch_tokens(generation_setup(*impl, params), model_inputs, texts, params);
 }
 
 GenerationResult ModelContext::generate(const UserInput& input, const GenerationParams& params,

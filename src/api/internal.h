@@ -29,8 +29,13 @@ struct ModelContext::Impl {
   std::unique_ptr<Model> model;
   std::unique_ptr<Processor> processor;
   ModelInfoSummary info;
-  Compute env;  // this model's threads and precision
+  Compute env;                                                   // this model's threads and precision
+  std::vector<std::shared_ptr<const nn::LoraAdapter>> adapters;  // by id
+  std::vector<AdapterSummary> adapter_info;
 };
+
+// An adapter directory, or a Hugging Face id resolved (downloaded) through the hub cache.
+std::string resolve_adapter_dir(const std::string& id_or_dir, const LoadOptions& options);
 
 // UserInput -> the processor's messages: images decoded, videos decoded and sampled.
 std::vector<ChatMessage> to_chat_messages(const UserInput& input);

@@ -66,6 +66,19 @@ std::string resolve_model_dir(const std::string& id_or_dir, const LoadOptions& o
   }
 }
 
+std::string resolve_adapter_dir(const std::string& id_or_dir, const LoadOptions& options) {
+  if (id_or_dir.empty()) fail("no adapter given (an adapter directory or a Hugging Face id such as org/name)");
+  std::error_code ec;
+  if (fs::is_directory(id_or_dir, ec)) return id_or_dir;
+  if (!looks_like_repo_id(id_or_dir))
+    fail("adapter not found: '", id_or_dir, "' is neither a directory nor a Hugging Face id (org/name)");
+  try {
+    return resolve_adapter(id_or_dir, hub_options(options));
+  } catch (const Error& e) {
+    fail("cannot get adapter '", id_or_dir, "': ", e.what());
+  }
+}
+
 std::string download_model(const std::string& model_id, const LoadOptions& options) {
   if (!looks_like_repo_id(model_id)) fail("'", model_id, "' is not a Hugging Face model id (expected org/name)");
   return resolve_model_dir(model_id, options);

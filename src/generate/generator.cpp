@@ -168,6 +168,7 @@ void validate(const GenerationSetup& setup, const ModelInput& input, const Gener
 
 std::unique_ptr<Sequence> start_sequence(const GenerationSetup& setup, const GenerationParams& params) {
   std::unique_ptr<Sequence> seq = setup.model->start(setup.env);
+  seq->set_adapters(setup.adapters);
   if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
   return seq;
 }

@@ -34,6 +34,7 @@ struct GenerationSetup {
   TextStream* text = nullptr;
   std::vector<int32_t> eos_ids;                      // the model's EOS ids (params add more)
   std::function<std::string(int32_t)> token_string;  // vocabulary string, for logprobs (may be empty)
+  nn::LoraSet adapters;                              // LoRA adapters of this generation
 };
 
 // Throws vlm::Error when the prompt is empty or longer than the model's context.

@@ -508,4 +508,18 @@ std::string resolve_model(const std::string& repo_id, const HubOptions& opts) {
   return snapshot.string();
 }
 
+std::string resolve_adapter(const std::string& repo_id, const HubOptions& opts) {
+  check_repo_id(repo_id);
+  const fs::path config = download_file(repo_id, "adapter_config.json", opts, false);
+  HubOptions pinned = opts;
+  pinned.revision = config.parent_path().filename().string();
+  const bool mlx = !download_file(repo_id, "adapters.safetensors", pinned, true).empty();
+  const bool peft = !download_file(repo_id, "adapter_model.safetensors", pinned, true).empty();
+  if (!mlx && !peft)
+    fail("adapter '", repo_id, "' (revision '", opts.revision,
+         "') has neither adapters.safetensors (MLX) nor adapter_model.safetensors (PEFT)",
+         opts.offline ? " in the hub cache (offline mode, HF_HUB_OFFLINE=1)" : "");
+  return config.parent_path().string();
+}
+
 }  // namespace vlm

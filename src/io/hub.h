@@ -29,6 +29,9 @@ const std::vector<std::string>& hub_model_json_files();
 // Returns the local snapshot directory containing the model files; downloads what is missing (config,
 // tokenizer/processor JSON files, model.safetensors.index.json and its shards, or model.safetensors).
 std::string resolve_model(const std::string& repo_id, const HubOptions& opts);
+// The same for a LoRA adapter repo: adapter_config.json plus adapters.safetensors (MLX) and/or
+// adapter_model.safetensors (PEFT); returns the snapshot folder.
+std::string resolve_adapter(const std::string& repo_id, const HubOptions& opts);
 
 // Local path of one file of the repo at opts.revision, downloaded if missing. When `optional` and the repo
 // has no such file, returns "" instead of throwing.

@@ -1,6 +1,7 @@
 #include "models/decoder_model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/ops.h"
 
@@ -8,6 +9,10 @@ namespace vlm {
 
 std::unique_ptr<Sequence> DecoderModel::start(const Compute& env) const {
   return std::make_unique<DecoderSequence>(*this, env);
+}
+
+std::shared_ptr<const nn::LoraAdapter> DecoderModel::load_adapter(const std::string& dir) const {
+  return std::make_shared<const nn::LoraAdapter>(nn::load_lora_adapter(dir, decoder_.config()));
 }
 
 void DecoderModel::embed_token(int32_t token, float* out) const {
@@ -36,6 +41,23 @@ void DecoderSequence::set_kv_window(int64_t max_rows, int64_t keep) {
   window_ = max_rows;
   keep_ = keep;
   cache_.set_window(max_rows, std::max(keep, prefix_rows_));
+}
+
+void DecoderSequence::set_adapters(nn::LoraSet adapters) {
+  for (const nn::ActiveLora& a : adapters) {
+    if (!a.adapter) fail("set_adapters: a null adapter");
+    const nn::DecoderConfig& cfg = model_.decoder().config();
+    if (a.adapter->layers.size() != size_t(cfg.num_layers))
+      fail("set_adapters: adapter ", a.adapter->dir, " was loaded for a model with ", a.adapter->layers.size(),
+           " decoder layers, not this one");
+    for (const auto& layer : a.adapter->layers)
+      for (int slot = 0; slot < nn::kLoraSlots; ++slot)
+        if (const auto& m = layer[size_t(slot)]; m && (m->in_features() != nn::lora_slot_dims(cfg, slot)[0] ||
+                                                       m->out_features() != nn::lora_slot_dims(cfg, slot)[1]))
+          fail("set_adapters: adapter ", a.adapter->dir, " was loaded for a model of other dimensions");
+    if (!std::isfinite(a.scale)) fail("set_adapters: the scale of adapter ", a.adapter->dir, " is not finite");
+  }
+  lora_ = std::move(adapters);
 }
 
 void DecoderSequence::check_room(int64_t rows) const {
@@ -98,7 +120,7 @@ std::vector<float> DecoderSequence::run(float* x, int64_t rows, const nn::Positi
                                         std::vector<std::array<int64_t, 2>> blocks) {
   const nn::TextDecoder& dec = model_.decoder();
   const int64_t H = dec.config().hidden;
-  const nn::DecoderSpan span{rows, &cache_, prefix_rows_, std::move(blocks)};
+  const nn::DecoderSpan span{rows, &cache_, prefix_rows_, std::move(blocks), &lora_};
   dec.forward(env_, x, {&span, 1}, positions, ws_, observer_);
   std::vector<float> logits(want_logits ? size_t(dec.config().vocab) : 0);
   if (observer_ && *observer_) {  // every row's final norm, for the oracle tests
@@ -129,7 +151,7 @@ std::vector<std::vector<float>> DecoderSequence::step_many(const DecoderModel& m
     s.check_room(1);
     model.embed_token(tokens[size_t(b)], x.data() + b * H);
     s.cache_.make_room(1);
-    spans.push_back({1, &s.cache_, s.prefix_rows_, {}});
+    spans.push_back({1, &s.cache_, s.prefix_rows_, {}, &s.lora_});
     positions.append(nn::Positions::sequential(s.next_position_, 1, model.three_axis_positions()), 0, 1);
   }
   DecoderSequence& lead = *seqs[0];

@@ -32,6 +32,7 @@ class DecoderModel : public Model {
                                              std::span<const int32_t> tokens) const override;
   const nn::TextDecoder& decoder() const { return decoder_; }
   void prepare(const Compute& env) override { decoder_.prepare(env); }
+  std::shared_ptr<const nn::LoraAdapter> load_adapter(const std::string& dir) const override;
 
   // Builds the decoder rows of `input`, whose first position is `first_position`; runs the vision
   // encoder (adding its time to *vision_ms) and reports intermediates to `observer`.
@@ -60,6 +61,7 @@ class DecoderSequence : public Sequence {
   void set_kv_window(int64_t max_rows, int64_t keep) override;
   double vision_ms() const override { return vision_ms_; }
   void set_observer(const nn::Observer* observer) override { observer_ = observer; }
+  void set_adapters(nn::LoraSet adapters) override;
 
   // Batched decode: advances each sequence by its token in one pass over the weights.
   static std::vector<std::vector<float>> step_many(const DecoderModel& model, std::span<DecoderSequence* const> seqs,
@@ -79,6 +81,7 @@ class DecoderSequence : public Sequence {
   nn::Buffer hidden_;
   nn::Buffer token_row_;  // the decoder row of the token being stepped (reused every step)
   const nn::Observer* observer_ = nullptr;
+  nn::LoraSet lora_;
   int64_t seen_ = 0;           // tokens processed (positions count these, not the rows a window keeps)
   int64_t next_position_ = 0;  // position of the next token
   int64_t prefix_rows_ = 0;    // cache rows every later token sees bidirectionally

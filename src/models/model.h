@@ -13,6 +13,7 @@
 #include "core/tensor.h"
 #include "media/image.h"
 #include "nn/layers.h"
+#include "nn/lora.h"
 
 namespace vlm {
 
@@ -76,6 +77,10 @@ class Sequence {
   virtual double vision_ms() const = 0;  // time spent in the vision encoder during prefill
   // Reports intermediate tensors of later prefills and steps (nn::Observation names); null: none.
   virtual void set_observer(const nn::Observer* observer) { (void)observer; }
+  // LoRA adapters (loaded by this sequence's model) applied to the later prefills and steps.
+  virtual void set_adapters(nn::LoraSet adapters) {
+    if (!adapters.empty()) fail("this model does not support LoRA adapters");
+  }
 };
 
 struct ModelInfo {
@@ -92,6 +97,10 @@ class Model {
   virtual const ModelInfo& info() const = 0;
   // Load-time preparation of the weights for env's precision (repacking for fast kernels).
   virtual void prepare(const Compute& env) { (void)env; }
+  // Loads a LoRA adapter directory (MLX or PEFT format) for this model's text decoder.
+  virtual std::shared_ptr<const nn::LoraAdapter> load_adapter(const std::string& dir) const {
+    fail(info().model_type, ": LoRA adapters are not supported for this model (", dir, ")");
+  }
   // A new generation state that computes on `env` (threads and precision).
   virtual std::unique_ptr<Sequence> start(const Compute& env) const = 0;
   // Advances each sequence (started from this model) by its token; returns each one's logits.

@@ -148,7 +148,7 @@ void TextDecoder::forward(const Compute& env, float* x, std::span<const DecoderS
   observe(observer, "decoder.embeddings", -1, x, n, cfg_.hidden);
   for (size_t i = 0; i < layers_.size(); ++i) {
     attention_block(env, layers_[i], int(i), x, spans, n, ws);
-    mlp_block(env, layers_[i], x, n, ws);
+    mlp_block(env, layers_[i], int(i), x, spans, n, ws);
     observe(observer, "decoder.layer", int(i), x, n, cfg_.hidden);
   }
   for (const DecoderSpan& s : spans) s.cache->advance(s.rows);
@@ -165,9 +165,9 @@ void TextDecoder::attention_block(const Compute& env, const Layer& l, int index,
   float* att = ws.attn.get(n * qd);
   float* tmp = ws.tmp.get(n * H);
   l.input_norm.apply(env, x, n, h);
-  l.q.forward(env, h, n, q);
-  l.k.forward(env, h, n, k);
-  l.v.forward(env, h, n, v);
+  linear(env, l.q, index, kLoraQ, spans, h, n, q, ws);
+  linear(env, l.k, index, kLoraK, spans, h, n, k, ws);
+  linear(env, l.v, index, kLoraV, spans, h, n, v, ws);
   if (cfg_.qk_norm) {  // per head: rows of head_dim
     l.q_norm.apply(env, q, n * nh, q);
     l.k_norm.apply(env, k, n * nkv, k);
@@ -193,22 +193,34 @@ void TextDecoder::attention_block(const Compute& env, const Layer& l, int index,
               int(hd), scale, mask, att + row * qd);
     row += s.rows;
   }
-  l.o.forward(env, att, n, tmp);
+  linear(env, l.o, index, kLoraO, spans, att, n, tmp, ws);
   if (l.post_attn_norm.defined()) l.post_attn_norm.apply(env, tmp, n, tmp);
   add_inplace(x, tmp, n * H);
 }
 
-void TextDecoder::mlp_block(const Compute& env, const Layer& l, float* x, int64_t n, DecoderWorkspace& ws) const {
+void TextDecoder::linear(const Compute& env, const Linear& m, int layer, int slot, std::span<const DecoderSpan> spans,
+                         const float* x, int64_t n, float* y, DecoderWorkspace& ws) const {
+  m.forward(env, x, n, y);
+  int64_t row = 0;
+  for (const DecoderSpan& s : spans) {
+    if (s.lora && !s.lora->empty())
+      lora_add(env, *s.lora, layer, slot, x + row * m.in_features(), s.rows, y + row * m.out_features(), ws.lora);
+    row += s.rows;
+  }
+}
+
+void TextDecoder::mlp_block(const Compute& env, const Layer& l, int index, float* x, std::span<const DecoderSpan> spans,
+                            int64_t n, DecoderWorkspace& ws) const {
   const int64_t H = cfg_.hidden, I = cfg_.intermediate;
   float* h = ws.normed.get(n * H);
   float* gate = ws.gate.get(n * I);
   float* up = ws.up.get(n * I);
   float* tmp = ws.tmp.get(n * H);
   l.pre_ffn_norm.apply(env, x, n, h);
-  l.gate.forward(env, h, n, gate);
-  l.up.forward(env, h, n, up);
+  linear(env, l.gate, index, kLoraGate, spans, h, n, gate, ws);
+  linear(env, l.up, index, kLoraUp, spans, h, n, up, ws);
   activate_mul(env, cfg_.mlp_activation, gate, up, n * I);
-  l.down.forward(env, gate, n, tmp);
+  linear(env, l.down, index, kLoraDown, spans, gate, n, tmp, ws);
   if (l.post_ffn_norm.defined()) l.post_ffn_norm.apply(env, tmp, n, tmp);
   add_inplace(x, tmp, n * H);
 }

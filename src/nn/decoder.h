@@ -13,6 +13,7 @@
 #include "nn/kv_cache.h"
 #include "nn/layers.h"
 #include "nn/linear.h"
+#include "nn/lora.h"
 #include "nn/rope.h"
 
 namespace vlm::nn {
@@ -76,12 +77,14 @@ struct DecoderSpan {
   // Bidirectional blocks among these rows ([start, end), relative to the span's first row): a
   // row inside one sees the whole block in every layer (Gemma 3's image tokens).
   std::vector<std::array<int64_t, 2>> blocks;
+  const LoraSet* lora = nullptr;  // adapters of this sequence (null or empty: the base model)
 };
 
 // Reused buffers of a forward pass: sized on first use, so steady decoding allocates nothing.
 struct DecoderWorkspace {
   Buffer normed, q, k, v, attn, tmp, gate, up, qk_norm;
   std::vector<RopeTables> rope;
+  LoraWorkspace lora;
 };
 
 class TextDecoder {
@@ -110,7 +113,11 @@ class TextDecoder {
   };
   void attention_block(const Compute& env, const Layer& l, int index, float* x, std::span<const DecoderSpan> spans,
                        int64_t n, DecoderWorkspace& ws) const;
-  void mlp_block(const Compute& env, const Layer& l, float* x, int64_t n, DecoderWorkspace& ws) const;
+  void mlp_block(const Compute& env, const Layer& l, int index, float* x, std::span<const DecoderSpan> spans, int64_t n,
+                 DecoderWorkspace& ws) const;
+  // m.forward(x) into y, plus each span's LoRA update of (layer, slot) on its own rows.
+  void linear(const Compute& env, const Linear& m, int layer, int slot, std::span<const DecoderSpan> spans,
+              const float* x, int64_t n, float* y, DecoderWorkspace& ws) const;
 
   DecoderConfig cfg_;
   Embedding embed_;

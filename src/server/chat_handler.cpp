@@ -1,5 +1,6 @@
 // POST /v1/chat/completions: read and validate the body, wait for a slot, prepare the input, then
 // generate into a JSON answer or a server-sent-event stream, stopping when the client goes away.
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -69,6 +70,23 @@ void Server::Impl::check_request_fits(const ChatRequest& request) const {
   }
 }
 
+std::string Server::Impl::select_adapters(ChatRequest& request) const {
+  std::vector<AdapterRef>& chosen = request.params.adapters;
+  const size_t loaded = model.adapters().size();
+  for (size_t i = 0; i < chosen.size(); ++i)
+    if (size_t(chosen[i].id) >= loaded)
+      throw bad_request("lora[" + std::to_string(i) + "].id " + std::to_string(chosen[i].id) + " is not loaded (" +
+                            std::to_string(loaded) + " adapters; see --adapter).",
+                        "lora[" + std::to_string(i) + "].id", "invalid_value");
+  for (const auto& [name, id] : options.adapters)
+    if (name == request.model) {
+      if (std::none_of(chosen.begin(), chosen.end(), [id = id](const AdapterRef& a) { return a.id == id; }))
+        chosen.push_back({id, 1.0f});
+      return name;
+    }
+  return options.model_names[0];
+}
+
 void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& res) {
   ++requests;
   try {
@@ -83,6 +101,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     job->request = parse_chat_request(std::move(body.bytes()), options.media, options.defaults,
                                       [this](const std::string& m) { check_model(m); });
     check_request_fits(job->request);
+    const std::string reported_model = select_adapters(job->request);
     ActiveRequest* connection = job->connection;
     std::unique_ptr<Scheduler::Lease> lease = scheduler.acquire([connection] { return connection->client_gone(); });
     if (!lease) {
@@ -121,7 +140,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
                           "max_tokens", "context_length_exceeded");
       params.max_tokens = int(std::min<int64_t>(params.max_tokens, room));
     }
-    job->meta = new_completion_meta(options.model_names[0]);
+    job->meta = new_completion_meta(reported_model);
 
     if (job->request.stream) {
       res.set_header("Cache-Control", "no-cache");

@@ -183,6 +183,19 @@ ChatRequest parse_chat_request(std::string body, const MediaLimits& limits, cons
   if (const json* v = field(doc, "repetition_penalty"))
     p.sampling.repetition_penalty = float(number(*v, "repetition_penalty", 0.01, 10));
   if (const json* v = field(doc, "ignore_eos")) p.ignore_eos = boolean(*v, "ignore_eos");
+  if (const json* v = field(doc, "lora")) {  // llama.cpp: [{"id": i, "scale": s}]
+    if (!v->is_array()) wrong_type("lora", "an array", *v);
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      const std::string at = "lora[" + std::to_string(i) + "]";
+      if (!e.is_object()) wrong_type(at, "an object", e);
+      const json* id = field(e, "id");
+      if (!id) throw bad_request("Missing required parameter: '" + at + ".id'.", at + ".id", "missing");
+      const json* scale = field(e, "scale");
+      p.adapters.push_back(
+          {int(integer(*id, at + ".id", 0, 1 << 20)), scale ? float(number(*scale, at + ".scale", -100, 100)) : 1.0f});
+    }
+  }
   if (const json* v = field(doc, "stop")) p.stop = parse_stop(*v);
   if (const json* v = field(doc, "n"))
     if (integer(*v, "n", 1, 128) != 1)

@@ -52,6 +52,7 @@ const char* kUsage =
     "  --max-tokens N            completion length when a request gives none (default 512)\n"
     "  --temperature T           temperature when a request gives none (default 0 = greedy)\n"
     "  --alias NAME              name reported by /v1/models and accepted as \"model\" (repeatable)\n"
+    "  --adapter NAME=DIR        LoRA adapter (MLX or PEFT dir or hub id) served as model NAME (repeatable)\n"
     "  --shutdown-timeout S      grace period for in-flight requests on SIGINT/SIGTERM (default 30)\n"
     "  --threads N               compute threads (default: physical cores)\n"
     "  --offline                 never download the model\n"
@@ -89,6 +90,7 @@ int64_t integer(const std::string& opt, const std::string& v, int64_t lo, int64_
 
 struct Parsed {
   std::string model;
+  std::vector<std::pair<std::string, std::string>> adapters;  // NAME, DIR
   ServerOptions server;
   LoadOptions load;
 };
@@ -116,6 +118,7 @@ Parsed parse(int argc, char** argv) {
                                                        {"max-tokens", true},
                                                        {"temperature", true},
                                                        {"alias", true},
+                                                       {"adapter", true},
                                                        {"shutdown-timeout", true},
                                                        {"threads", true},
                                                        {"offline", false},
@@ -186,7 +189,12 @@ Parsed parse(int argc, char** argv) {
       s.defaults.temperature = float(number(name, value, 0, 2));
     else if (name == "alias")
       s.model_names.push_back(value);
-    else if (name == "shutdown-timeout")
+    else if (name == "adapter") {
+      const size_t at = value.find('=');
+      if (at == std::string::npos || at == 0 || at + 1 == value.size())
+        throw UsageError("--adapter expects NAME=DIR, got '" + value + "'");
+      p.adapters.emplace_back(value.substr(0, at), value.substr(at + 1));
+    } else if (name == "shutdown-timeout")
       s.shutdown_grace_s = number(name, value, 0, 86400);
     else if (name == "threads")
       p.load.threads = int(integer(name, value, 1, 1024));
@@ -296,6 +304,8 @@ int serve_command(int argc, char** argv) {
     std::fprintf(stderr, "vlm serve: loading %s...\n", p.model.c_str());
     LoadingResponder loading(p.server.host, p.server.port);
     ModelContext model = ModelContext::load(p.model, p.load);
+    for (const auto& [name, dir] : p.adapters)
+      p.server.adapters.emplace_back(name, model.load_adapter(dir, name, p.load));
     Server server(model, p.server);
     loading.stop();
     int port = server.bind();

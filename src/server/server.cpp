@@ -126,6 +126,8 @@ void Server::Impl::check_auth(const httplib::Request& req) const {
 void Server::Impl::check_model(const std::string& name) const {
   for (const auto& n : options.model_names)
     if (n == name) return;
+  for (const auto& a : options.adapters)
+    if (a.first == name) return;
   throw ApiError(404, "The model '" + name + "' does not exist; this server serves '" + options.model_names[0] + "'.",
                  "model", "model_not_found");
 }
@@ -214,9 +216,19 @@ void Server::Impl::set_routes() {
                       {"created", 0},
                       {"owned_by", "vlm.cpp"},
                       {"context_length", ctx_size}});
+      for (const auto& [name, id] : options.adapters)  // as vLLM lists LoRA modules
+        data.push_back({{"id", name},
+                        {"object", "model"},
+                        {"created", 0},
+                        {"owned_by", "vlm.cpp"},
+                        {"root", model.adapters()[size_t(id)].dir},
+                        {"parent", options.model_names[0]},
+                        {"context_length", ctx_size}});
       if (req.matches.size() > 1) {
         check_model(req.matches[1]);
-        res.set_content(dump_json(data[0]), "application/json");
+        for (const json& m : data)
+          if (m["id"] == req.matches[1]) res.set_content(dump_json(m), "application/json");
+        if (res.body.empty()) res.set_content(dump_json(data[0]), "application/json");
         return;
       }
       res.set_content(dump_json({{"object", "list"}, {"data", data}}), "application/json");

@@ -29,6 +29,9 @@ struct ServerOptions {
   double shutdown_grace_s = 30;  // in-flight generations get this long to finish, then are cancelled
   bool log_requests = false;     // one line per request on stderr
   std::vector<std::string> model_names;  // accepted as "model"; the first is the one reported
+  // LoRA adapters served by name (--adapter NAME=DIR): "model": NAME selects one; the ids are the
+  // ModelContext's adapter ids, which llama.cpp-style "lora": [{"id", "scale"}] entries name.
+  std::vector<std::pair<std::string, int>> adapters;
   MediaLimits media;
   RequestDefaults defaults;
 };

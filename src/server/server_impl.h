@@ -39,6 +39,8 @@ struct Server::Impl {
   void set_routes();
   void handle_chat(const httplib::Request& req, httplib::Response& res);
   void check_request_fits(const ChatRequest& request) const;
+  // Checks the request's "lora" ids and adds the adapter its "model" names; returns the name reported.
+  std::string select_adapters(ChatRequest& request) const;
   void stream_completion(ChatJob& job, httplib::DataSink& sink);
   void record_generation(const ChatJob& job, const GenerationResult& r);  // token counters and latency histograms
   void check_auth(const httplib::Request& req) const;

@@ -342,3 +342,41 @@ TEST(DemoModel, BatchGivesEachSequenceWhatItGetsAlone) {
 
 }  // namespace
 }  // namespace vlm
+
+namespace vlm {
+namespace {
+
+// LoRA through the public API: an adapter id selects the adapter per generation (the oracle's greedy
+// tokens), generations without it are the base model's, and bad ids or adapters are clear errors.
+TEST(LoraApi, AdaptersArePerGeneration) {
+  const std::string lora = kShared + "/fixtures/lora";
+  if (!fs::is_directory(lora + "/expected")) GTEST_SKIP() << "no lora fixtures";
+  LoadOptions lo;
+  lo.threads = 2;
+  ModelContext ctx = ModelContext::load(kTiny, lo);
+  const int id = ctx.load_adapter(lora + "/peft-qv", "qv");
+  EXPECT_EQ(id, 0);
+  ASSERT_EQ(ctx.adapters().size(), 1u);
+  EXPECT_EQ(ctx.adapters()[0].name, "qv");
+  EXPECT_EQ(ctx.adapters()[0].format, "peft");
+  EXPECT_EQ(ctx.adapters()[0].modules.size(), 4u);
+  PreparedInput in = ctx.prepare(UserInput::from_prompt("Write a haiku about the sea."));
+  GenerationParams p;
+  p.max_tokens = 16;
+  p.adapters = {{id, 1.0f}};
+  const GenerationResult with = ctx.generate(in, p);
+  json expected = read_json_file(lora + "/expected/peft-qv.json");
+  std::vector<int32_t> want;
+  for (const json& c : expected["cases"])
+    if (c["case"] == "01_text_only") want = c["results"]["tiny-bf16"]["generated_ids"].get<std::vector<int32_t>>();
+  EXPECT_EQ(with.token_ids, want);
+  p.adapters.clear();
+  const GenerationResult without = ctx.generate(in, p);
+  EXPECT_NE(without.token_ids, with.token_ids);
+  p.adapters = {{3, 1.0f}};
+  EXPECT_THROW(ctx.generate(in, p), Error);
+  EXPECT_THROW(ctx.load_adapter(kTiny), Error);
+}
+
+}  // namespace
+}  // namespace vlm

@@ -182,6 +182,52 @@ int main(int argc, char** argv) {
   vlm_input_free(in);
 
   vlm_model_free(model);
+
+  /* LoRA: an adapter set per generation (expected ids from shared/fixtures/lora/expected/peft-qv.json). */
+  {
+    char tiny[4096], adapter[4096];
+    snprintf(tiny, sizeof tiny, "%s/fixtures/qwen2_vl/tiny-bf16", argv[1]);
+    snprintf(adapter, sizeof adapter, "%s/fixtures/lora/peft-qv", argv[1]);
+    vlm_model* m = NULL;
+    int32_t id = -1;
+    if (vlm_model_load_with_options(tiny, &options, &m) == VLM_OK) {
+      CHECK(vlm_model_load_adapter(m, "/no/such/adapter", &id) == VLM_ERR_LOAD);
+      CHECK(strstr(vlm_last_error(), "/no/such/adapter") != NULL);
+      CHECK(vlm_model_load_adapter(m, adapter, &id) == VLM_OK);
+      CHECK(id == 0);
+      in = vlm_input_new();
+      CHECK(vlm_input_add_message(in, "user") == VLM_OK);
+      CHECK(vlm_input_add_text(in, "Write a haiku about the sea.") == VLM_OK);
+      vlm_generation_params lp = vlm_generation_params_default();
+      lp.max_tokens = 4;
+      const int32_t ids[1] = {0};
+      const float scales[1] = {1.0f};
+      lp.adapter_ids = ids;
+      lp.adapter_scales = scales;
+      lp.n_adapters = 1;
+      const int32_t want[4] = {106486, 54582, 20811, 147131}, base[4] = {66994, 118917, 118917, 118917};
+      CHECK(vlm_generate(m, in, &lp, NULL, NULL, &r) == VLM_OK);
+      if (r) {
+        CHECK(vlm_result_n_tokens(r) == 4 && memcmp(vlm_result_tokens(r), want, sizeof want) == 0);
+        vlm_result_free(r);
+        r = NULL;
+      }
+      lp.n_adapters = 0;
+      CHECK(vlm_generate(m, in, &lp, NULL, NULL, &r) == VLM_OK);
+      if (r) {
+        CHECK(vlm_result_n_tokens(r) == 4 && memcmp(vlm_result_tokens(r), base, sizeof base) == 0);
+        vlm_result_free(r);
+        r = NULL;
+      }
+      const int32_t bad[1] = {7};
+      lp.adapter_ids = bad;
+      lp.n_adapters = 1;
+      CHECK(vlm_generate(m, in, &lp, NULL, NULL, &r) == VLM_ERR_RUNTIME);
+      CHECK(strstr(vlm_last_error(), "adapter id 7") != NULL);
+      vlm_input_free(in);
+      vlm_model_free(m);
+    }
+  }
   if (failures)
     fprintf(stderr, "%d check(s) failed\n", failures);
   else

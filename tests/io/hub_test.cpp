@@ -78,6 +78,7 @@ class FakeHub {
     std::vector<std::string> args = {kPython,
                                      script,
                                      "--repo=tiny/qwen2-vl=" + kFixture,
+                                     "--repo=tiny/lora=" + kShared + "/fixtures/lora/peft-qv",
                                      "--repo=tiny/gated=" + kFixture,
                                      "--gated=tiny/gated=" + kToken,
                                      "--repo=tiny/corrupt=" + kFixture,
@@ -296,6 +297,20 @@ TEST_F(HubTest, DownloadsModelIntoStandardCacheLayout) {
   const auto again = hub_->requests(before);
   EXPECT_LE(again.size(), 1u);
   for (const auto& r : again) EXPECT_NE(r["method"], "GET") << r.dump();
+}
+
+TEST_F(HubTest, ResolvesAdapterRepos) {
+  if (!fs::is_directory(kShared + "/fixtures/lora/peft-qv")) GTEST_SKIP() << "no lora fixtures";
+  const std::string snap = resolve_adapter("tiny/lora", opts_);
+  for (const char* name : {"adapter_config.json", "adapter_model.safetensors"})
+    EXPECT_EQ(read_bytes(fs::path(snap) / name), read_bytes(kShared + "/fixtures/lora/peft-qv/" + name)) << name;
+  EXPECT_FALSE(fs::exists(fs::path(snap) / "adapters.safetensors"));
+  HubOptions offline = opts_;
+  offline.offline = true;
+  EXPECT_EQ(resolve_adapter("tiny/lora", offline), snap);
+  // A model repo is not an adapter repo.
+  std::string err = error_of([&] { resolve_adapter("tiny/qwen2-vl", opts_); });
+  EXPECT_NE(err.find("adapter_config.json"), std::string::npos) << err;
 }
 
 TEST_F(HubTest, OfflineResolvesFromCacheOrSaysWhatIsMissing) {

@@ -38,9 +38,10 @@ struct ForwardTrace {
 };
 
 inline ForwardTrace forward_trace(const DecoderModel& model, const ModelInput& input, int64_t logits_rows,
-                                  const Compute& env = test_env()) {
+                                  const Compute& env = test_env(), const nn::LoraSet& adapters = {}) {
   ForwardTrace t;
   auto seq = model.start(env);
+  seq->set_adapters(adapters);
   seq->set_observer(&t.rec.observer);
   ModelInput one_shot = input;
   one_shot.prefill_chunk = 0;

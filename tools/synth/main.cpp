@@ -5,6 +5,7 @@
 //   vlm-synth --arch qwen2.5-vl-3b    --layout hf-bf16|mlx-4bit|mlx-8bit --out DIR
 //   vlm-synth --arch paligemma-3b-448 --layout hf-bf16|mlx-8bit-2024   --out DIR
 //   vlm-synth --arch gemma-3-4b       --layout hf-bf16|mlx-4bit|mlx-8bit --out DIR
+//   vlm-synth --lora-for MODEL_DIR [--rank 8] --out DIR   (random MLX LoRA adapter on every q/v_proj)
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +18,7 @@
 
 #include "core/thread_pool.h"
 #include "io/json_file.h"
+#include "io/safetensors.h"
 #include "nn/quantize.h"
 
 namespace fs = std::filesystem;
@@ -340,8 +342,40 @@ void copy_model_file(const fs::path& from, const fs::path& to) {
   fs::permissions(to, fs::perms::owner_write, fs::perm_options::add);
 }
 
+// A random MLX-format LoRA adapter (rank r, scale 2) on self_attn.q_proj and v_proj of every decoder
+// layer of the model in `model_dir` (benchmarks: the cost of the low-rank path).
+void write_lora(const fs::path& model_dir, int64_t rank, const fs::path& out, uint64_t seed) {
+  json cfg = read_json_file((model_dir / "config.json").string());
+  const json& t = cfg.contains("text_config") && cfg["text_config"].contains("hidden_size") ? cfg["text_config"] : cfg;
+  const int64_t H = t.at("hidden_size").get<int64_t>(), layers = t.at("num_hidden_layers").get<int64_t>();
+  const int64_t heads = t.at("num_attention_heads").get<int64_t>();
+  const int64_t kv = t.value("num_key_value_heads", heads), hd = t.value("head_dim", H / heads);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  auto random = [&](Shape shape) {
+    std::vector<float> v(size_t(shape_numel(shape)));
+    for (float& x : v) x = normal(rng);
+    return Tensor::from_floats(v, shape);
+  };
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (int64_t l = 0; l < layers; ++l)
+    for (auto [name, outf] : {std::pair<const char*, int64_t>{"q_proj", heads * hd}, {"v_proj", kv * hd}}) {
+      const std::string p = "language_model.model.layers." + std::to_string(l) + ".self_attn." + name;
+      tensors.emplace_back(p + ".lora_a", random({H, rank}));
+      tensors.emplace_back(p + ".lora_b", random({rank, outf}));
+    }
+  fs::create_directories(out);
+  save_safetensors((out / "adapters.safetensors").string(), tensors, {{"format", "mlx"}});
+  json ac = {{"fine_tune_type", "lora"},
+             {"num_layers", layers},
+             {"lora_parameters",
+              {{"rank", rank}, {"scale", 2.0}, {"dropout", 0.0}, {"keys", {"self_attn.q_proj", "self_attn.v_proj"}}}}};
+  std::ofstream(out / "adapter_config.json") << ac.dump(2) << "\n";
+}
+
 int run(int argc, char** argv) {
-  std::string arch, layout_name, out;
+  std::string arch, layout_name, out, lora_for;
+  int64_t rank = 8;
   uint64_t seed = 1;
   fs::path repo = fs::path(VLM_SOURCE_DIR);
   fs::path shared = fs::path(VLM_SHARED_DIR);
@@ -361,8 +395,17 @@ int run(int argc, char** argv) {
       seed = std::stoull(next());
     else if (a == "--shared")
       shared = next();
+    else if (a == "--lora-for")
+      lora_for = next();
+    else if (a == "--rank")
+      rank = std::stoll(next());
     else
       fail("unknown argument ", a);
+  }
+  if (!lora_for.empty() && !out.empty()) {
+    if (rank <= 0) fail("--rank must be positive");
+    write_lora(lora_for, rank, out, seed);
+    return 0;
   }
   if (arch.empty() || layout_name.empty() || out.empty())
     fail(

@@ -35,6 +35,7 @@ int run_bench(const std::vector<std::string>& argv) {
   };
   for (auto& o : processing_options()) cmd.options.push_back(o);
   for (auto& o : runtime_options()) cmd.options.push_back(o);
+  cmd.options.push_back(adapter_option());
   Args args = Args::parse(cmd, argv);
   if (int rc = help_requested(cmd, args); rc >= 0) return rc;
   std::string model = args.require("model");
@@ -45,6 +46,7 @@ int run_bench(const std::vector<std::string>& argv) {
   LoadOptions lo = load_options(args);
 
   ModelContext ctx = ModelContext::load(model, lo);
+  std::vector<AdapterRef> adapters = load_adapters(ctx, args, lo);
   std::string text = synthetic_text(ctx.text(), n_prompt);
   std::vector<std::string> images;
   if (auto img = args.get("image")) images.push_back(*img);
@@ -57,6 +59,7 @@ int run_bench(const std::vector<std::string>& argv) {
   p.max_tokens = int(n_gen);
   p.ignore_eos = true;
   p.sampling.temperature = 0;
+  p.adapters = adapters;
   auto t_gen = std::chrono::steady_clock::now();
   std::vector<GenerationResult> results = batch == 1 ? std::vector<GenerationResult>{ctx.generate(prepared, p)}
                                                      : ctx.generate_batch(std::vector(size_t(batch), prepared), p);
@@ -89,7 +92,8 @@ int run_bench(const std::vector<std::string>& argv) {
                         {"batch", batch},
                         {"decode_tps_per_sequence", per_sequence_tps},
                         {"decode_tps_aggregate", aggregate_tps},
-                        {"peak_rss_bytes", s.peak_memory_bytes}};
+                        {"peak_rss_bytes", s.peak_memory_bytes},
+                        {"adapters", args.all("adapter")}};
     std::printf("%s\n", dump_json(j, 2).c_str());
     return 0;
   }

@@ -23,6 +23,7 @@ Command chat_command() {
   for (auto& o : sampling_options()) c.options.push_back(o);
   for (auto& o : processing_options()) c.options.push_back(o);
   for (auto& o : runtime_options()) c.options.push_back(o);
+  c.options.push_back(adapter_option());
   return c;
 }
 
@@ -46,6 +47,7 @@ int run_chat(const std::vector<std::string>& argv) {
     if (!std::filesystem::exists(p)) throw std::runtime_error("image not found: " + p);
   bool verbose = args.flag("verbose");
   ModelContext ctx = ModelContext::load(model, load_options(args));
+  params.adapters = load_adapters(ctx, args, load_options(args));
 
   const bool interactive = isatty(STDIN_FILENO);
   if (interactive)

@@ -27,6 +27,7 @@ Command generate_command() {
   for (auto& o : sampling_options()) c.options.push_back(o);
   for (auto& o : processing_options()) c.options.push_back(o);
   for (auto& o : runtime_options()) c.options.push_back(o);
+  c.options.push_back(adapter_option());
   return c;
 }
 
@@ -80,6 +81,7 @@ int run_generate(const std::vector<std::string>& argv) {
   LoadOptions lo = load_options(args);
 
   ModelContext ctx = ModelContext::load(model, lo);
+  params.adapters = load_adapters(ctx, args, lo);
   PreparedInput prepared = ctx.prepare(input);
   StreamCallback stream;
   if (!as_json) {

@@ -61,9 +61,33 @@ int run_info(const std::vector<std::string>& argv) {
   Command cmd{"info", "Show a model's architecture, parameter count, quantization and files.", "DIR|ID", {}};
   cmd.options = {{"json", false, false, "print JSON"}};
   for (auto& o : runtime_options()) cmd.options.push_back(o);
+  cmd.options.push_back(adapter_option());
   Args args = Args::parse(cmd, argv);
   if (int rc = help_requested(cmd, args); rc >= 0) return rc;
   std::string model = one_positional(args, cmd);
+  if (args.has("adapter")) {  // the adapters as resolved against this model
+    ModelContext ctx = ModelContext::load(model, load_options(args));
+    load_adapters(ctx, args, load_options(args));
+    if (args.flag("json")) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const AdapterSummary& a : ctx.adapters()) {
+        nlohmann::json mods = nlohmann::json::array();
+        for (const AdapterModuleSummary& m : a.modules)
+          mods.push_back({{"layer", m.layer},
+                          {"module", m.module},
+                          {"in_features", m.in_features},
+                          {"out_features", m.out_features},
+                          {"rank", m.rank},
+                          {"scale", m.scale}});
+        list.push_back({{"name", a.name}, {"dir", a.dir}, {"format", a.format}, {"modules", mods}});
+      }
+      std::printf("%s\n", dump_json({{"model", model}, {"adapters", list}}, 2).c_str());
+    } else {
+      std::printf("model:         %s (%s)\n", model.c_str(), ctx.info().model_type.c_str());
+      print_adapters(ctx);
+    }
+    return 0;
+  }
   ModelSummary s = inspect_model(model, load_options(args));
   int64_t total = 0;
   for (const auto& f : s.files) total += f.bytes;

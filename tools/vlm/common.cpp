@@ -55,6 +55,40 @@ ModelDefaults defaults_for(const std::string& model) {
   return ModelDefaults{};
 }
 
+OptionSpec adapter_option() {
+  return {"adapter", true, true, "LoRA adapter (MLX or PEFT) directory or hub id, optional :SCALE (default 1)",
+          "DIR[:SCALE]"};
+}
+
+std::pair<std::string, float> parse_adapter_spec(const std::string& option, const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon != std::string::npos && colon > 0 && colon + 1 < text.size()) {
+    const std::string tail = text.substr(colon + 1);
+    if (tail.find_first_not_of("0123456789.eE+-") == std::string::npos)
+      return {text.substr(0, colon), float(parse_double(option, tail, -1e6, 1e6))};
+  }
+  if (text.empty()) throw UsageError("option '--" + option + "': empty adapter path");
+  return {text, 1.0f};
+}
+
+std::vector<AdapterRef> load_adapters(ModelContext& ctx, const Args& args, const LoadOptions& options) {
+  std::vector<AdapterRef> out;
+  for (const std::string& spec : args.all("adapter")) {
+    auto [dir, scale] = parse_adapter_spec("adapter", spec);
+    out.push_back({ctx.load_adapter(dir, dir, options), scale});
+  }
+  return out;
+}
+
+void print_adapters(const ModelContext& ctx) {
+  for (const AdapterSummary& a : ctx.adapters()) {
+    std::printf("adapter %d:     %s (%s, %zu modules)\n", a.id, a.name.c_str(), a.format.c_str(), a.modules.size());
+    for (const AdapterModuleSummary& m : a.modules)
+      std::printf("  layer %-3d %-18s %5lld -> %-5lld rank %-3lld scale %g\n", m.layer, m.module.c_str(),
+                  (long long)m.in_features, (long long)m.out_features, (long long)m.rank, double(m.scale));
+  }
+}
+
 GenerationParams generation_params(const Args& args, const ModelDefaults& defaults) {
   GenerationParams p;
   p.max_tokens = int(args.get_int("max-tokens", 0, 1 << 24).value_or(defaults.max_tokens));

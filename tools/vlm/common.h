@@ -19,6 +19,7 @@ int run_tokenize(const std::vector<std::string>& argv);
 int run_chat_template(const std::vector<std::string>& argv);
 int run_bench(const std::vector<std::string>& argv);
 int run_batch(const std::vector<std::string>& argv);
+int run_lora(const std::vector<std::string>& argv);
 
 // --max-tokens, --temperature, --top-p, --top-k, --min-p, --repetition-penalty, ... --seed, --stop.
 std::vector<OptionSpec> sampling_options();
@@ -26,6 +27,14 @@ std::vector<OptionSpec> sampling_options();
 std::vector<OptionSpec> runtime_options();
 // --resize, --min-pixels, --max-pixels, --fps.
 std::vector<OptionSpec> processing_options();
+
+// --adapter DIR[:SCALE] (repeatable): LoRA adapters.
+OptionSpec adapter_option();
+// "DIR[:SCALE]" -> directory (or hub id) and scale (1 when absent).
+std::pair<std::string, float> parse_adapter_spec(const std::string& option, const std::string& text);
+// Loads every --adapter into `ctx` and returns them for GenerationParams::adapters.
+std::vector<AdapterRef> load_adapters(ModelContext& ctx, const Args& args, const LoadOptions& options);
+void print_adapters(const ModelContext& ctx);  // targets, ranks and scales, one block per adapter
 
 GenerationParams generation_params(const Args& args, const ModelDefaults& defaults);
 LoadOptions load_options(const Args& args);

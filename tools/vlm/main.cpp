@@ -31,6 +31,7 @@ const Subcommand kSubcommands[] = {
     {"chat-template", vlm::cli::run_chat_template, "render the chat template for a JSON message list"},
     {"bench", vlm::cli::run_bench, "time one end-to-end run (load, prompt, decode, memory)"},
     {"batch", vlm::cli::run_batch, "run an OpenAI Batch API JSONL file offline (resumable, shardable)"},
+    {"lora", vlm::cli::run_lora, "LoRA adapters: `vlm lora fuse` merges adapters into a new model directory"},
     {"serve", nullptr, "serve the OpenAI-compatible HTTP API (/v1/chat/completions)"},
 };
 
