@@ -70,7 +70,9 @@ struct GenerationStats {
   double generation_ms = 0;  // from the end of prefill to the last token
   double generation_tps = 0;
   double image_encode_ms = 0;
-  int64_t peak_memory_bytes = 0;  // VmHWM of this process
+  int64_t peak_memory_bytes = 0;      // VmHWM of this process
+  int64_t cached_tokens = 0;          // prompt tokens taken from the prompt cache (not prefilled again)
+  double time_to_first_token_ms = 0;  // from the start of generate() to the first sampled token
 };
 
 struct GenerationResult {
@@ -248,6 +250,52 @@ class ModelContext {
                             const StreamCallback& on_text = nullptr) const;
   GenerationResult generate(const UserInput& input, const GenerationParams& params,
                             const StreamCallback& on_text = nullptr) const;
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+// A conversation that keeps its KV cache between turns (prompt cache): each generation reuses the
+// longest cached prefix of its prompt (token ids and, at image/video positions, the media content)
+// and prefills only the rest, so a follow-up question about an image costs only the new tokens.
+// Answers are those of ModelContext::generate on the same prompt. Not thread-safe: one session per
+// conversation; the sessions of one model share its weights and may run on different threads.
+class ChatSession {
+ public:
+  explicit ChatSession(const ModelContext& model, const UserInput::Options& options = {});
+
+  // Appends `turn` (usually a user message) to the history, answers the whole conversation and
+  // appends the answer as the assistant's turn (on "cancelled" or an error, the history is left as
+  // it was).
+  GenerationResult send(UserInput::Message turn, const GenerationParams& params,
+                        const StreamCallback& on_text = nullptr);
+  // Answers any prepared prompt on this session's cache; the history is left alone.
+  GenerationResult generate(const PreparedInput& input, const GenerationParams& params,
+                            const StreamCallback& on_text = nullptr);
+  // Clears the history (the system message given to set_system stays) and the cache.
+  void reset();
+  void set_system(const std::string& system);           // the first message of every prompt ("" = none)
+  void set_options(const UserInput::Options& options);  // image sizes etc. of later turns
+  const std::vector<UserInput::Message>& history() const;
+  int64_t cached_tokens() const;  // tokens whose KV rows the cache holds
+  size_t cache_bytes() const;
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+// Prompt cache shared by concurrent requests (a server): finished generations keep their KV cache
+// here, and a request whose prompt shares a prefix with one of them (token ids and media content)
+// takes it over and prefills only the rest. A cached sequence serves one request at a time, so
+// requests never see each other's state. Bounded by `max_bytes` of KV cache, least recently used
+// first out; 0 disables it. Thread-safe.
+class PromptCache {
+ public:
+  PromptCache(const ModelContext& model, size_t max_bytes);
+  GenerationResult generate(const PreparedInput& input, const GenerationParams& params,
+                            const StreamCallback& on_text = nullptr) const;
+  size_t bytes() const;    // KV cache memory held now (<= max_bytes)
+  size_t entries() const;  // sequences held now
 
   struct Impl;
   std::shared_ptr<Impl> impl;

@@ -179,18 +179,24 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
   return p;
 }
 
+GenerationResult generate_on(const ModelContext::Impl& model, const ModelInput& input, const GenerationParams& params,
+                             const StreamCallback& on_text, Sequence* sequence) {
+  DetokenizerStream text(model.text.impl->tokenizer);
+  GenerationSetup setup;
+  setup.model = model.model.get();
+  setup.env = model.env;
+  setup.text = &text;
+  setup.eos_ids = model.info.eos_ids;
+  setup.sequence = sequence;
+  const Tokenizer* tok = &model.text.impl->tokenizer;
+  setup.token_string = [tok](int32_t id) { return tok->id_to_token(id); };
+  return generate_tokens(setup, input, params, on_text);
+}
+
 GenerationResult ModelContext::generate(const PreparedInput& input, const GenerationParams& params,
                                         const StreamCallback& on_text) const {
   if (!input.impl) fail("generate: the input was not prepared (use ModelContext::prepare)");
-  DetokenizerStream text(impl->text.impl->tokenizer);
-  GenerationSetup setup;
-  setup.model = impl->model.get();
-  setup.env = impl->env;
-  setup.text = &text;
-  setup.eos_ids = impl->info.eos_ids;
-  const Tokenizer* tok = &impl->text.impl->tokenizer;
-  setup.token_string = [tok](int32_t id) { return tok->id_to_token(id); };
-  return generate_tokens(setup, input.impl->input, params, on_text);
+  return generate_on(*impl, input.impl->input, params, on_text, nullptr);
 }
 
 GenerationResult ModelContext::generate(const UserInput& input, const GenerationParams& params,

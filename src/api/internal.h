@@ -32,6 +32,10 @@ struct ModelContext::Impl {
   Compute env;  // this model's threads and precision
 };
 
+// Generation on `model`, on `sequence` when given (prompt cache), else on a fresh sequence.
+GenerationResult generate_on(const ModelContext::Impl& model, const ModelInput& input, const GenerationParams& params,
+                             const StreamCallback& on_text, Sequence* sequence);
+
 // UserInput -> the processor's messages: images decoded, videos decoded and sampled.
 std::vector<ChatMessage> to_chat_messages(const UserInput& input);
 ProcessingOptions to_processing_options(const UserInput::Options& options);

@@ -71,6 +71,7 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   eos.insert(eos.end(), params.extra_eos_ids.begin(), params.extra_eos_ids.end());
   auto is_eos = [&](int32_t id) { return !params.ignore_eos && std::find(eos.begin(), eos.end(), id) != eos.end(); };
 
+  auto t_prefill = Clock::now();
   GenerationResult result;
   result.finish_reason = "length";
   result.stats.prompt_tokens = n_prompt;
@@ -81,21 +82,22 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
 
   Sampler sampler(params.sampling);
   StopStringMatcher stop(params.stop);
-  std::unique_ptr<Sequence> seq = setup.model->start(setup.env);
+  std::unique_ptr<Sequence> fresh = setup.sequence ? nullptr : setup.model->start(setup.env);
+  Sequence* seq = setup.sequence ? setup.sequence : fresh.get();
   if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
 
-  auto t_prefill = Clock::now();
   std::vector<float> logits;
   if (params.between_prefill_chunks) {
     ModelInput chunked = input;  // tensors share their storage: a cheap copy
     chunked.between_chunks = params.between_prefill_chunks;
-    logits = seq->prefill(chunked);
+    logits = seq->prefill_reusing(chunked, &result.stats.cached_tokens);
   } else {
-    logits = seq->prefill(input);
+    logits = seq->prefill_reusing(input, &result.stats.cached_tokens);
   }
   result.stats.prompt_ms = ms_since(t_prefill);
   result.stats.image_encode_ms = seq->vision_ms();
-  if (result.stats.prompt_ms > 0) result.stats.prompt_tps = double(n_prompt) / (result.stats.prompt_ms / 1000.0);
+  if (result.stats.prompt_ms > 0)
+    result.stats.prompt_tps = double(n_prompt - result.stats.cached_tokens) / (result.stats.prompt_ms / 1000.0);
 
   std::vector<int32_t> history(input.ids.begin(), input.ids.end());
   auto t_gen = Clock::now();
@@ -108,7 +110,10 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
       result.logprobs.push_back(make_logprob(logits, token, params.top_logprobs, setup.token_string));
     result.token_ids.push_back(token);
     history.push_back(token);
-    if (i == 0) t_first = Clock::now();
+    if (i == 0) {
+      t_first = Clock::now();
+      result.stats.time_to_first_token_ms = ms_since(t_prefill);
+    }
 
     bool eos_hit = is_eos(token);
     std::string piece = eos_hit ? setup.text->flush() : setup.text->push(token);

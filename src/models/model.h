@@ -1,8 +1,8 @@
 // The interface every model family implements, and what its processor hands it.
 #pragma once
 #include <array>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -48,6 +48,9 @@ struct ModelInput {
   // (causal models; a prefix-LM runs its bidirectional prefix at once). <= 0: all at once.
   int64_t prefill_chunk = 512;
   std::function<void()> between_chunks;  // called after every prefill chunk but the last
+  // Prompt cache: rows [0, cached_rows) are already in the sequence's KV cache, so build_prompt may
+  // skip the vision encoder for media whose tokens all lie there (their rows are never run).
+  int64_t cached_rows = 0;
 };
 
 class Processor {
@@ -71,7 +74,23 @@ class Sequence {
     (void)keep;
     if (max_rows > 0) fail("this model does not support a bounded KV cache (max_kv_size)");
   }
-  virtual double vision_ms() const = 0;  // time spent in the vision encoder during prefill
+  // Prompt cache: runs `input` as the sequence's whole prompt, keeping the longest prefix of the
+  // cached rows whose tokens (and, at image/video positions, media content) match it and prefilling
+  // only the rest; *reused receives the number of prompt tokens taken from the cache. Returns the
+  // logits of the last position. The default supports only an empty sequence.
+  virtual std::vector<float> prefill_reusing(const ModelInput& input, int64_t* reused) {
+    if (length() > 0) fail("this model cannot reuse a cached prompt");
+    if (reused) *reused = 0;
+    return prefill(input);
+  }
+  // How many leading tokens of `keys` (Model::prompt_keys) the cache holds and could reuse.
+  virtual int64_t cached_prefix(const std::vector<uint64_t>& keys) const {
+    (void)keys;
+    return 0;
+  }
+  virtual size_t cache_bytes() const { return 0; }  // memory held by the KV cache
+  virtual void release_scratch() {}                 // frees working buffers (a pooled sequence keeps its cache)
+  virtual double vision_ms() const = 0;             // time spent in the vision encoder during prefill
   // Reports intermediate tensors of later prefills and steps (nn::Observation names); null: none.
   virtual void set_observer(const nn::Observer* observer) { (void)observer; }
 };
@@ -92,6 +111,12 @@ class Model {
   virtual void prepare(const Compute& env) { (void)env; }
   // A new generation state that computes on `env` (threads and precision).
   virtual std::unique_ptr<Sequence> start(const Compute& env) const = 0;
+  // One key per prompt token for prompt-cache matching: the token id, or at an image/video position a
+  // hash of the item's processed pixels and the token's place in it. Empty: no reuse.
+  virtual std::vector<uint64_t> prompt_keys(const ModelInput& input) const {
+    (void)input;
+    return {};
+  }
   // Advances each sequence (started from this model) by its token; returns each one's logits.
   // The default steps them one by one; decoder models share one pass over the weights.
   virtual std::vector<std::vector<float>> step_batch(std::span<Sequence* const> sequences,

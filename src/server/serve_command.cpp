@@ -52,6 +52,8 @@ const char* kUsage =
     "  --max-tokens N            completion length when a request gives none (default 512)\n"
     "  --temperature T           temperature when a request gives none (default 0 = greedy)\n"
     "  --alias NAME              name reported by /v1/models and accepted as \"model\" (repeatable)\n"
+    "  --cache-mb MB             prompt cache: KV caches of finished requests kept for requests\n"
+    "                            that share their prefix (default 512; 0: off)\n"
     "  --shutdown-timeout S      grace period for in-flight requests on SIGINT/SIGTERM (default 30)\n"
     "  --threads N               compute threads (default: physical cores)\n"
     "  --offline                 never download the model\n"
@@ -99,6 +101,7 @@ Parsed parse(int argc, char** argv) {
                                                        {"port", true},
                                                        {"api-key", true},
                                                        {"parallel", true},
+                                                       {"cache-mb", true},
                                                        {"queue", true},
                                                        {"cors", true},
                                                        {"allow-local-media", true},
@@ -186,6 +189,8 @@ Parsed parse(int argc, char** argv) {
       s.defaults.temperature = float(number(name, value, 0, 2));
     else if (name == "alias")
       s.model_names.push_back(value);
+    else if (name == "cache-mb")
+      s.cache_bytes = int64_t(number(name, value, 0, 1 << 20) * (1 << 20));
     else if (name == "shutdown-timeout")
       s.shutdown_grace_s = number(name, value, 0, 86400);
     else if (name == "threads")

@@ -104,6 +104,7 @@ int64_t longest_token_bytes(const ModelContext& model) {
 Server::Impl::Impl(ModelContext m, ServerOptions o)
     : model(std::move(m)),
       options(std::move(o)),
+      prompt_cache(model, size_t(std::max<int64_t>(0, options.cache_bytes))),
       scheduler(options.parallel, options.max_queue),
       http(connection_limits(options)) {
   ctx_size = model.info().context_length;

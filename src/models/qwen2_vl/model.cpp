@@ -52,14 +52,16 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
 
   auto scatter = [&](const std::vector<Tensor>& items, const std::vector<Grid>& grids, int32_t pad, const char* kind,
                      const char* token, const char* features_name) {
-    const int64_t pads = std::count(input.ids.begin(), input.ids.end(), pad);
+    std::vector<int64_t> at;  // prompt index of every placeholder
+    for (int64_t i = 0; i < L; ++i)
+      if (input.ids[size_t(i)] == pad) at.push_back(i);
+    const int64_t pads = int64_t(at.size());
     if (items.size() != grids.size())
       fail("qwen2_vl: ", items.size(), " ", kind, " tensors but ", grids.size(), " ", kind, " grids");
     if (items.empty()) {
       if (pads) fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but no ", kind, " was given");
       return;
     }
-    std::vector<float> px;
     int64_t rows = 0;
     for (size_t i = 0; i < items.size(); ++i) {
       const Tensor& t = items[i];
@@ -67,21 +69,35 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
       if (t.ndim() != 2 || t.dim(1) != D || t.dim(0) != g[0] * g[1] * g[2])
         fail("qwen2_vl: ", kind, " ", i, " has pixel values of shape ", shape_str(t.shape()), " but its grid [", g[0],
              ", ", g[1], ", ", g[2], "] needs [", g[0] * g[1] * g[2], ", ", D, "]");
-      std::vector<float> v = t.to_floats();
-      px.insert(px.end(), v.begin(), v.end());
       rows += t.dim(0);
     }
     if (pads * unit != rows)
       fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but the ", kind, " inputs give ", rows / unit,
            " feature rows");
+    // Items whose placeholders all lie in the cached rows (prompt cache) are not encoded.
+    std::vector<float> px;
+    std::vector<Grid> run_grids;
+    std::vector<int64_t> targets;  // placeholder indices (into `at`) of the encoded features, in order
+    int64_t run_rows = 0, first = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const int64_t n = items[i].dim(0) / unit;
+      if (at[size_t(first + n - 1)] >= input.cached_rows) {
+        std::vector<float> v = items[i].to_floats();
+        px.insert(px.end(), v.begin(), v.end());
+        run_grids.push_back(grids[i]);
+        run_rows += items[i].dim(0);
+        for (int64_t j = 0; j < n; ++j) targets.push_back(first + j);
+      }
+      first += n;
+    }
+    if (run_grids.empty()) return;
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<float> f = vision_.encode(env, px.data(), rows, grids, observer);
+    std::vector<float> f = vision_.encode(env, px.data(), run_rows, run_grids, observer);
     if (vision_ms)
       *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    nn::observe(observer, features_name, -1, f.data(), rows / unit, H);
-    int64_t next = 0;
-    for (int64_t i = 0; i < L; ++i)
-      if (input.ids[size_t(i)] == pad) std::copy_n(f.data() + (next++) * H, H, out.embeddings.data() + i * H);
+    nn::observe(observer, features_name, -1, f.data(), run_rows / unit, H);
+    for (size_t r = 0; r < targets.size(); ++r)
+      std::copy_n(f.data() + int64_t(r) * H, H, out.embeddings.data() + at[size_t(targets[r])] * H);
   };
   scatter(input.images, input.image_grids, cfg_.image_token_id, "image", "<|image_pad|>", "image_features");
   scatter(input.videos, input.video_grids, cfg_.video_token_id, "video", "<|video_pad|>", "video_features");
@@ -95,6 +111,18 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
     out.positions.axes[a] = std::move(idx.positions[a]);
   }
   out.next_position = first_position + L + idx.delta;
+  return out;
+}
+
+std::vector<DecoderModel::MediaSlot> Qwen2VLModel::media_slots(const ModelInput& input) const {
+  const int64_t unit = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+  std::vector<MediaSlot> out;
+  auto add = [&](const std::vector<Tensor>& items, const std::vector<Grid>& grids, int32_t token) {
+    for (size_t i = 0; i < items.size() && i < grids.size(); ++i)
+      out.push_back({token, grids[i][0] * grids[i][1] * grids[i][2] / unit, &items[i], grids[i]});
+  };
+  add(input.images, input.image_grids, cfg_.image_token_id);
+  add(input.videos, input.video_grids, cfg_.video_token_id);
   return out;
 }
 

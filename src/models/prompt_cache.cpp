@@ -1,0 +1,146 @@
+// Prompt cache for the generic decoder sequence: keys that identify a prompt token (its id, or at an
+// image/video position its item's content and place), and a prefill that keeps the longest cached
+// prefix whose keys match and runs only the rest.
+//
+// Exactness: a cached row depends only on the rows before it (causal attention) and on its position,
+// and the positions of a prefix (M-RoPE included) depend only on the tokens and media before it, so a
+// row whose key and whose predecessors' keys match is the row a fresh prefill computes. A prefix-LM
+// block (PaliGemma) is bidirectional: each of its rows depends on the whole block, so it is reused
+// only when the new prompt is that same block (all but its last row are kept; the last row sees the
+// whole block under either mask, so recomputing it gives the same rows).
+#include <algorithm>
+#include <string>
+
+#include "core/sha256.h"
+#include "models/decoder_model.h"
+
+namespace vlm {
+
+namespace {
+
+constexpr uint64_t kMediaBit = uint64_t(1) << 63;  // token ids are below 2^31: media keys never equal them
+
+uint64_t mix(uint64_t x) {  // splitmix64's finalizer
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+void hash_tensor(Sha256& h, const Tensor& t) {
+  const int64_t ndim = t.ndim();
+  h.update(&ndim, sizeof ndim);
+  h.update(t.shape().data(), t.shape().size() * sizeof(int64_t));
+  if (t.is_contiguous()) {
+    h.update(t.raw(), t.nbytes());
+  } else {
+    std::vector<float> v = t.to_floats();
+    h.update(v.data(), v.size() * sizeof(float));
+  }
+}
+
+uint64_t digest64(Sha256& h) {
+  return std::stoull(h.hex().substr(0, 16), nullptr, 16);
+}
+
+}  // namespace
+
+std::vector<int64_t> DecoderModel::slot_starts(const std::vector<int32_t>& ids, const std::vector<MediaSlot>& slots) {
+  std::vector<int64_t> starts(slots.size(), -1);
+  for (size_t s = 0; s < slots.size(); ++s) {
+    int64_t offset = 0;  // occurrences of this token taken by the slots before
+    for (size_t c = 0; c < s; ++c)
+      if (slots[c].token == slots[s].token) offset += slots[c].count;
+    int64_t seen = 0;
+    for (size_t i = 0; i < ids.size() && starts[s] < 0; ++i)
+      if (ids[i] == slots[s].token && seen++ == offset) starts[s] = int64_t(i);
+  }
+  return starts;
+}
+
+std::vector<uint64_t> DecoderModel::prompt_keys(const ModelInput& input) const {
+  std::vector<uint64_t> keys;
+  keys.reserve(input.ids.size());
+  for (int32_t id : input.ids) keys.push_back(uint64_t(uint32_t(id)));
+  if (input.images.empty() && input.videos.empty()) return keys;
+  const std::vector<MediaSlot> slots = media_slots(input);
+  if (slots.empty()) {
+    // No map of the media: every key covers all of it.
+    Sha256 h;
+    for (const auto* list : {&input.images, &input.videos})
+      for (const Tensor& t : *list) hash_tensor(h, t);
+    for (const auto* grids : {&input.image_grids, &input.video_grids})
+      h.update(grids->data(), grids->size() * sizeof(std::array<int64_t, 3>));
+    const uint64_t all = digest64(h);
+    for (uint64_t& k : keys) k = mix(all ^ k) | kMediaBit;
+    return keys;
+  }
+  for (const MediaSlot& slot : slots) {  // every placeholder must belong to exactly one slot
+    int64_t want = 0;
+    for (const MediaSlot& other : slots) want += other.token == slot.token ? other.count : 0;
+    if (std::count(input.ids.begin(), input.ids.end(), slot.token) != want) return {};
+  }
+  const std::vector<int64_t> starts = slot_starts(input.ids, slots);
+  for (size_t s = 0; s < slots.size(); ++s) {
+    const MediaSlot& slot = slots[s];
+    if (starts[s] < 0 || !slot.pixels) return {};  // the prompt does not match its media: no reuse
+    Sha256 h;
+    h.update(&slot.token, sizeof slot.token);
+    h.update(slot.grid.data(), sizeof slot.grid);
+    hash_tensor(h, *slot.pixels);
+    const uint64_t item = digest64(h);
+    int64_t j = 0;
+    for (int64_t i = starts[s]; i < int64_t(keys.size()) && j < slot.count; ++i)
+      if (input.ids[size_t(i)] == slot.token) keys[size_t(i)] = mix(item + uint64_t(j++)) | kMediaBit;
+  }
+  return keys;
+}
+
+int64_t DecoderSequence::cached_prefix(const std::vector<uint64_t>& keys) const {
+  if (!keys_valid_ || keys.empty()) return 0;
+  const auto diff = std::mismatch(keys_.begin(), keys_.end(), keys.begin(), keys.end());
+  const int64_t common = int64_t(diff.first - keys_.begin()), n = int64_t(keys.size());
+  if (prefix_rows_ > 0)  // a bidirectional block: only the very same block is reusable
+    return n == prefix_rows_ && common >= n ? n - 1 : 0;
+  return std::min(common, n - 1);  // the last prompt row always runs: it gives the logits
+}
+
+std::vector<float> DecoderSequence::prefill_reusing(const ModelInput& input, int64_t* reused) {
+  const int64_t n = int64_t(input.ids.size());
+  if (n == 0) fail(model_.info().model_type, ": prefill needs at least one token");
+  std::vector<uint64_t> keys = model_.prompt_keys(input);
+  const int64_t p = cached_prefix(keys), old_prefix = prefix_rows_;
+  // Back to the first p rows; the prompt then runs as a fresh one would, from row p on.
+  cache_.truncate(p);
+  seen_ = 0;
+  next_position_ = model_.first_position();
+  prefix_rows_ = 0;
+  if (window_ > 0) cache_.set_window(window_, keep_);
+  vision_ms_ = 0;
+  keys_.clear();
+  keys_valid_ = int64_t(keys.size()) == n;
+  check_room(n);
+  seen_ = p;
+  ModelInput in = input;  // tensors share their storage
+  in.cached_rows = p;
+  std::vector<float> logits = run_prompt(in, model_.first_position(), p);
+  if (p > 0 && prefix_rows_ > 0 && prefix_rows_ != old_prefix)
+    fail(model_.info().model_type, ": internal error: a cached prefix was reused across different prompt blocks");
+  if (keys_valid_) keys_ = std::move(keys);
+  if (reused) *reused = p;
+  return logits;
+}
+
+void DecoderSequence::release_scratch() {
+  ws_ = nn::DecoderWorkspace{};
+  hidden_ = nn::Buffer{};
+  token_row_ = nn::Buffer{};
+}
+
+void DecoderSequence::note_eviction(int64_t evicted) {
+  if (evicted <= 0) return;
+  keys_valid_ = false;
+  keys_.clear();
+}
+
+}  // namespace vlm
