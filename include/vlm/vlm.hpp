@@ -167,6 +167,9 @@ struct LoadOptions {
   // "exact" (float32 everywhere: the oracle-fixture path) or "fast" (bf16/int8 activations in
   // matmuls, float32 accumulation); "": VLM_PRECISION, else exact. Each model keeps its own.
   std::string precision;
+  // Vision-feature cache: encoded images/videos kept (by content and processing options) so the
+  // same image in another prompt skips the encoder; bytes, least recently used out; 0: off.
+  size_t vision_cache_bytes = size_t(256) << 20;
 };
 
 // A local directory as is; a hub id ("org/name") resolved through the Hugging Face cache, downloading what

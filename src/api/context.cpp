@@ -144,6 +144,7 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   impl->text = TextProcessor::load(impl->dir, local);
   impl->model = create_model(*impl->checkpoint);
   impl->model->prepare(impl->env);  // repacks weights for the fast kernels; exact: nothing
+  if (options.vision_cache_bytes > 0) impl->features = std::make_shared<FeatureCache>(options.vision_cache_bytes);
   impl->processor = create_processor(impl->dir, impl->text.impl->tokenizer, impl->checkpoint->config());
   const ModelInfo& mi = impl->model->info();
   ModelInfoSummary& s = impl->info;
@@ -176,6 +177,7 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
   options.pool = impl->env.pool.get();
   p.impl->input = impl->processor->prepare(to_chat_messages(input), options);
   p.impl->input.prefill_chunk = input.options.prefill_chunk;
+  p.impl->input.feature_cache = impl->features;
   return p;
 }
 

@@ -7,6 +7,7 @@
 #include "core/compute.h"
 #include "io/checkpoint.h"
 #include "media/image.h"
+#include "models/feature_cache.h"
 #include "models/model.h"
 #include "text/tokenizer.h"
 #include "vlm/vlm.hpp"
@@ -29,7 +30,8 @@ struct ModelContext::Impl {
   std::unique_ptr<Model> model;
   std::unique_ptr<Processor> processor;
   ModelInfoSummary info;
-  Compute env;  // this model's threads and precision
+  Compute env;                             // this model's threads and precision
+  std::shared_ptr<FeatureCache> features;  // vision-feature cache of all its generations (null: off)
 };
 
 // Generation on `model`, on `sequence` when given (prompt cache), else on a fresh sequence.

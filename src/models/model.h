@@ -16,6 +16,8 @@
 
 namespace vlm {
 
+class FeatureCache;
+
 // One part of a chat message: text, a decoded image, or a video as decoded (already sampled) frames.
 struct ContentPart {
   enum class Kind { Text, Image, Video } kind = Kind::Text;
@@ -51,6 +53,8 @@ struct ModelInput {
   // Prompt cache: rows [0, cached_rows) are already in the sequence's KV cache, so build_prompt may
   // skip the vision encoder for media whose tokens all lie there (their rows are never run).
   int64_t cached_rows = 0;
+  // Vision-feature cache shared by the sequences of a model (models/feature_cache.h); null: none.
+  std::shared_ptr<FeatureCache> feature_cache;
 };
 
 class Processor {

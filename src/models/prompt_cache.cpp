@@ -9,10 +9,9 @@
 // only when the new prompt is that same block (all but its last row are kept; the last row sees the
 // whole block under either mask, so recomputing it gives the same rows).
 #include <algorithm>
-#include <string>
 
-#include "core/sha256.h"
 #include "models/decoder_model.h"
+#include "models/feature_cache.h"
 
 namespace vlm {
 
@@ -25,22 +24,6 @@ uint64_t mix(uint64_t x) {  // splitmix64's finalizer
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
-}
-
-void hash_tensor(Sha256& h, const Tensor& t) {
-  const int64_t ndim = t.ndim();
-  h.update(&ndim, sizeof ndim);
-  h.update(t.shape().data(), t.shape().size() * sizeof(int64_t));
-  if (t.is_contiguous()) {
-    h.update(t.raw(), t.nbytes());
-  } else {
-    std::vector<float> v = t.to_floats();
-    h.update(v.data(), v.size() * sizeof(float));
-  }
-}
-
-uint64_t digest64(Sha256& h) {
-  return std::stoull(h.hex().substr(0, 16), nullptr, 16);
 }
 
 }  // namespace
@@ -66,12 +49,11 @@ std::vector<uint64_t> DecoderModel::prompt_keys(const ModelInput& input) const {
   const std::vector<MediaSlot> slots = media_slots(input);
   if (slots.empty()) {
     // No map of the media: every key covers all of it.
-    Sha256 h;
+    uint64_t all = 0;
     for (const auto* list : {&input.images, &input.videos})
-      for (const Tensor& t : *list) hash_tensor(h, t);
+      for (const Tensor& t : *list) all = mix(all ^ media_item_hash(0, {}, t));
     for (const auto* grids : {&input.image_grids, &input.video_grids})
-      h.update(grids->data(), grids->size() * sizeof(std::array<int64_t, 3>));
-    const uint64_t all = digest64(h);
+      for (const auto& g : *grids) all = mix(all ^ uint64_t(g[0] * 1000003 + g[1] * 1009 + g[2]));
     for (uint64_t& k : keys) k = mix(all ^ k) | kMediaBit;
     return keys;
   }
@@ -84,11 +66,7 @@ std::vector<uint64_t> DecoderModel::prompt_keys(const ModelInput& input) const {
   for (size_t s = 0; s < slots.size(); ++s) {
     const MediaSlot& slot = slots[s];
     if (starts[s] < 0 || !slot.pixels) return {};  // the prompt does not match its media: no reuse
-    Sha256 h;
-    h.update(&slot.token, sizeof slot.token);
-    h.update(slot.grid.data(), sizeof slot.grid);
-    hash_tensor(h, *slot.pixels);
-    const uint64_t item = digest64(h);
+    const uint64_t item = media_item_hash(slot.token, slot.grid, *slot.pixels);
     int64_t j = 0;
     for (int64_t i = starts[s]; i < int64_t(keys.size()) && j < slot.count; ++i)
       if (input.ids[size_t(i)] == slot.token) keys[size_t(i)] = mix(item + uint64_t(j++)) | kMediaBit;

@@ -1,8 +1,10 @@
 // `vlm bench`: one end-to-end run with a synthetic prompt of N tokens (plus an optional image) and M
 // greedy tokens generated without stopping at EOS; reports load time, prompt and decode speed, image
-// encoding time and peak memory.
+// encoding time and peak memory; --follow-up N adds a second turn on the same session (prompt cache).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "common.h"
 
@@ -29,6 +31,10 @@ int run_bench(const std::vector<std::string>& argv) {
       {"image", true, false, "image included in the prompt", "PATH"},
       {"prompt-tokens", true, false, "synthetic text tokens in the prompt (default 128)", "N"},
       {"gen-tokens", true, false, "tokens generated greedily, EOS ignored (default 64)", "M"},
+      {"follow-up", true, false,
+       "then a second turn of N more synthetic tokens on the same session (prompt cache): its time to first "
+       "token and cached tokens",
+       "N"},
       {"json", false, false, "print JSON"},
   };
   for (auto& o : processing_options()) cmd.options.push_back(o);
@@ -54,8 +60,17 @@ int run_bench(const std::vector<std::string>& argv) {
   p.max_tokens = int(n_gen);
   p.ignore_eos = true;
   p.sampling.temperature = 0;
-  GenerationResult r = ctx.generate(prepared, p);
+  ChatSession session(ctx, opts);
+  GenerationResult r = session.generate(prepared, p);
   const GenerationStats& s = r.stats;
+  // A second turn: the first prompt, the answer and N more tokens, on the session's cache.
+  std::optional<GenerationStats> follow;
+  if (auto n_follow = args.get_int("follow-up", 1, 1 << 20)) {
+    UserInput next = in;
+    next.messages.push_back({"assistant", {UserInput::Part::text_part(r.text)}});
+    next.messages.push_back({"user", {UserInput::Part::text_part(synthetic_text(ctx.text(), *n_follow))}});
+    follow = session.generate(ctx.prepare(next), p).stats;
+  }
 
   if (args.flag("json")) {
     nlohmann::json j = {{"model", model},
@@ -69,7 +84,15 @@ int run_bench(const std::vector<std::string>& argv) {
                         {"generated_tokens", s.generated_tokens},
                         {"generation_ms", s.generation_ms},
                         {"decode_tps", s.generation_tps},
-                        {"peak_rss_bytes", s.peak_memory_bytes}};
+                        {"peak_rss_bytes", s.peak_memory_bytes},
+                        {"cached_tokens", s.cached_tokens},
+                        {"time_to_first_token_ms", s.time_to_first_token_ms}};
+    if (follow)
+      j["follow_up"] = {{"prompt_tokens", follow->prompt_tokens},
+                        {"cached_tokens", follow->cached_tokens},
+                        {"prompt_ms", follow->prompt_ms},
+                        {"image_encode_ms", follow->image_encode_ms},
+                        {"time_to_first_token_ms", follow->time_to_first_token_ms}};
     std::printf("%s\n", dump_json(j, 2).c_str());
     return 0;
   }
@@ -79,8 +102,14 @@ int run_bench(const std::vector<std::string>& argv) {
   std::printf("prompt:        %lld tokens in %.1f ms, %.1f tokens/s\n", (long long)s.prompt_tokens, s.prompt_ms,
               s.prompt_tps);
   std::printf("image encode:  %.1f ms\n", s.image_encode_ms);
+  std::printf("first token:   %.1f ms after the start (%lld prompt tokens cached)\n", s.time_to_first_token_ms,
+              (long long)s.cached_tokens);
   std::printf("decode:        %lld tokens, %.1f tokens/s\n", (long long)s.generated_tokens, s.generation_tps);
   std::printf("peak RSS:      %s\n", human_bytes(s.peak_memory_bytes).c_str());
+  if (follow)
+    std::printf("follow-up:     %lld tokens (%lld cached), first token after %.1f ms (%.1f%% of the first turn's)\n",
+                (long long)follow->prompt_tokens, (long long)follow->cached_tokens, follow->time_to_first_token_ms,
+                100.0 * follow->time_to_first_token_ms / std::max(s.time_to_first_token_ms, 1e-9));
   return 0;
 }
 

@@ -6,6 +6,7 @@
 
 #include "kernels/ops.h"
 #include "models/common.h"
+#include "models/feature_cache.h"
 #include "models/paligemma/paligemma.h"
 
 namespace vlm {
@@ -80,15 +81,21 @@ PromptRows PaliGemmaModel::build_prompt(const Compute& env, const ModelInput& in
         at.push_back(row++);
       }
       if (at.back() < input.cached_rows) continue;  // prompt cache: its rows are already computed
-      auto t0 = std::chrono::steady_clock::now();
-      std::vector<float> vis = vision_.encode(env, img, observer);
-      nn::observe(observer, "vision.out", -1, vis.data(), N, cfg_.vision.hidden_size);
-      std::vector<float> feat = project(env, vis);
-      nn::observe(observer, "image_features", -1, feat.data(), N, H);
+      const uint64_t key = input.feature_cache ? media_item_hash(cfg_.image_token_index, {}, img) : 0;
+      FeatureCache::Features feat = input.feature_cache ? input.feature_cache->find(key) : nullptr;
+      if (!feat) {
+        auto t0 = std::chrono::steady_clock::now();
+        std::vector<float> vis = vision_.encode(env, img, observer);
+        nn::observe(observer, "vision.out", -1, vis.data(), N, cfg_.vision.hidden_size);
+        auto projected = std::make_shared<const std::vector<float>>(project(env, vis));
+        nn::observe(observer, "image_features", -1, projected->data(), N, H);
+        if (input.feature_cache) input.feature_cache->put(key, *projected);
+        feat = projected;
+        if (vision_ms)
+          *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      }
       for (int64_t j = 0; j < N; ++j)
-        for (int64_t c = 0; c < H; ++c) x[size_t(at[size_t(j)] * H + c)] = feat[size_t(j * H + c)] * inv;
-      if (vision_ms)
-        *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        for (int64_t c = 0; c < H; ++c) x[size_t(at[size_t(j)] * H + c)] = (*feat)[size_t(j * H + c)] * inv;
     }
   }
   nn::observe(observer, "decoder.input", -1, x.data(), L, H);

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "models/common.h"
+#include "models/feature_cache.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 
 namespace vlm {
@@ -74,30 +75,50 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
     if (pads * unit != rows)
       fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but the ", kind, " inputs give ", rows / unit,
            " feature rows");
-    // Items whose placeholders all lie in the cached rows (prompt cache) are not encoded.
+    // Items whose placeholders all lie in the cached rows (prompt cache) are not needed; items in the
+    // feature cache are not encoded again; the others are encoded together.
+    auto place = [&](const float* f, int64_t first, int64_t n) {
+      for (int64_t j = 0; j < n; ++j) std::copy_n(f + j * H, H, out.embeddings.data() + at[size_t(first + j)] * H);
+    };
+    struct Pending {
+      size_t item;
+      int64_t first;
+      uint64_t key;
+    };
+    std::vector<Pending> run;
     std::vector<float> px;
     std::vector<Grid> run_grids;
-    std::vector<int64_t> targets;  // placeholder indices (into `at`) of the encoded features, in order
     int64_t run_rows = 0, first = 0;
     for (size_t i = 0; i < items.size(); ++i) {
       const int64_t n = items[i].dim(0) / unit;
       if (at[size_t(first + n - 1)] >= input.cached_rows) {
-        std::vector<float> v = items[i].to_floats();
-        px.insert(px.end(), v.begin(), v.end());
-        run_grids.push_back(grids[i]);
-        run_rows += items[i].dim(0);
-        for (int64_t j = 0; j < n; ++j) targets.push_back(first + j);
+        const uint64_t key = input.feature_cache ? media_item_hash(pad, grids[i], items[i]) : 0;
+        if (FeatureCache::Features hit = input.feature_cache ? input.feature_cache->find(key) : nullptr) {
+          place(hit->data(), first, n);
+        } else {
+          std::vector<float> v = items[i].to_floats();
+          px.insert(px.end(), v.begin(), v.end());
+          run_grids.push_back(grids[i]);
+          run_rows += items[i].dim(0);
+          run.push_back({i, first, key});
+        }
       }
       first += n;
     }
-    if (run_grids.empty()) return;
+    if (run.empty()) return;
     auto t0 = std::chrono::steady_clock::now();
     std::vector<float> f = vision_.encode(env, px.data(), run_rows, run_grids, observer);
     if (vision_ms)
       *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     nn::observe(observer, features_name, -1, f.data(), run_rows / unit, H);
-    for (size_t r = 0; r < targets.size(); ++r)
-      std::copy_n(f.data() + int64_t(r) * H, H, out.embeddings.data() + at[size_t(targets[r])] * H);
+    int64_t row = 0;
+    for (const Pending& p : run) {
+      const int64_t n = items[p.item].dim(0) / unit;
+      place(f.data() + row * H, p.first, n);
+      if (input.feature_cache)
+        input.feature_cache->put(p.key, std::vector<float>(f.begin() + row * H, f.begin() + (row + n) * H));
+      row += n;
+    }
   };
   scatter(input.images, input.image_grids, cfg_.image_token_id, "image", "<|image_pad|>", "image_features");
   scatter(input.videos, input.video_grids, cfg_.video_token_id, "video", "<|video_pad|>", "video_features");
