@@ -282,6 +282,12 @@ class ChatSession {
   const std::vector<UserInput::Message>& history() const;
   int64_t cached_tokens() const;  // tokens whose KV rows the cache holds
   size_t cache_bytes() const;
+  // Prompt-cache files (as llama.cpp's --prompt-cache, MLX's savePromptCache): safetensors holding
+  // the KV rows, with a JSON header naming the model type, a hash of its config.json, the precision
+  // and the token ids. load_cache replaces the cache (not the history); a file made for another
+  // model, config or precision, or a corrupt or truncated one, throws naming the file and the reason.
+  void save_cache(const std::string& path) const;
+  void load_cache(const std::string& path);
 
   struct Impl;
   std::shared_ptr<Impl> impl;

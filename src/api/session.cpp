@@ -1,10 +1,34 @@
 // Prompt caches of the public API: ChatSession (a conversation whose sequence lives from turn to
 // turn) and PromptCache (a pool of finished sequences shared by concurrent requests).
+#include <filesystem>
+#include <fstream>
+
 #include "api/internal.h"
 #include "core/error.h"
+#include "core/sha256.h"
 #include "generate/prompt_cache.h"
+#include "io/safetensors.h"
 
 namespace vlm {
+
+namespace {
+
+constexpr const char* kCacheFormat = "vlm.cpp prompt cache";
+
+// What a prompt-cache file must agree on with the model that loads it, in the order it is checked.
+std::vector<std::pair<std::string, std::string>> cache_identity(const ModelContext::Impl& m) {
+  const std::string config = m.dir + "/config.json";
+  std::ifstream f(config, std::ios::binary);
+  if (!f) fail(config, ": cannot read");
+  const std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  return {{"format", kCacheFormat},
+          {"version", "1"},
+          {"model_type", m.info.model_type},
+          {"config_sha256", sha256_hex(bytes.data(), bytes.size())},
+          {"precision", m.info.precision}};
+}
+
+}  // namespace
 
 struct ChatSession::Impl {
   std::shared_ptr<ModelContext::Impl> model;
@@ -57,6 +81,34 @@ GenerationResult ChatSession::send(UserInput::Message turn, const GenerationPara
 void ChatSession::reset() {
   impl->history.clear();
   impl->sequence.reset();
+}
+
+void ChatSession::save_cache(const std::string& path) const {
+  if (!impl->sequence || impl->sequence->length() == 0) fail(path, ": nothing to save: the session has no cache yet");
+  const std::string tmp = path + ".tmp";
+  const auto identity = cache_identity(*impl->model);
+  impl->sequence->save_cache(tmp, {identity.begin(), identity.end()});
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) fail(path, ": cannot write the prompt cache: ", ec.message());
+}
+
+void ChatSession::load_cache(const std::string& path) {
+  std::shared_ptr<SafetensorsFile> file = SafetensorsFile::open(path);
+  const auto& meta = file->metadata();
+  auto get = [&](const std::string& key) {
+    auto it = meta.find(key);
+    return it == meta.end() ? std::string() : it->second;
+  };
+  if (get("format") != kCacheFormat) fail(path, ": not a vlm.cpp prompt cache (no format \"", kCacheFormat, "\")");
+  if (get("version") != "1") fail(path, ": prompt cache version '", get("version"), "' is not supported (1)");
+  for (const auto& [key, want] : cache_identity(*impl->model))
+    if (get(key) != want)
+      fail(path, ": the prompt cache was made for another model: its ", key, " is '", get(key), "', this model's is '",
+           want, "'; delete the file or use another path");
+  std::unique_ptr<Sequence> seq = impl->model->model->start(impl->model->env);
+  seq->load_cache(*file);
+  impl->sequence = std::move(seq);
 }
 
 void ChatSession::set_system(const std::string& system) {

@@ -80,6 +80,8 @@ class DecoderSequence : public Sequence {
   int64_t cached_prefix(const std::vector<uint64_t>& keys) const override;
   size_t cache_bytes() const override { return cache_.bytes(); }
   void release_scratch() override;
+  void save_cache(const std::string& path, const std::map<std::string, std::string>& metadata) const override;
+  void load_cache(const SafetensorsFile& file) override;
 
   // Batched decode: advances each sequence by its token in one pass over the weights.
   static std::vector<std::vector<float>> step_many(const DecoderModel& model, std::span<DecoderSequence* const> seqs,

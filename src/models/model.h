@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,6 +18,7 @@
 namespace vlm {
 
 class FeatureCache;
+class SafetensorsFile;
 
 // One part of a chat message: text, a decoded image, or a video as decoded (already sampled) frames.
 struct ContentPart {
@@ -91,6 +93,16 @@ class Sequence {
   virtual int64_t cached_prefix(const std::vector<uint64_t>& keys) const {
     (void)keys;
     return 0;
+  }
+  // Prompt-cache files (safetensors): the cached rows, their keys and positions, with `metadata`
+  // added to the header. Throws when the cache cannot be saved or the file does not fit this model.
+  virtual void save_cache(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+    (void)path, (void)metadata;
+    fail("this model cannot save its prompt cache");
+  }
+  virtual void load_cache(const SafetensorsFile& file) {
+    (void)file;
+    fail("this model cannot load a prompt cache");
   }
   virtual size_t cache_bytes() const { return 0; }  // memory held by the KV cache
   virtual void release_scratch() {}                 // frees working buffers (a pooled sequence keeps its cache)

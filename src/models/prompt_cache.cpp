@@ -9,7 +9,9 @@
 // only when the new prompt is that same block (all but its last row are kept; the last row sees the
 // whole block under either mask, so recomputing it gives the same rows).
 #include <algorithm>
+#include <cstring>
 
+#include "io/safetensors.h"
 #include "models/decoder_model.h"
 #include "models/feature_cache.h"
 
@@ -107,6 +109,85 @@ std::vector<float> DecoderSequence::prefill_reusing(const ModelInput& input, int
   if (keys_valid_) keys_ = std::move(keys);
   if (reused) *reused = p;
   return logits;
+}
+
+void DecoderSequence::save_cache(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+  if (!keys_valid_ || int64_t(keys_.size()) != cache_.length())
+    fail(path, ": cannot save the prompt cache: its rows no longer follow the prompt (a KV window evicted rows)");
+  const int64_t rows = cache_.length(), width = cache_.row_width();
+  const int layers = model_.decoder().config().num_layers;
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  Tensor keys = Tensor::empty(DType::I64, {rows});
+  std::copy(keys_.begin(), keys_.end(), keys.data<int64_t>());  // two's complement: the bits survive
+  tensors.emplace_back("keys", keys);
+  for (int l = 0; l < layers; ++l) {
+    for (const char* kind : {"k", "v"}) {
+      Tensor t = Tensor::empty(DType::F32, {rows, width});
+      const float* src = kind[0] == 'k' ? cache_.keys(l) : cache_.values(l);
+      std::copy_n(src, rows * width, t.data<float>());
+      tensors.emplace_back("layers." + std::to_string(l) + "." + kind, t);
+    }
+  }
+  std::map<std::string, std::string> meta = metadata;
+  std::string ids = "[";  // for people reading the header: the token ids, -1 at image/video positions
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    if (i) ids += ',';
+    ids += std::to_string(keys_[i] & kMediaBit ? int64_t(-1) : int64_t(keys_[i]));
+  }
+  meta["token_ids"] = ids + "]";
+  meta["next_position"] = std::to_string(next_position_);
+  meta["prefix_rows"] = std::to_string(prefix_rows_);
+  save_safetensors(path, tensors, meta);
+}
+
+void DecoderSequence::load_cache(const SafetensorsFile& file) {
+  const std::string& where = file.path();
+  const int layers = model_.decoder().config().num_layers;
+  auto number = [&](const char* name) {
+    auto it = file.metadata().find(name);
+    if (it == file.metadata().end()) fail(where, ": not a prompt cache (no '", name, "' in its header)");
+    try {
+      size_t used = 0;
+      const int64_t v = std::stoll(it->second, &used);
+      if (used == it->second.size()) return v;
+    } catch (const std::exception&) {
+    }
+    fail(where, ": '", name, "' is not an integer: ", it->second);
+  };
+  auto tensor = [&](const std::string& name, DType dtype, Shape shape) {
+    if (!file.contains(name)) fail(where, ": no tensor '", name, "'");
+    Tensor t = file.tensor(name);
+    if (t.dtype() != dtype || t.shape() != shape)
+      fail(where, ": tensor '", name, "' is ", dtype_name(t.dtype()), " ", shape_str(t.shape()), ", expected ",
+           dtype_name(dtype), " ", shape_str(shape));
+    return t;
+  };
+  if (!file.contains("keys")) fail(where, ": not a prompt cache (no 'keys' tensor)");
+  const Tensor keys = file.tensor("keys");
+  if (keys.ndim() != 1) fail(where, ": 'keys' must be one-dimensional");
+  const int64_t rows = keys.dim(0), width = cache_.row_width();
+  const int64_t next = number("next_position"), prefix = number("prefix_rows");
+  const int64_t limit = model_.decoder().config().max_positions;
+  if (rows < 1 || (limit > 0 && rows > limit) || prefix < 0 || prefix > rows || next < model_.first_position() ||
+      (limit > 0 && next > limit + model_.first_position()))
+    fail(where, ": inconsistent prompt cache (", rows, " rows, next position ", next, ", prefix ", prefix, ")");
+  if (int64_t(file.entries().size()) != 1 + 2 * int64_t(layers))
+    fail(where, ": holds ", file.entries().size(), " tensors, this model's cache needs ", 1 + 2 * layers);
+  std::vector<Tensor> kv;
+  for (int l = 0; l < layers; ++l)
+    for (const char* kind : {"k", "v"})
+      kv.push_back(tensor("layers." + std::to_string(l) + "." + kind, DType::F32, {rows, width}));
+  tensor("keys", DType::I64, {rows});
+  // All checked: replace the state.
+  cache_.clear();
+  for (int l = 0; l < layers; ++l) cache_.append(l, kv[2 * l].data<float>(), kv[2 * l + 1].data<float>(), rows);
+  cache_.advance(rows);
+  keys_.resize(size_t(rows));
+  std::memcpy(keys_.data(), keys.raw(), size_t(rows) * sizeof(uint64_t));
+  keys_valid_ = true;
+  seen_ = rows;
+  next_position_ = next;
+  prefix_rows_ = prefix;
 }
 
 void DecoderSequence::release_scratch() {
