@@ -68,7 +68,7 @@ int run_chat(const std::vector<std::string>& argv) {
     if (text == "/reset") {
       session.reset();
       pending.clear();
-      std::fprintf(stderr, "(history and cache cleared)\n");
+      std::fprintf(stderr, "(history cleared, prompt cache emptied)\n");
       continue;
     }
     if (text.rfind("/image", 0) == 0 && (text.size() == 6 || text[6] == ' ')) {
