@@ -38,6 +38,7 @@ typedef enum vlm_status {
 typedef struct vlm_model vlm_model;
 typedef struct vlm_input vlm_input;
 typedef struct vlm_result vlm_result;
+typedef struct vlm_session vlm_session;
 
 typedef struct vlm_generation_params {
   int32_t max_tokens;
@@ -66,6 +67,8 @@ typedef struct vlm_stats {
   double generation_tps;
   double image_encode_ms;
   int64_t peak_memory_bytes;
+  int64_t cached_tokens;         /* prompt tokens taken from the prompt cache */
+  double time_to_first_token_ms; /* from the call to the first sampled token */
 } vlm_stats;
 
 /* Receives newly final text (not NUL-terminated; `len` bytes) and the token that produced it
@@ -110,6 +113,16 @@ vlm_generation_params vlm_generation_params_default(void);
 /* `params` may be NULL (defaults); `callback` may be NULL. On success *out_result must be freed. */
 vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_generation_params* params,
                         vlm_stream_callback callback, void* user_data, vlm_result** out_result);
+/* A conversation that keeps its KV cache between turns (prompt cache): each turn prefills only
+ * the tokens the cache lacks. One thread at a time per session. */
+vlm_status vlm_session_new(vlm_model* model, vlm_session** out_session);
+void vlm_session_free(vlm_session* session);
+void vlm_session_reset(vlm_session* session); /* forgets the history and the cache */
+int64_t vlm_session_cached_tokens(const vlm_session* session);
+/* Appends `turn` (exactly one message, e.g. a user message with images and text) to the
+ * conversation, answers it and appends the answer. Same contract as vlm_generate. */
+vlm_status vlm_session_send(vlm_session* session, const vlm_input* turn, const vlm_generation_params* params,
+                            vlm_stream_callback callback, void* user_data, vlm_result** out_result);
 const char* vlm_result_text(const vlm_result* result);
 const char* vlm_result_finish_reason(const vlm_result* result); /* "stop", "length", "cancelled" */
 size_t vlm_result_n_tokens(const vlm_result* result);

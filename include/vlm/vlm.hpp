@@ -78,7 +78,9 @@ struct GenerationStats {
   double generation_ms = 0;  // from the end of prefill to the last token
   double generation_tps = 0;
   double image_encode_ms = 0;
-  int64_t peak_memory_bytes = 0;  // VmHWM of this process
+  int64_t peak_memory_bytes = 0;      // VmHWM of this process
+  int64_t cached_tokens = 0;          // prompt tokens taken from the prompt cache (not prefilled again)
+  double time_to_first_token_ms = 0;  // from the start of generate() to the first sampled token
 };
 
 struct GenerationResult {
@@ -174,6 +176,9 @@ struct LoadOptions {
   // "exact" (float32 everywhere: the oracle-fixture path) or "fast" (bf16/int8 activations in
   // matmuls, float32 accumulation); "": VLM_PRECISION, else exact. Each model keeps its own.
   std::string precision;
+  // Vision-feature cache: encoded images/videos kept (by content and processing options) so the
+  // same image in another prompt skips the encoder; bytes, least recently used out; 0: off.
+  size_t vision_cache_bytes = size_t(256) << 20;
 };
 
 // A local directory as is; a hub id ("org/name") resolved through the Hugging Face cache, downloading what
@@ -288,6 +293,58 @@ class ModelContext {
   // generate() gives for that prompt alone with the same params.
   std::vector<GenerationResult> generate_batch(const std::vector<PreparedInput>& inputs,
                                                const GenerationParams& params) const;
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+// A conversation that keeps its KV cache between turns (prompt cache): each generation reuses the
+// longest cached prefix of its prompt (token ids and, at image/video positions, the media content)
+// and prefills only the rest, so a follow-up question about an image costs only the new tokens.
+// Answers are those of ModelContext::generate on the same prompt. Not thread-safe: one session per
+// conversation; the sessions of one model share its weights and may run on different threads.
+class ChatSession {
+ public:
+  explicit ChatSession(const ModelContext& model, const UserInput::Options& options = {});
+
+  // Appends `turn` (usually a user message) to the history, answers the whole conversation and
+  // appends the answer as the assistant's turn (on "cancelled" or an error, the history is left as
+  // it was).
+  GenerationResult send(UserInput::Message turn, const GenerationParams& params,
+                        const StreamCallback& on_text = nullptr);
+  // Answers any prepared prompt on this session's cache; the history is left alone.
+  GenerationResult generate(const PreparedInput& input, const GenerationParams& params,
+                            const StreamCallback& on_text = nullptr);
+  // Clears the history (the system message given to set_system stays) and the cache.
+  void reset();
+  void set_system(const std::string& system);           // the first message of every prompt ("" = none)
+  void set_options(const UserInput::Options& options);  // image sizes etc. of later turns
+  const std::vector<UserInput::Message>& history() const;
+  int64_t cached_tokens() const;  // tokens whose KV rows the cache holds
+  size_t cache_bytes() const;
+  // Prompt-cache files (as llama.cpp's --prompt-cache, MLX's savePromptCache): safetensors holding
+  // the KV rows, with a JSON header naming the model type, a hash of its config.json, the precision
+  // and the token ids. load_cache replaces the cache (not the history); a file made for another
+  // model, config or precision, or a corrupt or truncated one, throws naming the file and the reason.
+  void save_cache(const std::string& path) const;
+  void load_cache(const std::string& path);
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+};
+
+// Prompt cache shared by concurrent requests (a server): finished generations keep their KV cache
+// here, and a request whose prompt shares a prefix with one of them (token ids and media content)
+// takes it over and prefills only the rest. A cached sequence serves one request at a time, so
+// requests never see each other's state. Bounded by `max_bytes` of KV cache, least recently used
+// first out; 0 disables it. Thread-safe.
+class PromptCache {
+ public:
+  PromptCache(const ModelContext& model, size_t max_bytes);
+  GenerationResult generate(const PreparedInput& input, const GenerationParams& params,
+                            const StreamCallback& on_text = nullptr) const;
+  size_t bytes() const;    // KV cache memory held now (<= max_bytes)
+  size_t entries() const;  // sequences held now
 
   struct Impl;
   std::shared_ptr<Impl> impl;

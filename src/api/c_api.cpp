@@ -20,6 +20,10 @@ struct vlm_result {
   vlm::GenerationResult result;
 };
 
+struct vlm_session {
+  vlm::ChatSession session;
+};
+
 namespace {
 
 thread_local std::string g_last_error;
@@ -183,16 +187,15 @@ vlm_generation_params vlm_generation_params_default(void) {
   return p;
 }
 
-vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_generation_params* params,
-                        vlm_stream_callback callback, void* user_data, vlm_result** out_result) {
-  if (!out_result) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: out_result is NULL");
-  *out_result = nullptr;
-  if (!model || !input) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: model or input is NULL");
+}  // extern "C"
+
+namespace {
+
+vlm_status to_params(const char* fn, const vlm_generation_params* params, vlm::GenerationParams& gp) {
   vlm_generation_params cp = params ? *params : vlm_generation_params_default();
   if (cp.max_tokens < 0 || cp.top_p < 0 || cp.top_p > 1 || cp.min_p < 0 || cp.min_p > 1 || cp.top_k < 0 ||
       cp.repetition_penalty <= 0 || (cp.n_stop > 0 && !cp.stop) || (cp.n_adapters > 0 && !cp.adapter_ids))
-    return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: parameter out of range");
-  vlm::GenerationParams gp;
+    return set_error(VLM_ERR_INVALID_ARGUMENT, std::string(fn) + ": parameter out of range");
   gp.max_tokens = cp.max_tokens;
   gp.sampling.temperature = cp.temperature;
   gp.sampling.top_p = cp.top_p;
@@ -206,22 +209,78 @@ vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_gene
     gp.adapters.push_back({cp.adapter_ids[i], cp.adapter_scales ? cp.adapter_scales[i] : 1.0f});
   for (size_t i = 0; i < cp.n_stop; ++i)
     if (cp.stop[i]) gp.stop.push_back(cp.stop[i]);
+  return VLM_OK;
+}
 
-  vlm::PreparedInput prepared;
-  vlm_status st = guarded(VLM_ERR_INPUT, [&] { prepared = model->ctx.prepare(input->input); });
-  if (st != VLM_OK) return st;
-  vlm::StreamCallback cb;
-  if (callback)
-    cb = [&](std::string_view text, int32_t id) { return callback(text.data(), text.size(), id, user_data) != 0; };
+vlm::StreamCallback to_callback(vlm_stream_callback callback, void* user_data) {
+  if (!callback) return nullptr;
+  return [=](std::string_view text, int32_t id) { return callback(text.data(), text.size(), id, user_data) != 0; };
+}
+
+// Runs `generate` into a new result.
+template <typename Fn>
+vlm_status make_result(vlm_result** out_result, Fn&& generate) {
   auto* r = new (std::nothrow) vlm_result();
   if (!r) return set_error(VLM_ERR_RUNTIME, "out of memory");
-  st = guarded(VLM_ERR_RUNTIME, [&] { r->result = model->ctx.generate(prepared, gp, cb); });
+  vlm_status st = guarded(VLM_ERR_RUNTIME, [&] { r->result = generate(); });
   if (st != VLM_OK) {
     delete r;
     return st;
   }
   *out_result = r;
   return VLM_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+vlm_status vlm_generate(vlm_model* model, const vlm_input* input, const vlm_generation_params* params,
+                        vlm_stream_callback callback, void* user_data, vlm_result** out_result) {
+  if (!out_result) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: out_result is NULL");
+  *out_result = nullptr;
+  if (!model || !input) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_generate: model or input is NULL");
+  vlm::GenerationParams gp;
+  if (vlm_status st = to_params("vlm_generate", params, gp); st != VLM_OK) return st;
+  vlm::PreparedInput prepared;
+  vlm_status st = guarded(VLM_ERR_INPUT, [&] { prepared = model->ctx.prepare(input->input); });
+  if (st != VLM_OK) return st;
+  const vlm::StreamCallback cb = to_callback(callback, user_data);
+  return make_result(out_result, [&] { return model->ctx.generate(prepared, gp, cb); });
+}
+
+vlm_status vlm_session_new(vlm_model* model, vlm_session** out_session) {
+  if (!out_session) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_session_new: out_session is NULL");
+  *out_session = nullptr;
+  if (!model) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_session_new: model is NULL");
+  return guarded(VLM_ERR_RUNTIME, [&] { *out_session = new vlm_session{vlm::ChatSession(model->ctx)}; });
+}
+
+void vlm_session_free(vlm_session* session) {
+  delete session;
+}
+
+void vlm_session_reset(vlm_session* session) {
+  if (session) session->session.reset();
+}
+
+int64_t vlm_session_cached_tokens(const vlm_session* session) {
+  return session ? session->session.cached_tokens() : 0;
+}
+
+vlm_status vlm_session_send(vlm_session* session, const vlm_input* turn, const vlm_generation_params* params,
+                            vlm_stream_callback callback, void* user_data, vlm_result** out_result) {
+  if (!out_result) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_session_send: out_result is NULL");
+  *out_result = nullptr;
+  if (!session || !turn) return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_session_send: session or turn is NULL");
+  if (turn->input.messages.size() != 1)
+    return set_error(VLM_ERR_INVALID_ARGUMENT, "vlm_session_send: the turn must hold exactly one message, it has " +
+                                                   std::to_string(turn->input.messages.size()));
+  vlm::GenerationParams gp;
+  if (vlm_status st = to_params("vlm_session_send", params, gp); st != VLM_OK) return st;
+  session->session.set_options(turn->input.options);
+  const vlm::StreamCallback cb = to_callback(callback, user_data);
+  return make_result(out_result, [&] { return session->session.send(turn->input.messages[0], gp, cb); });
 }
 
 const char* vlm_result_text(const vlm_result* result) {
@@ -250,6 +309,8 @@ vlm_stats vlm_result_stats(const vlm_result* result) {
   s.generation_tps = st.generation_tps;
   s.image_encode_ms = st.image_encode_ms;
   s.peak_memory_bytes = st.peak_memory_bytes;
+  s.cached_tokens = st.cached_tokens;
+  s.time_to_first_token_ms = st.time_to_first_token_ms;
   return s;
 }
 

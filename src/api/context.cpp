@@ -145,6 +145,7 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   impl->text = TextProcessor::load(impl->dir, local);
   impl->model = create_model(*impl->checkpoint);
   impl->model->prepare(impl->env);  // repacks weights for the fast kernels; exact: nothing
+  if (options.vision_cache_bytes > 0) impl->features = std::make_shared<FeatureCache>(options.vision_cache_bytes);
   impl->processor = create_processor(impl->dir, impl->text.impl->tokenizer, impl->checkpoint->config());
   const ModelInfo& mi = impl->model->info();
   ModelInfoSummary& s = impl->info;
@@ -199,6 +200,7 @@ PreparedInput ModelContext::prepare(const UserInput& input) const {
   options.pool = impl->env.pool.get();
   p.impl->input = impl->processor->prepare(to_chat_messages(input), options);
   p.impl->input.prefill_chunk = input.options.prefill_chunk;
+  p.impl->input.feature_cache = impl->features;
   return p;
 }
 
@@ -223,13 +225,19 @@ GenerationSetup generation_setup(const ModelContext::Impl& impl, const Generatio
 
 }  // namespace
 
+GenerationResult generate_on(const ModelContext::Impl& model, const ModelInput& input, const GenerationParams& params,
+                             const StreamCallback& on_text, Sequence* sequence) {
+  DetokenizerStream text(model.text.impl->tokenizer);
+  GenerationSetup setup = generation_setup(model, params);
+  setup.text = &text;
+  setup.sequence = sequence;
+  return generate_tokens(setup, input, params, on_text);
+}
+
 GenerationResult ModelContext::generate(const PreparedInput& input, const GenerationParams& params,
                                         const StreamCallback& on_text) const {
   if (!input.impl) fail("generate: the input was not prepared (use ModelContext::prepare)");
-  DetokenizerStream text(impl->text.impl->tokenizer);
-  GenerationSetup s = generation_setup(*impl, params);
-  s.text = &text;
-  return generate_tokens(s, input.impl->input, params, on_text);
+  return generate_on(*impl, input.impl->input, params, on_text, nullptr);
 }
 
 std::vector<GenerationResult> ModelContext::generate_batch(const std::vector<PreparedInput>& inputs,

@@ -7,6 +7,7 @@
 #include "core/compute.h"
 #include "io/checkpoint.h"
 #include "media/image.h"
+#include "models/feature_cache.h"
 #include "models/model.h"
 #include "text/tokenizer.h"
 #include "vlm/vlm.hpp"
@@ -32,10 +33,15 @@ struct ModelContext::Impl {
   Compute env;                                                   // this model's threads and precision
   std::vector<std::shared_ptr<const nn::LoraAdapter>> adapters;  // by id
   std::vector<AdapterSummary> adapter_info;
+  std::shared_ptr<FeatureCache> features;  // vision-feature cache of all its generations (null: off)
 };
 
 // An adapter directory, or a Hugging Face id resolved (downloaded) through the hub cache.
 std::string resolve_adapter_dir(const std::string& id_or_dir, const LoadOptions& options);
+
+// Generation on `model`, on `sequence` when given (prompt cache), else on a fresh sequence.
+GenerationResult generate_on(const ModelContext::Impl& model, const ModelInput& input, const GenerationParams& params,
+                             const StreamCallback& on_text, Sequence* sequence);
 
 // UserInput -> the processor's messages: images decoded, videos decoded and sampled.
 std::vector<ChatMessage> to_chat_messages(const UserInput& input);

@@ -86,7 +86,10 @@ class TokenLoop {
       result_.logprobs.push_back(make_logprob(logits, token, params_.top_logprobs, setup_.token_string));
     result_.token_ids.push_back(token);
     history_.push_back(token);
-    if (i == 0) t_first_ = Clock::now();
+    if (i == 0) {
+      t_first_ = Clock::now();
+      result_.stats.time_to_first_token_ms = std::chrono::duration<double, std::milli>(t_first_ - t_start_).count();
+    }
 
     bool eos_hit = !params_.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end();
     std::string piece = eos_hit ? text_.flush() : text_.push(token);
@@ -109,7 +112,7 @@ class TokenLoop {
     return token;
   }
 
-  GenerationResult finish(double prompt_ms, double image_encode_ms, Clock::time_point t_gen) {
+  GenerationResult finish(double prompt_ms, double image_encode_ms, int64_t cached_tokens, Clock::time_point t_gen) {
     const bool cancelled = result_.finish_reason == "cancelled";
     if (result_.finish_reason != "stop") {
       std::string tail = stop_.push(text_.flush()).text;
@@ -123,7 +126,8 @@ class TokenLoop {
     auto& st = result_.stats;
     st.prompt_ms = prompt_ms;
     st.image_encode_ms = image_encode_ms;
-    if (prompt_ms > 0) st.prompt_tps = double(n_prompt_) / (prompt_ms / 1000.0);
+    st.cached_tokens = cached_tokens;
+    if (prompt_ms > 0) st.prompt_tps = double(n_prompt_ - cached_tokens) / (prompt_ms / 1000.0);
     st.generated_tokens = int64_t(result_.token_ids.size());
     st.generation_ms = ms_since(t_gen);
     // Decode speed counts the tokens that needed a forward step (the first comes from prefill).
@@ -147,7 +151,8 @@ class TokenLoop {
   std::vector<int32_t> history_;
   std::vector<int32_t> eos_;
   GenerationResult result_;
-  Clock::time_point t_first_ = Clock::now();
+  const Clock::time_point t_start_ = Clock::now();  // before the prompt runs
+  Clock::time_point t_first_ = t_start_;
 };
 
 // Checks what every generation needs; throws ContextOverflowError for a prompt beyond the context.
@@ -173,11 +178,13 @@ std::unique_ptr<Sequence> start_sequence(const GenerationSetup& setup, const Gen
   return seq;
 }
 
-std::vector<float> prefill(Sequence& seq, const ModelInput& input, const GenerationParams& params) {
-  if (!params.between_prefill_chunks) return seq.prefill(input);
+// Runs the prompt, reusing the rows the sequence already holds for its longest matching prefix.
+std::vector<float> prefill(Sequence& seq, const ModelInput& input, const GenerationParams& params,
+                           int64_t* cached_tokens) {
+  if (!params.between_prefill_chunks) return seq.prefill_reusing(input, cached_tokens);
   ModelInput chunked = input;  // tensors share their storage: a cheap copy
   chunked.between_chunks = params.between_prefill_chunks;
-  return seq.prefill(chunked);
+  return seq.prefill_reusing(chunked, cached_tokens);
 }
 
 GenerationResult empty_result(const ModelInput& input) {
@@ -197,14 +204,20 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   if (params.max_tokens == 0) return empty_result(input);
 
   TokenLoop loop(setup, *setup.text, input, params, on_text);
-  std::unique_ptr<Sequence> seq = start_sequence(setup, params);
+  std::unique_ptr<Sequence> fresh = setup.sequence ? nullptr : start_sequence(setup, params);
+  Sequence* seq = setup.sequence ? setup.sequence : fresh.get();
+  if (setup.sequence) {
+    setup.sequence->set_adapters(setup.adapters);  // a different adapter set drops the cached rows
+    if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
+  }
   auto t_prefill = Clock::now();
-  std::vector<float> logits = prefill(*seq, input, params);
+  int64_t cached_tokens = 0;
+  std::vector<float> logits = prefill(*seq, input, params, &cached_tokens);
   const double prompt_ms = ms_since(t_prefill);
 
   auto t_gen = Clock::now();
   while (std::optional<int32_t> next = loop.accept(logits)) logits = seq->step(*next);
-  return loop.finish(prompt_ms, seq->vision_ms(), t_gen);
+  return loop.finish(prompt_ms, seq->vision_ms(), cached_tokens, t_gen);
 }
 
 std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup,
@@ -234,7 +247,7 @@ std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup
     loops.push_back(std::make_unique<TokenLoop>(setup, *texts[b], *inputs[b], params, no_callback));
     seqs.push_back(start_sequence(setup, params));
     auto t0 = Clock::now();
-    logits.push_back(prefill(*seqs[b], *inputs[b], params));
+    logits.push_back(prefill(*seqs[b], *inputs[b], params, nullptr));
     prompt_ms.push_back(ms_since(t0));
   }
 
@@ -250,7 +263,7 @@ std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup
         batch.push_back(seqs[b].get());
         tokens.push_back(*next);
       } else {
-        done[b] = loops[b]->finish(prompt_ms[b], seqs[b]->vision_ms(), t_gen);
+        done[b] = loops[b]->finish(prompt_ms[b], seqs[b]->vision_ms(), 0, t_gen);
       }
     }
     std::erase_if(active, [&](size_t b) { return done[b].has_value(); });

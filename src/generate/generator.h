@@ -35,6 +35,9 @@ struct GenerationSetup {
   std::vector<int32_t> eos_ids;                      // the model's EOS ids (params add more)
   std::function<std::string(int32_t)> token_string;  // vocabulary string, for logprobs (may be empty)
   nn::LoraSet adapters;                              // LoRA adapters of this generation
+  // Prompt cache: generate on this sequence (of `model`), reusing the longest cached prefix of the
+  // prompt; it keeps the prompt and the generated tokens for the next call. Null: a fresh sequence.
+  Sequence* sequence = nullptr;
 };
 
 // Throws vlm::Error when the prompt is empty or longer than the model's context.

@@ -57,6 +57,13 @@ void DecoderSequence::set_adapters(nn::LoraSet adapters) {
           fail("set_adapters: adapter ", a.adapter->dir, " was loaded for a model of other dimensions");
     if (!std::isfinite(a.scale)) fail("set_adapters: the scale of adapter ", a.adapter->dir, " is not finite");
   }
+  auto same = [](const nn::ActiveLora& a, const nn::ActiveLora& b) {
+    return a.adapter == b.adapter && a.scale == b.scale;
+  };
+  if (!std::equal(lora_.begin(), lora_.end(), adapters.begin(), adapters.end(), same)) {
+    keys_valid_ = false;  // the cached rows were computed with other adapters: not reusable
+    keys_.clear();
+  }
   lora_ = std::move(adapters);
 }
 
@@ -67,24 +74,36 @@ void DecoderSequence::check_room(int64_t rows) const {
 }
 
 std::vector<float> DecoderSequence::prefill(const ModelInput& input) {
+  if (seen_ == 0) return prefill_reusing(input, nullptr);
+  // A later prompt continues after everything seen: its rows are not those of the same tokens in a
+  // fresh prompt (positions, a causal suffix after a prefix block), so the cache keys stop here.
+  keys_valid_ = false;
+  keys_.clear();
+  return run_prompt(input, next_position_, 0);
+}
+
+std::vector<float> DecoderSequence::run_prompt(const ModelInput& input, int64_t first_position, int64_t from) {
   const std::string& type = model_.info().model_type;
   if (input.ids.empty()) fail(type, ": prefill needs at least one token");
-  check_room(int64_t(input.ids.size()));
-  PromptRows p = model_.build_prompt(env_, input, next_position_, observer_, &vision_ms_);
   const int64_t n = int64_t(input.ids.size()), H = model_.decoder().config().hidden;
+  check_room(n - from);
+  PromptRows p = model_.build_prompt(env_, input, first_position, observer_, &vision_ms_);
   if (int64_t(p.embeddings.size()) != n * H || p.positions.size() != n)
     fail(type, ": the family built ", p.positions.size(), " prompt rows for ", n, " tokens");
   if (p.prefix_lm) {
     // The whole prompt is one bidirectional block: it runs at once and stays cached.
-    prefix_rows_ = cache_.length() + n;
+    prefix_rows_ = cache_.length() + n - from;
     if (window_ > 0) set_kv_window(window_, keep_);
   }
   const int64_t chunk = p.prefix_lm || input.prefill_chunk <= 0 ? n : input.prefill_chunk;
   std::vector<float> logits;
-  for (const auto& b : p.bidirectional)
+  for (const auto& b : p.bidirectional) {
     if (b[0] < 0 || b[0] >= b[1] || b[1] > n)
       fail(type, ": bidirectional block [", b[0], ", ", b[1], ") outside the prompt");
-  for (int64_t start = 0, len = 0; start < n; start += len) {
+    if (b[0] < from && from < b[1])  // prompt_keys() gives no keys to models with such blocks
+      fail(type, ": internal error: a reused prefix ends inside a bidirectional block");
+  }
+  for (int64_t start = from, len = 0; start < n; start += len) {
     len = std::min(chunk, n - start);
     std::vector<std::array<int64_t, 2>> blocks;  // a chunk ends before or after a block, never inside
     for (const auto& b : p.bidirectional) {
@@ -93,11 +112,11 @@ std::vector<float> DecoderSequence::prefill(const ModelInput& input) {
     }
     nn::Positions pos;
     pos.append(p.positions, start, len);
-    cache_.make_room(len);
+    note_eviction(cache_.make_room(len));
     logits = run(p.embeddings.data() + start * H, len, pos, start + len == n, std::move(blocks));
     if (start + len < n && input.between_chunks) input.between_chunks();
   }
-  seen_ += n;
+  seen_ += n - from;
   next_position_ = p.next_position;
   return logits;
 }
@@ -108,9 +127,10 @@ std::vector<float> DecoderSequence::step(int32_t token) {
   const int64_t H = model_.decoder().config().hidden;
   float* x = token_row_.get(H);
   model_.embed_token(token, x);
-  cache_.make_room(1);
+  note_eviction(cache_.make_room(1));
   std::vector<float> logits =
       run(x, 1, nn::Positions::sequential(next_position_, 1, model_.three_axis_positions()), true);
+  if (keys_valid_) keys_.push_back(uint64_t(uint32_t(token)));
   ++seen_;
   ++next_position_;
   return logits;
@@ -150,7 +170,7 @@ std::vector<std::vector<float>> DecoderSequence::step_many(const DecoderModel& m
       if (seqs[size_t(j)] == &s) fail("step_batch: the same sequence appears twice");
     s.check_room(1);
     model.embed_token(tokens[size_t(b)], x.data() + b * H);
-    s.cache_.make_room(1);
+    s.note_eviction(s.cache_.make_room(1));
     spans.push_back({1, &s.cache_, s.prefix_rows_, {}, &s.lora_});
     positions.append(nn::Positions::sequential(s.next_position_, 1, model.three_axis_positions()), 0, 1);
   }
@@ -161,8 +181,10 @@ std::vector<std::vector<float>> DecoderSequence::step_many(const DecoderModel& m
   std::vector<std::vector<float>> out;
   for (int64_t b = 0; b < B; ++b) {
     out.emplace_back(logits.begin() + b * V, logits.begin() + (b + 1) * V);
-    ++seqs[size_t(b)]->seen_;
-    ++seqs[size_t(b)]->next_position_;
+    DecoderSequence& s = *seqs[size_t(b)];
+    if (s.keys_valid_) s.keys_.push_back(uint64_t(uint32_t(tokens[size_t(b)])));
+    ++s.seen_;
+    ++s.next_position_;
   }
   return out;
 }

@@ -3,6 +3,7 @@
 // merged, positions, attention kind); the KV cache, chunked prefill, KV window, decode steps and
 // batched steps live here, once.
 #pragma once
+#include <array>
 #include <memory>
 #include <span>
 #include <string>
@@ -45,6 +46,24 @@ class DecoderModel : public Model {
   // Whether positions have three axes (multimodal RoPE).
   bool three_axis_positions() const { return !decoder_.config().ropes[0].mrope_section.empty(); }
 
+  // Prompt cache (models/prompt_cache.cpp). Where a prompt's media sit: per item, the placeholder
+  // token it fills, how many of them (in order of appearance among that token's occurrences), its
+  // processed pixels and grid. The default (none) makes every key of a prompt with media depend on
+  // all of its media, so such prompts reuse each other only when all their media agree.
+  struct MediaSlot {
+    int32_t token = 0;
+    int64_t count = 0;
+    const Tensor* pixels = nullptr;
+    std::array<int64_t, 3> grid{};
+  };
+  virtual std::vector<MediaSlot> media_slots(const ModelInput& input) const {
+    (void)input;
+    return {};
+  }
+  std::vector<uint64_t> prompt_keys(const ModelInput& input) const override;
+  // Index of the first prompt token of each slot (-1 when the prompt lacks it).
+  static std::vector<int64_t> slot_starts(const std::vector<int32_t>& ids, const std::vector<MediaSlot>& slots);
+
  protected:
   ModelInfo info_;
   nn::TextDecoder decoder_;
@@ -62,6 +81,12 @@ class DecoderSequence : public Sequence {
   double vision_ms() const override { return vision_ms_; }
   void set_observer(const nn::Observer* observer) override { observer_ = observer; }
   void set_adapters(nn::LoraSet adapters) override;
+  std::vector<float> prefill_reusing(const ModelInput& input, int64_t* reused) override;
+  int64_t cached_prefix(const std::vector<uint64_t>& keys) const override;
+  size_t cache_bytes() const override { return cache_.bytes(); }
+  void release_scratch() override;
+  void save_cache(const std::string& path, const std::map<std::string, std::string>& metadata) const override;
+  void load_cache(const SafetensorsFile& file) override;
 
   // Batched decode: advances each sequence by its token in one pass over the weights.
   static std::vector<std::vector<float>> step_many(const DecoderModel& model, std::span<DecoderSequence* const> seqs,
@@ -73,6 +98,9 @@ class DecoderSequence : public Sequence {
   std::vector<float> run(float* x, int64_t rows, const nn::Positions& positions, bool want_logits,
                          std::vector<std::array<int64_t, 2>> blocks = {});
   void check_room(int64_t rows) const;
+  // Builds `input` from `first_position` and runs its rows [from, n) after the cached ones.
+  std::vector<float> run_prompt(const ModelInput& input, int64_t first_position, int64_t from);
+  void note_eviction(int64_t evicted);  // rows left the window: the keys no longer describe the cache
 
   const DecoderModel& model_;
   Compute env_;
@@ -87,6 +115,8 @@ class DecoderSequence : public Sequence {
   int64_t prefix_rows_ = 0;    // cache rows every later token sees bidirectionally
   int64_t window_ = 0, keep_ = 0;
   double vision_ms_ = 0;
+  std::vector<uint64_t> keys_;  // prompt cache: the key of every cached row, while keys_valid_
+  bool keys_valid_ = true;
 };
 
 }  // namespace vlm

@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -16,6 +17,9 @@
 #include "nn/lora.h"
 
 namespace vlm {
+
+class FeatureCache;
+class SafetensorsFile;
 
 // One part of a chat message: text, a decoded image, or a video as decoded (already sampled) frames.
 struct ContentPart {
@@ -51,6 +55,11 @@ struct ModelInput {
   // (causal models; a prefix-LM runs its bidirectional prefix at once). <= 0: all at once.
   int64_t prefill_chunk = 512;
   std::function<void()> between_chunks;  // called after every prefill chunk but the last
+  // Prompt cache: rows [0, cached_rows) are already in the sequence's KV cache, so build_prompt may
+  // skip the vision encoder for media whose tokens all lie there (their rows are never run).
+  int64_t cached_rows = 0;
+  // Vision-feature cache shared by the sequences of a model (models/feature_cache.h); null: none.
+  std::shared_ptr<FeatureCache> feature_cache;
 };
 
 class Processor {
@@ -74,7 +83,33 @@ class Sequence {
     (void)keep;
     if (max_rows > 0) fail("this model does not support a bounded KV cache (max_kv_size)");
   }
-  virtual double vision_ms() const = 0;  // time spent in the vision encoder during prefill
+  // Prompt cache: runs `input` as the sequence's whole prompt, keeping the longest prefix of the
+  // cached rows whose tokens (and, at image/video positions, media content) match it and prefilling
+  // only the rest; *reused receives the number of prompt tokens taken from the cache. Returns the
+  // logits of the last position. The default supports only an empty sequence.
+  virtual std::vector<float> prefill_reusing(const ModelInput& input, int64_t* reused) {
+    if (length() > 0) fail("this model cannot reuse a cached prompt");
+    if (reused) *reused = 0;
+    return prefill(input);
+  }
+  // How many leading tokens of `keys` (Model::prompt_keys) the cache holds and could reuse.
+  virtual int64_t cached_prefix(const std::vector<uint64_t>& keys) const {
+    (void)keys;
+    return 0;
+  }
+  // Prompt-cache files (safetensors): the cached rows, their keys and positions, with `metadata`
+  // added to the header. Throws when the cache cannot be saved or the file does not fit this model.
+  virtual void save_cache(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+    (void)path, (void)metadata;
+    fail("this model cannot save its prompt cache");
+  }
+  virtual void load_cache(const SafetensorsFile& file) {
+    (void)file;
+    fail("this model cannot load a prompt cache");
+  }
+  virtual size_t cache_bytes() const { return 0; }  // memory held by the KV cache
+  virtual void release_scratch() {}                 // frees working buffers (a pooled sequence keeps its cache)
+  virtual double vision_ms() const = 0;             // time spent in the vision encoder during prefill
   // Reports intermediate tensors of later prefills and steps (nn::Observation names); null: none.
   virtual void set_observer(const nn::Observer* observer) { (void)observer; }
   // LoRA adapters (loaded by this sequence's model) applied to the later prefills and steps.
@@ -103,6 +138,12 @@ class Model {
   }
   // A new generation state that computes on `env` (threads and precision).
   virtual std::unique_ptr<Sequence> start(const Compute& env) const = 0;
+  // One key per prompt token for prompt-cache matching: the token id, or at an image/video position a
+  // hash of the item's processed pixels and the token's place in it. Empty: no reuse.
+  virtual std::vector<uint64_t> prompt_keys(const ModelInput& input) const {
+    (void)input;
+    return {};
+  }
   // Advances each sequence (started from this model) by its token; returns each one's logits.
   // The default steps them one by one; decoder models share one pass over the weights.
   virtual std::vector<std::vector<float>> step_batch(std::span<Sequence* const> sequences,

@@ -161,7 +161,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
       Scheduler::Turn turn(&scheduler);
       GenerationParams turn_params = params;
       turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
-      r = model.generate(job->prepared, turn_params, [&](std::string_view, int32_t) {
+      r = prompt_cache.generate(job->prepared, turn_params, [&](std::string_view, int32_t) {
         note_token(*job);
         if (cancel_all || job->connection->client_gone()) return false;
         turn.yield();
@@ -217,7 +217,7 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
     Scheduler::Turn turn(&scheduler);
     GenerationParams turn_params = params;
     turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
-    r = model.generate(job.prepared, turn_params, [&](std::string_view text, int32_t) {
+    r = prompt_cache.generate(job.prepared, turn_params, [&](std::string_view text, int32_t) {
       note_token(job);
       if (cancel_all || job.connection->client_gone()) return false;
       if (text.empty()) {
@@ -253,7 +253,8 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   // Per-token log-probabilities are known once generation ends, so they travel in the final chunk.
   write(sse_event(chunk_json(job.meta, json::object(), openai_finish_reason(r.finish_reason), usage, logprobs)));
   if (usage)
-    write(sse_event(usage_chunk_json(job.meta, usage_json(r.stats.prompt_tokens, int64_t(r.token_ids.size())))));
+    write(sse_event(usage_chunk_json(
+        job.meta, usage_json(r.stats.prompt_tokens, int64_t(r.token_ids.size()), r.stats.cached_tokens))));
   write("data: [DONE]\n\n");
   if (ok) {
     ++completed;

@@ -24,10 +24,11 @@ CompletionMeta new_completion_meta(const std::string& model) {
   return m;
 }
 
-json usage_json(int64_t prompt_tokens, int64_t completion_tokens) {
+json usage_json(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
   return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+          {"total_tokens", prompt_tokens + completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
 }
 
 std::string openai_finish_reason(const std::string& reason) {
@@ -100,13 +101,14 @@ json completion_json(const CompletionMeta& meta, const GenerationResult& result,
                  {"message", {{"role", "assistant"}, {"content", result.text}}},
                  {"logprobs", logprobs},
                  {"finish_reason", openai_finish_reason(result.finish_reason)}};
-  return {{"id", meta.id},
-          {"object", "chat.completion"},
-          {"created", meta.created},
-          {"model", meta.model},
-          {"system_fingerprint", "vlm.cpp"},
-          {"choices", json::array({choice})},
-          {"usage", usage_json(result.stats.prompt_tokens, int64_t(result.token_ids.size()))}};
+  return {
+      {"id", meta.id},
+      {"object", "chat.completion"},
+      {"created", meta.created},
+      {"model", meta.model},
+      {"system_fingerprint", "vlm.cpp"},
+      {"choices", json::array({choice})},
+      {"usage", usage_json(result.stats.prompt_tokens, int64_t(result.token_ids.size()), result.stats.cached_tokens)}};
 }
 
 json chunk_json(const CompletionMeta& meta, const json& delta, const std::string& finish_reason, bool include_usage_key,

@@ -17,7 +17,8 @@ struct CompletionMeta {
 
 CompletionMeta new_completion_meta(const std::string& model);
 
-json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
+// OpenAI's usage object; prompt_tokens_details.cached_tokens: prompt tokens taken from the prompt cache.
+json usage_json(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = 0);
 // OpenAI's finish_reason for ours ("stop", "length"; a cancelled generation never reaches a client).
 std::string openai_finish_reason(const std::string& reason);
 // The log-probabilities of the tokens that make up the returned content, as OpenAI reports them: not the

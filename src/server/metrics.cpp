@@ -86,6 +86,8 @@ std::string ServerMetrics::render(const GaugeValues& gauges) const {
   single(out, "vlm_active_slots", "Generation slots busy.", "gauge", double(gauges.active_slots));
   single(out, "vlm_slots_total", "Generation slots (--parallel).", "gauge", double(gauges.slots_total));
   single(out, "vlm_model_load_seconds", "Time the model took to load.", "gauge", gauges.model_load_seconds);
+  single(out, "vlm_prompt_cache_bytes", "KV cache memory held by the prompt cache (at most --cache-mb).", "gauge",
+         double(gauges.prompt_cache_bytes));
   return out;
 }
 

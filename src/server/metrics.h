@@ -29,6 +29,7 @@ class Histogram {
 struct GaugeValues {
   int64_t queue_depth = 0, active_slots = 0, slots_total = 0;
   double model_load_seconds = 0;
+  int64_t prompt_cache_bytes = 0;  // KV cache memory the prompt cache holds (at most --cache-mb)
 };
 
 class ServerMetrics {

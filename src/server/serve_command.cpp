@@ -53,6 +53,8 @@ const char* kUsage =
     "  --temperature T           temperature when a request gives none (default 0 = greedy)\n"
     "  --alias NAME              name reported by /v1/models and accepted as \"model\" (repeatable)\n"
     "  --adapter NAME=DIR        LoRA adapter (MLX or PEFT dir or hub id) served as model NAME (repeatable)\n"
+    "  --cache-mb MB             prompt cache: KV caches of finished requests kept for requests\n"
+    "                            that share their prefix (default 512; 0: off)\n"
     "  --shutdown-timeout S      grace period for in-flight requests on SIGINT/SIGTERM (default 30)\n"
     "  --threads N               compute threads (default: physical cores)\n"
     "  --offline                 never download the model\n"
@@ -101,6 +103,7 @@ Parsed parse(int argc, char** argv) {
                                                        {"port", true},
                                                        {"api-key", true},
                                                        {"parallel", true},
+                                                       {"cache-mb", true},
                                                        {"queue", true},
                                                        {"cors", true},
                                                        {"allow-local-media", true},
@@ -194,7 +197,9 @@ Parsed parse(int argc, char** argv) {
       if (at == std::string::npos || at == 0 || at + 1 == value.size())
         throw UsageError("--adapter expects NAME=DIR, got '" + value + "'");
       p.adapters.emplace_back(value.substr(0, at), value.substr(at + 1));
-    } else if (name == "shutdown-timeout")
+    } else if (name == "cache-mb")
+      s.cache_bytes = int64_t(number(name, value, 0, 1 << 20) * (1 << 20));
+    else if (name == "shutdown-timeout")
       s.shutdown_grace_s = number(name, value, 0, 86400);
     else if (name == "threads")
       p.load.threads = int(integer(name, value, 1, 1024));

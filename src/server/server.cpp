@@ -104,6 +104,7 @@ int64_t longest_token_bytes(const ModelContext& model) {
 Server::Impl::Impl(ModelContext m, ServerOptions o)
     : model(std::move(m)),
       options(std::move(o)),
+      prompt_cache(model, size_t(std::max<int64_t>(0, options.cache_bytes))),
       scheduler(options.parallel, options.max_queue),
       http(connection_limits(options)) {
   ctx_size = model.info().context_length;
@@ -203,7 +204,8 @@ void Server::Impl::set_routes() {
   // Prometheus text exposition format 0.0.4; like /health it needs no key (scrapers run inside the cluster).
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     SchedulerStats s = scheduler.stats();
-    GaugeValues gauges{s.queued, s.active, options.parallel, model.info().load_ms / 1000.0};
+    GaugeValues gauges{s.queued, s.active, options.parallel, model.info().load_ms / 1000.0,
+                       int64_t(prompt_cache.bytes())};
     res.set_content(metrics.render(gauges), "text/plain; version=0.0.4; charset=utf-8");
   });
 

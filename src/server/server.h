@@ -28,6 +28,8 @@ struct ServerOptions {
   int64_t ctx_size = 0;          // prompt + completion token limit; 0: the model's context length
   double shutdown_grace_s = 30;  // in-flight generations get this long to finish, then are cancelled
   bool log_requests = false;     // one line per request on stderr
+  // Prompt cache: KV caches of finished requests kept for requests that share their prefix (--cache-mb).
+  int64_t cache_bytes = int64_t(512) << 20;
   std::vector<std::string> model_names;  // accepted as "model"; the first is the one reported
   // LoRA adapters served by name (--adapter NAME=DIR): "model": NAME selects one; the ids are the
   // ModelContext's adapter ids, which llama.cpp-style "lora": [{"id", "scale"}] entries name.

@@ -21,7 +21,8 @@ struct Server::Impl {
 
   ModelContext model;
   ServerOptions options;
-  int64_t ctx_size = 0;  // effective prompt + completion limit
+  PromptCache prompt_cache;  // every generation goes through it (slots never share a cached sequence)
+  int64_t ctx_size = 0;      // effective prompt + completion limit
   Scheduler scheduler;
   ReactorHttpServer http;
   // The most bytes of text one token stands for, over the vocabulary: text_bytes / this (with a margin for

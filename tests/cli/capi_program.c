@@ -181,6 +181,55 @@ int main(int argc, char** argv) {
   CHECK(vlm_input_set_resize(in, 10, 0) == VLM_ERR_INVALID_ARGUMENT);
   vlm_input_free(in);
 
+  /* A session: the second turn reuses the first one's cache and answers as the whole conversation
+   * does without a cache. */
+  {
+    vlm_session* session = NULL;
+    vlm_input* turn;
+    char second[4096] = "";
+    CHECK(vlm_session_new(NULL, &session) == VLM_ERR_INVALID_ARGUMENT);
+    CHECK(vlm_session_new(model, &session) == VLM_OK);
+    in = caption_input(image);
+    p = vlm_generation_params_default();
+    p.max_tokens = 20;
+    CHECK(vlm_session_send(session, in, &p, NULL, NULL, &r) == VLM_OK);
+    if (r) {
+      CHECK(strcmp(vlm_result_text(r), caption) == 0);
+      CHECK(vlm_result_stats(r).cached_tokens == 0);
+      vlm_result_free(r);
+      r = NULL;
+    }
+    CHECK(vlm_session_cached_tokens(session) == 41 + 9 - 1); /* the final EOS is never run */
+    turn = vlm_input_new();
+    CHECK(vlm_input_add_message(turn, "user") == VLM_OK);
+    CHECK(vlm_input_add_text(turn, "Describe the image.") == VLM_OK);
+    CHECK(vlm_session_send(session, turn, &p, NULL, NULL, &r) == VLM_OK);
+    if (r) {
+      CHECK(vlm_result_stats(r).cached_tokens >= 41);
+      snprintf(second, sizeof second, "%s", vlm_result_text(r));
+      vlm_result_free(r);
+      r = NULL;
+    }
+    CHECK(vlm_input_add_message(in, "assistant") == VLM_OK);
+    CHECK(vlm_input_add_text(in, caption) == VLM_OK);
+    CHECK(vlm_input_add_message(in, "user") == VLM_OK);
+    CHECK(vlm_input_add_text(in, "Describe the image.") == VLM_OK);
+    CHECK(vlm_generate(model, in, &p, NULL, NULL, &r) == VLM_OK);
+    if (r) {
+      CHECK(strcmp(vlm_result_text(r), second) == 0);
+      CHECK(vlm_result_stats(r).cached_tokens == 0);
+      vlm_result_free(r);
+      r = NULL;
+    }
+    CHECK(vlm_session_send(session, in, &p, NULL, NULL, &r) == VLM_ERR_INVALID_ARGUMENT); /* 3 messages */
+    vlm_session_reset(session);
+    CHECK(vlm_session_cached_tokens(session) == 0);
+    vlm_session_free(session);
+    vlm_session_free(NULL);
+    vlm_input_free(turn);
+    vlm_input_free(in);
+  }
+
   vlm_model_free(model);
 
   /* LoRA: an adapter set per generation (expected ids from shared/fixtures/lora/expected/peft-qv.json). */

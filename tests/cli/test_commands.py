@@ -1,6 +1,7 @@
 """`vlm chat`, `tokenize`, `chat-template`, `list`, `info`, `bench` and the error paths."""
 import json
 import os
+import re
 import sys
 import tempfile
 import unittest
@@ -29,9 +30,14 @@ class Chat(unittest.TestCase):
     def test_history_is_kept(self):
         # The second answer must equal `generate` on the same conversation with the first answer as the
         # assistant turn (the tiny model's answers are gibberish, but deterministic).
-        _, out, _ = run("chat", "--model", TINY, "--temperature", "0", "--max-tokens", "6",
-                        stdin="Hello there.\nAnd then?\n")
+        # The session keeps its prompt cache: the second turn prefills only its new tokens.
+        _, out, err = run("chat", "--model", TINY, "--temperature", "0", "--max-tokens", "6", "--verbose",
+                          stdin="Hello there.\nAnd then?\n")
         first, second = out.split("\n")[:2]
+        cached = [int(m) for m in re.findall(r"prompt: \d+ tokens \((\d+) cached\)", err)]
+        self.assertEqual(len(cached), 2, err)
+        self.assertEqual(cached[0], 0)
+        self.assertGreater(cached[1], 10)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump([{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": first},
                        {"role": "user", "content": "And then?"}], f)
@@ -113,11 +119,19 @@ class ModelCommands(unittest.TestCase):
 
     def test_bench_json(self):
         j = run_json("bench", "--model", DEMO4, "--image", os.path.join(SHAPES, "shapes_02.png"), "--prompt-tokens",
-                     "32", "--gen-tokens", "5", "--json")
+                     "32", "--gen-tokens", "5", "--follow-up", "8", "--json")
         self.assertEqual(j["generated_tokens"], 5)  # EOS ignored
         self.assertGreater(j["prompt_tokens"], 32 + 16)
-        for key in ("load_ms", "prompt_tps", "decode_tps", "image_encode_ms", "peak_rss_bytes"):
+        for key in ("load_ms", "prompt_tps", "decode_tps", "image_encode_ms", "peak_rss_bytes",
+                    "time_to_first_token_ms"):
             self.assertGreater(j[key], 0, key)
+        self.assertEqual(j["cached_tokens"], 0)
+        # The follow-up turn reuses the first turn's prompt and does not encode the image again.
+        follow = j["follow_up"]
+        self.assertGreater(follow["prompt_tokens"], j["prompt_tokens"] + 8)
+        self.assertGreaterEqual(follow["cached_tokens"], j["prompt_tokens"])
+        self.assertEqual(follow["image_encode_ms"], 0)
+        self.assertGreater(follow["time_to_first_token_ms"], 0)
 
 
 class Errors(unittest.TestCase):

@@ -226,5 +226,59 @@ class PaliGemmaGreedy(unittest.TestCase):
             self.assertEqual(rc, 2)
             self.assertIn("--draw-boxes needs --image", err)
 
+class PromptCacheFile(unittest.TestCase):
+    """--prompt-cache FILE: created on first use, reused when its prefix matches, answers unchanged; files of
+    another model or precision, and corrupt or truncated ones, get a clear error (exit 1), never a crash."""
+
+    def generate(self, model, prompt, *extra, check=True):
+        return run("generate", "--model", os.path.join(QWEN, model) if "/" not in model else model,
+                   "--image", shared("images", "camera.png"), "--prompt", prompt, "--temperature", "0",
+                   "--max-tokens", "8", "--json", *extra, check=check)
+
+    def test_reuse_and_refusals(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = os.path.join(tmp, "prompt.safetensors")
+            plain = json.loads(self.generate("tiny-bf16", "What is in the picture?")[1])
+            first = json.loads(self.generate("tiny-bf16", "What is in the picture?", "--prompt-cache", cache)[1])
+            self.assertTrue(os.path.exists(cache))
+            self.assertEqual(first["stats"]["cached_tokens"], 0)
+            self.assertEqual(first["token_ids"], plain["token_ids"])
+            again = json.loads(self.generate("tiny-bf16", "What is in the picture?", "--prompt-cache", cache)[1])
+            self.assertEqual(again["token_ids"], plain["token_ids"])
+            self.assertEqual(again["stats"]["cached_tokens"], plain["stats"]["prompt_tokens"] - 1)
+            self.assertEqual(again["stats"]["image_encode_ms"], 0)
+            other = json.loads(self.generate("tiny-bf16", "What colour is it?", "--prompt-cache", cache)[1])
+            want = json.loads(self.generate("tiny-bf16", "What colour is it?")[1])
+            self.assertEqual(other["token_ids"], want["token_ids"])
+            self.assertGreater(other["stats"]["cached_tokens"], 0)
+            self.assertLess(other["stats"]["cached_tokens"], other["stats"]["prompt_tokens"])
+
+            with open(cache, "rb") as f:
+                data = f.read()
+            header = json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])
+            self.assertEqual(header["__metadata__"]["model_type"], "qwen2_vl")
+            self.assertEqual(len(json.loads(header["__metadata__"]["token_ids"])), header["keys"]["shape"][0])
+
+            def refused(model, path, *extra):
+                rc, out, err = self.generate(model, "What is in the picture?", "--prompt-cache", path, *extra,
+                                             check=False)
+                self.assertEqual(rc, 1, err)
+                self.assertIn(path, err)
+                return err
+
+            self.assertIn("another model", refused(shared("fixtures", "paligemma", "tiny-bf16"), cache))
+            self.assertIn("config_sha256", refused("tiny-mlx-4bit", cache))
+            self.assertIn("precision", refused("tiny-bf16", cache, "--precision", "fast"))
+            for name, content in (("truncated", data[:len(data) // 2]), ("empty", b""), ("junk", b"\x07" * 64),
+                                  ("header only", data[:8 + struct.unpack("<Q", data[:8])[0]])):
+                path = os.path.join(tmp, name.replace(" ", "_"))
+                with open(path, "wb") as f:
+                    f.write(content)
+                refused("tiny-bf16", path)
+            # Still intact after the refusals: they never overwrite the file.
+            with open(cache, "rb") as f:
+                self.assertEqual(f.read(), data)
+
+
 if __name__ == "__main__":
     main()

@@ -268,6 +268,178 @@ TEST_P(Conformance, AdaptersStayWithTheirSequence) {
   }
 }
 
+// The oracle cases of a checkpoint's family (../cases/*.json) as chat messages: HF-style "messages"
+// (image paths and video frame lists relative to the family folder) or PaliGemma's "prompt" + "image".
+std::vector<std::pair<std::string, std::vector<ChatMessage>>> fixture_cases(const std::string& dir) {
+  std::vector<std::pair<std::string, std::vector<ChatMessage>>> out;
+  const fs::path family = fs::path(dir).parent_path();
+  if (!fs::exists(family / "cases")) return out;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(family / "cases"))
+    if (e.path().extension() == ".json") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  auto image = [&](const std::string& rel) {
+    ContentPart p;
+    p.kind = ContentPart::Kind::Image;
+    p.image = load_image((family / rel).string());
+    return p;
+  };
+  auto text = [](const std::string& t) {
+    ContentPart p;
+    p.text = t;
+    return p;
+  };
+  for (const fs::path& f : files) {
+    const json c = read_json_file(f.string());
+    std::vector<ChatMessage> messages;
+    if (c.contains("messages")) {
+      for (const json& m : c["messages"]) {
+        ChatMessage cm;
+        cm.role = m["role"].get<std::string>();
+        if (m["content"].is_string()) cm.content.push_back(text(m["content"].get<std::string>()));
+        for (const json& part : m["content"].is_array() ? m["content"] : json::array()) {
+          const std::string type = part.value("type", "text");
+          if (type == "image") {
+            cm.content.push_back(image(part["image"].get<std::string>()));
+          } else if (type == "video" && part["video"].is_array()) {
+            ContentPart v;
+            v.kind = ContentPart::Kind::Video;
+            for (const json& frame : part["video"])
+              v.frames.push_back(load_image((family / frame.get<std::string>()).string()));
+            cm.content.push_back(v);
+          } else if (type == "text") {
+            cm.content.push_back(text(part["text"].get<std::string>()));
+          } else {
+            cm.content.clear();
+            break;
+          }
+        }
+        messages.push_back(cm);
+      }
+    } else if (c.contains("prompt") && c.contains("image")) {
+      ChatMessage cm;
+      cm.role = "user";
+      cm.content = {image(c["image"]["file"].get<std::string>()), text(c["prompt"].get<std::string>())};
+      messages.push_back(cm);
+    }
+    if (!messages.empty()) out.emplace_back(f.stem().string(), messages);
+  }
+  return out;
+}
+
+struct Turn {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;
+  int64_t reused = 0;
+};
+
+// Greedy decoding of `count` tokens after prefilling `in` on `seq` (reusing its cache).
+Turn greedy(Sequence& seq, const ModelInput& in, int count) {
+  Turn t;
+  t.logits.push_back(seq.prefill_reusing(in, &t.reused));
+  for (int i = 0; i < count; ++i) {
+    t.tokens.push_back(argmax(t.logits.back()));
+    if (i + 1 < count) t.logits.push_back(seq.step(t.tokens.back()));
+  }
+  return t;
+}
+
+// Prompt cache: every fixture case split into two turns on one sequence answers as a fresh
+// sequence does (greedy tokens equal, logits within rounding), reusing what it may. Turn 1 is the
+// conversation up to its first user message; turn 2 the whole case (a), or the case plus the
+// answer and a follow-up question (b); then the case with its first image replaced (c).
+TEST_P(Conformance, PromptCacheTwoTurnsAnswerAsFresh) {
+  const Loaded& l = load(GetParam().dir);
+  const DecoderModel& m = l.decoder();
+  const auto cases = fixture_cases(GetParam().dir);
+  if (cases.empty()) GTEST_SKIP() << "no fixture cases";
+  auto prepare = [&](const std::vector<ChatMessage>& messages) {
+    ModelInput in = l.processor->prepare(messages, {});
+    in.prefill_chunk = 5;  // the rows after the cached prefix run in several chunks
+    return in;
+  };
+  auto check = [&](Sequence& seq, const ModelInput& in, const std::string& what) {
+    auto fresh = m.start(test_env());
+    const Turn want = greedy(*fresh, in, 6), got = greedy(seq, in, 6);
+    EXPECT_EQ(got.tokens, want.tokens) << what;
+    for (size_t i = 0; i < want.logits.size(); ++i) EXPECT_LE(max_diff(got.logits[i], want.logits[i]), 1e-3f) << what;
+    // Media whose rows all come from the cache are not encoded again.
+    const std::vector<uint64_t> keys = m.prompt_keys(in);
+    int64_t last_media = -1;
+    for (size_t i = 0; i < keys.size(); ++i)
+      if (keys[i] >> 63) last_media = int64_t(i);
+    if (last_media >= 0 && last_media < got.reused) {
+      EXPECT_EQ(seq.vision_ms(), 0.0) << what;
+    } else if (last_media >= got.reused) {
+      EXPECT_GT(seq.vision_ms(), 0.0) << what;
+    }
+    return got;
+  };
+  int reused_somewhere = 0;
+  for (const auto& [name, messages] : cases) {
+    SCOPED_TRACE(name);
+    size_t first_user = 0;
+    while (first_user + 1 < messages.size() && messages[first_user].role != "user") ++first_user;
+    const std::vector<ChatMessage> turn1(messages.begin(), messages.begin() + std::ptrdiff_t(first_user) + 1);
+    const ModelInput in1 = prepare(turn1), in2 = prepare(messages);
+    auto seq = m.start(test_env());
+    const Turn first = greedy(*seq, in1, 4);
+    EXPECT_EQ(first.reused, 0);
+
+    // (a) the whole case: its prompt starts with turn 1's (or is it).
+    const Turn a = check(*seq, in2, "whole case after its first turn");
+    const int64_t n1 = int64_t(in1.ids.size()), n2 = int64_t(in2.ids.size());
+    auto starts_with = [](const std::vector<int32_t>& ids, const std::vector<int32_t>& prefix, int64_t n) {
+      return int64_t(ids.size()) >= n && int64_t(prefix.size()) >= n &&
+             std::equal(ids.begin(), ids.begin() + n, prefix.begin());
+    };
+    if (starts_with(in2.ids, in1.ids, std::min(n1, n2))) {
+      EXPECT_GE(a.reused, std::min(n1, n2) - 1);
+    }
+    reused_somewhere += a.reused > 0;
+
+    // (b) a follow-up: the answer and a new question (PaliGemma keeps only the last user turn, so
+    // its bidirectional prompt block changes and nothing may be reused).
+    std::vector<ChatMessage> follow = messages;
+    ChatMessage answer, question;
+    answer.role = "assistant";
+    answer.content.resize(1);
+    answer.content[0].text = l.tokenizer->decode(a.tokens, true);
+    question.role = "user";
+    question.content.resize(1);
+    question.content[0].text = "And what else?";
+    follow.push_back(answer);
+    follow.push_back(question);
+    const ModelInput in3 = prepare(follow);
+    const Turn b = check(*seq, in3, "follow-up question");
+    const bool prefix_lm = m.build_prompt(test_env(), in3, m.first_position(), nullptr, nullptr).prefix_lm;
+    if (prefix_lm) {
+      EXPECT_EQ(b.reused, 0);
+    } else if (starts_with(in3.ids, in2.ids, n2 - 1)) {
+      EXPECT_GE(b.reused, n2 - 1);
+    }
+
+    // (c) the same case with its first image inverted: nothing from that image on is reused.
+    std::vector<ChatMessage> swapped = messages;
+    bool done = false;
+    for (auto& msg : swapped)
+      for (auto& part : msg.content)
+        if (!done && part.kind == ContentPart::Kind::Image) {
+          for (uint8_t& v : part.image.rgb) v = uint8_t(255 - v);  // same size, other content
+          done = true;
+        }
+    if (!done) continue;
+    const ModelInput in4 = prepare(swapped);
+    check(*seq, in2, "the case again");
+    const Turn c = check(*seq, in4, "first image replaced");
+    const std::vector<uint64_t> keys = m.prompt_keys(in4);
+    const int64_t first_media =
+        std::find_if(keys.begin(), keys.end(), [](uint64_t k) { return k >> 63; }) - keys.begin();
+    EXPECT_LE(c.reused, first_media);
+  }
+  EXPECT_GT(reused_somewhere, 0);
+}
+
 std::string checkpoint_name(const ::testing::TestParamInfo<FamilyCheckpoint>& info) {
   std::string s = info.param.model_type + "_" + fs::path(info.param.dir).filename().string();
   for (char& c : s)

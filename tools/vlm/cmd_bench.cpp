@@ -1,9 +1,12 @@
 // `vlm bench`: one end-to-end run with a synthetic prompt of N tokens (plus an optional image) and M
 // greedy tokens generated without stopping at EOS; reports load time, prompt and decode speed, image
 // encoding time and peak memory. With --batch B, B copies of the prompt decode in lockstep (one pass
-// over the weights per step) and it reports aggregate and per-sequence decode speed.
+// over the weights per step) and it reports aggregate and per-sequence decode speed; --follow-up N
+// adds a second turn on the same session (prompt cache).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "common.h"
 
@@ -31,6 +34,10 @@ int run_bench(const std::vector<std::string>& argv) {
       {"prompt-tokens", true, false, "synthetic text tokens in the prompt (default 128)", "N"},
       {"gen-tokens", true, false, "tokens generated greedily, EOS ignored (default 64)", "M"},
       {"batch", true, false, "sequences decoding together (default 1)", "B"},
+      {"follow-up", true, false,
+       "then a second turn of N more synthetic tokens on the same session (prompt cache): its time to first "
+       "token and cached tokens",
+       "N"},
       {"json", false, false, "print JSON"},
   };
   for (auto& o : processing_options()) cmd.options.push_back(o);
@@ -60,22 +67,33 @@ int run_bench(const std::vector<std::string>& argv) {
   p.ignore_eos = true;
   p.sampling.temperature = 0;
   p.adapters = adapters;
+  if (batch > 1 && args.get("follow-up")) throw UsageError("--follow-up and --batch cannot be combined");
+  ChatSession session(ctx, opts);
   auto t_gen = std::chrono::steady_clock::now();
-  std::vector<GenerationResult> results = batch == 1 ? std::vector<GenerationResult>{ctx.generate(prepared, p)}
+  std::vector<GenerationResult> results = batch == 1 ? std::vector<GenerationResult>{session.generate(prepared, p)}
                                                      : ctx.generate_batch(std::vector(size_t(batch), prepared), p);
   double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_gen).count();
-  const GenerationStats& s = results.front().stats;
+  const GenerationResult& r = results.front();
+  const GenerationStats& s = r.stats;
   // Aggregate decode: every sequence's decode tokens over the time all of them decoded together
   // (the first token of each comes from its prefill).
   double prefill_ms = 0, per_sequence_tps = 0;
   int64_t decode_tokens = 0;
-  for (const GenerationResult& r : results) {
-    prefill_ms += r.stats.prompt_ms;
-    decode_tokens += r.stats.generated_tokens - 1;
-    per_sequence_tps += r.stats.generation_tps / double(results.size());
+  for (const GenerationResult& g : results) {
+    prefill_ms += g.stats.prompt_ms;
+    decode_tokens += g.stats.generated_tokens - 1;
+    per_sequence_tps += g.stats.generation_tps / double(results.size());
   }
   double decode_wall_ms = total_ms - prefill_ms;
   double aggregate_tps = decode_wall_ms > 0 ? double(decode_tokens) / (decode_wall_ms / 1000.0) : 0;
+  // A second turn: the first prompt, the answer and N more tokens, on the session's cache.
+  std::optional<GenerationStats> follow;
+  if (auto n_follow = args.get_int("follow-up", 1, 1 << 20)) {
+    UserInput next = in;
+    next.messages.push_back({"assistant", {UserInput::Part::text_part(r.text)}});
+    next.messages.push_back({"user", {UserInput::Part::text_part(synthetic_text(ctx.text(), *n_follow))}});
+    follow = session.generate(ctx.prepare(next), p).stats;
+  }
 
   if (args.flag("json")) {
     nlohmann::json j = {{"model", model},
@@ -93,7 +111,15 @@ int run_bench(const std::vector<std::string>& argv) {
                         {"decode_tps_per_sequence", per_sequence_tps},
                         {"decode_tps_aggregate", aggregate_tps},
                         {"peak_rss_bytes", s.peak_memory_bytes},
-                        {"adapters", args.all("adapter")}};
+                        {"adapters", args.all("adapter")},
+                        {"cached_tokens", s.cached_tokens},
+                        {"time_to_first_token_ms", s.time_to_first_token_ms}};
+    if (follow)
+      j["follow_up"] = {{"prompt_tokens", follow->prompt_tokens},
+                        {"cached_tokens", follow->cached_tokens},
+                        {"prompt_ms", follow->prompt_ms},
+                        {"image_encode_ms", follow->image_encode_ms},
+                        {"time_to_first_token_ms", follow->time_to_first_token_ms}};
     std::printf("%s\n", dump_json(j, 2).c_str());
     return 0;
   }
@@ -103,6 +129,8 @@ int run_bench(const std::vector<std::string>& argv) {
   std::printf("prompt:        %lld tokens in %.1f ms, %.1f tokens/s\n", (long long)s.prompt_tokens, s.prompt_ms,
               s.prompt_tps);
   std::printf("image encode:  %.1f ms\n", s.image_encode_ms);
+  std::printf("first token:   %.1f ms after the start (%lld prompt tokens cached)\n", s.time_to_first_token_ms,
+              (long long)s.cached_tokens);
   if (batch == 1) {
     std::printf("decode:        %lld tokens, %.1f tokens/s\n", (long long)s.generated_tokens, s.generation_tps);
   } else {
@@ -110,6 +138,10 @@ int run_bench(const std::vector<std::string>& argv) {
                 (long long)batch, (long long)s.generated_tokens, per_sequence_tps, aggregate_tps);
   }
   std::printf("peak RSS:      %s\n", human_bytes(s.peak_memory_bytes).c_str());
+  if (follow)
+    std::printf("follow-up:     %lld tokens (%lld cached), first token after %.1f ms (%.1f%% of the first turn's)\n",
+                (long long)follow->prompt_tokens, (long long)follow->cached_tokens, follow->time_to_first_token_ms,
+                100.0 * follow->time_to_first_token_ms / std::max(s.time_to_first_token_ms, 1e-9));
   return 0;
 }
 

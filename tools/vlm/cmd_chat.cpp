@@ -1,5 +1,5 @@
 // `vlm chat`: multi-turn chat on stdin/stdout. Lines are user turns; /image PATH attaches an image to
-// the next turn, /reset clears the history, /quit (or end of input) leaves.
+// the next turn, /reset clears the history and the session's prompt cache, /quit (or end of input) leaves.
 #include <unistd.h>
 
 #include <cstdio>
@@ -53,12 +53,9 @@ int run_chat(const std::vector<std::string>& argv) {
   if (interactive)
     std::fprintf(stderr, "%s loaded. Type a message; /image PATH attaches an image, /reset clears, /quit leaves.\n",
                  ctx.info().model_type.c_str());
-  std::vector<UserInput::Message> history;
-  auto reset = [&] {
-    history.clear();
-    if (!system.empty()) history.push_back({"system", {UserInput::Part::text_part(system)}});
-  };
-  reset();
+  // The session keeps the conversation's KV cache, so each turn prefills only its new tokens.
+  ChatSession session(ctx, options);
+  session.set_system(system);
 
   std::string line;
   while (true) {
@@ -71,9 +68,9 @@ int run_chat(const std::vector<std::string>& argv) {
     if (text.empty()) continue;
     if (text == "/quit" || text == "/exit") break;
     if (text == "/reset") {
-      reset();
+      session.reset();
       pending.clear();
-      std::fprintf(stderr, "(history cleared)\n");
+      std::fprintf(stderr, "(history cleared, prompt cache emptied)\n");
       continue;
     }
     if (text.rfind("/image", 0) == 0 && (text.size() == 6 || text[6] == ' ')) {
@@ -96,20 +93,14 @@ int run_chat(const std::vector<std::string>& argv) {
     UserInput::Message turn{"user", {}};
     for (const auto& p : pending) turn.content.push_back(UserInput::Part::image_path(p));
     turn.content.push_back(UserInput::Part::text_part(text));
-    UserInput in;
-    in.messages = history;
-    in.messages.push_back(turn);
-    in.options = options;
     try {
-      GenerationResult r = ctx.generate(in, params, [](std::string_view piece, int32_t) {
+      GenerationResult r = session.send(std::move(turn), params, [](std::string_view piece, int32_t) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
         return true;
       });
       std::printf("\n");
       std::fflush(stdout);
-      history.push_back(std::move(turn));
-      history.push_back({"assistant", {UserInput::Part::text_part(r.text)}});
       pending.clear();
       if (verbose) print_stats(r.stats);
     } catch (const std::exception& e) {

@@ -22,6 +22,10 @@ Command generate_command() {
       {"messages", true, false, "chat as a JSON list of {role, content} (instead of --prompt/--image)", "FILE.json"},
       {"json", false, false, "print one JSON object {text, token_ids, finish_reason, stats}"},
       {"logprobs", true, false, "with --json: log-probabilities with N top alternatives per token", "N"},
+      {"prompt-cache", true, false,
+       "reuse the KV cache saved in FILE when its prompt shares a prefix with this one; save this one's there "
+       "(created on first use)",
+       "FILE"},
       {"draw-boxes", true, false, "write the first image with the answer's <loc> detection boxes drawn", "OUT.png"},
   };
   for (auto& o : sampling_options()) c.options.push_back(o);
@@ -91,7 +95,15 @@ int run_generate(const std::vector<std::string>& argv) {
       return true;
     };
   }
-  GenerationResult r = ctx.generate(prepared, params, stream);
+  GenerationResult r;
+  if (auto cache_file = args.get("prompt-cache")) {
+    ChatSession session(ctx);
+    if (std::filesystem::exists(*cache_file)) session.load_cache(*cache_file);
+    r = session.generate(prepared, params, stream);
+    session.save_cache(*cache_file);
+  } else {
+    r = ctx.generate(prepared, params, stream);
+  }
   if (boxes_out) draw_boxes(*boxes_out, args.all("image").front(), r.text);
   if (as_json) {
     nlohmann::json j = result_json(r, params.logprobs);

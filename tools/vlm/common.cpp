@@ -158,7 +158,8 @@ json stats_json(const GenerationStats& s) {
   return {{"prompt_tokens", s.prompt_tokens},     {"prompt_ms", s.prompt_ms},
           {"prompt_tps", s.prompt_tps},           {"generated_tokens", s.generated_tokens},
           {"generation_ms", s.generation_ms},     {"generation_tps", s.generation_tps},
-          {"image_encode_ms", s.image_encode_ms}, {"peak_memory_bytes", s.peak_memory_bytes}};
+          {"image_encode_ms", s.image_encode_ms}, {"peak_memory_bytes", s.peak_memory_bytes},
+          {"cached_tokens", s.cached_tokens},     {"time_to_first_token_ms", s.time_to_first_token_ms}};
 }
 
 json result_json(const GenerationResult& r, bool with_logprobs) {
@@ -195,7 +196,9 @@ std::string human_bytes(int64_t bytes) {
 }
 
 void print_stats(const GenerationStats& s) {
-  std::fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s\n", (long long)s.prompt_tokens, s.prompt_tps);
+  std::fprintf(stderr, "prompt: %lld tokens (%lld cached), %.1f tokens/s\n", (long long)s.prompt_tokens,
+               (long long)s.cached_tokens, s.prompt_tps);
+  std::fprintf(stderr, "time to first token: %.1f ms\n", s.time_to_first_token_ms);
   std::fprintf(stderr, "generation: %lld tokens, %.1f tokens/s\n", (long long)s.generated_tokens, s.generation_tps);
   if (s.image_encode_ms > 0) std::fprintf(stderr, "image encode: %.1f ms\n", s.image_encode_ms);
   std::fprintf(stderr, "peak memory: %s\n", human_bytes(s.peak_memory_bytes).c_str());

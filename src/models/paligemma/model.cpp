@@ -6,6 +6,7 @@
 
 #include "kernels/ops.h"
 #include "models/common.h"
+#include "models/feature_cache.h"
 #include "models/paligemma/paligemma.h"
 
 namespace vlm {
@@ -56,23 +57,32 @@ PromptRows PaliGemmaModel::build_prompt(const Compute& env, const ModelInput& in
   x.resize(size_t(L * H));
   decoder_.embed(ids.data(), L, x.data());
   if (!input.images.empty()) {
-    auto t0 = std::chrono::steady_clock::now();
     // transformers divides the projector output by sqrt(text hidden) before merging.
     const float inv = 1.0f / std::sqrt(float(H));
     int64_t row = 0;
     for (const Tensor& img : input.images) {
-      std::vector<float> vis = vision_.encode(env, img, observer);
-      nn::observe(observer, "vision.out", -1, vis.data(), N, cfg_.vision.hidden_size);
-      std::vector<float> feat = project(env, vis);
-      nn::observe(observer, "image_features", -1, feat.data(), N, H);
-      for (int64_t j = 0; j < N; ++j) {
+      std::vector<int64_t> at;  // this image's rows
+      while (int64_t(at.size()) < N) {
         while (ids[size_t(row)] != cfg_.image_token_index) ++row;
-        for (int64_t c = 0; c < H; ++c) x[size_t(row * H + c)] = feat[size_t(j * H + c)] * inv;
-        ++row;
+        at.push_back(row++);
       }
+      if (at.back() < input.cached_rows) continue;  // prompt cache: its rows are already computed
+      const uint64_t key = input.feature_cache ? media_item_hash(cfg_.image_token_index, {}, img) : 0;
+      FeatureCache::Features feat = input.feature_cache ? input.feature_cache->find(key) : nullptr;
+      if (!feat) {
+        auto t0 = std::chrono::steady_clock::now();
+        std::vector<float> vis = vision_.encode(env, img, observer);
+        nn::observe(observer, "vision.out", -1, vis.data(), N, cfg_.vision.hidden_size);
+        auto projected = std::make_shared<const std::vector<float>>(project(env, vis));
+        nn::observe(observer, "image_features", -1, projected->data(), N, H);
+        if (input.feature_cache) input.feature_cache->put(key, *projected);
+        feat = projected;
+        if (vision_ms)
+          *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      }
+      for (int64_t j = 0; j < N; ++j)
+        for (int64_t c = 0; c < H; ++c) x[size_t(at[size_t(j)] * H + c)] = (*feat)[size_t(j * H + c)] * inv;
     }
-    if (vision_ms)
-      *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   }
   nn::observe(observer, "decoder.input", -1, x.data(), L, H);
   scale_inplace(x.data(), embed_scale_, L * H);
@@ -81,6 +91,12 @@ PromptRows PaliGemmaModel::build_prompt(const Compute& env, const ModelInput& in
   // The first prompt (image, <bos>, text, "\n") is the bidirectional prefix; text prefilled after
   // it (a suffix, as HF's `suffix` tokens) is causal like generated tokens, and may be chunked.
   out.prefix_lm = first_position == this->first_position();
+  return out;
+}
+
+std::vector<DecoderModel::MediaSlot> PaliGemmaModel::media_slots(const ModelInput& input) const {
+  std::vector<MediaSlot> out;
+  for (const Tensor& img : input.images) out.push_back({cfg_.image_token_index, cfg_.vision.num_patches(), &img, {}});
   return out;
 }
 

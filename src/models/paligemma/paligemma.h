@@ -46,6 +46,7 @@ class PaliGemmaModel : public DecoderModel {
   std::vector<float> project(const Compute& env, const std::vector<float>& vision_out) const;
   PromptRows build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
                           const nn::Observer* observer, double* vision_ms) const override;
+  std::vector<MediaSlot> media_slots(const ModelInput& input) const override;
   // HF PaliGemma numbers positions from 1 (position_ids = cumsum(attention_mask)).
   int64_t first_position() const override { return 1; }
   void prepare(const Compute& env) override {

@@ -68,6 +68,9 @@ class Qwen2_5_VLModel : public DecoderModel {
                                    const nn::Observer* observer = nullptr) const;
   PromptRows build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
                           const nn::Observer* observer, double* vision_ms) const override;
+  std::vector<MediaSlot> media_slots(const ModelInput& input) const override {
+    return qwen2vl_media_slots(cfg_.text, input);
+  }
   void prepare(const Compute& env) override {
     DecoderModel::prepare(env);
     vision_.prepare(env);

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "models/common.h"
+#include "models/feature_cache.h"
 #include "models/qwen2_vl/qwen2_vl.h"
 
 namespace vlm {
@@ -53,14 +54,16 @@ PromptRows qwen2vl_build_prompt(const nn::TextDecoder& decoder, const Qwen2VLCon
 
   auto scatter = [&](const std::vector<Tensor>& items, const std::vector<Grid>& grids, int32_t pad, const char* kind,
                      const char* token, const char* features_name) {
-    const int64_t pads = std::count(input.ids.begin(), input.ids.end(), pad);
+    std::vector<int64_t> at;  // prompt index of every placeholder
+    for (int64_t i = 0; i < L; ++i)
+      if (input.ids[size_t(i)] == pad) at.push_back(i);
+    const int64_t pads = int64_t(at.size());
     if (items.size() != grids.size())
       fail("qwen2_vl: ", items.size(), " ", kind, " tensors but ", grids.size(), " ", kind, " grids");
     if (items.empty()) {
       if (pads) fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but no ", kind, " was given");
       return;
     }
-    std::vector<float> px;
     int64_t rows = 0;
     for (size_t i = 0; i < items.size(); ++i) {
       const Tensor& t = items[i];
@@ -68,21 +71,55 @@ PromptRows qwen2vl_build_prompt(const nn::TextDecoder& decoder, const Qwen2VLCon
       if (t.ndim() != 2 || t.dim(1) != D || t.dim(0) != g[0] * g[1] * g[2])
         fail("qwen2_vl: ", kind, " ", i, " has pixel values of shape ", shape_str(t.shape()), " but its grid [", g[0],
              ", ", g[1], ", ", g[2], "] needs [", g[0] * g[1] * g[2], ", ", D, "]");
-      std::vector<float> v = t.to_floats();
-      px.insert(px.end(), v.begin(), v.end());
       rows += t.dim(0);
     }
     if (pads * unit != rows)
       fail("qwen2_vl: the prompt has ", pads, " ", token, " tokens but the ", kind, " inputs give ", rows / unit,
            " feature rows");
+    // Items whose placeholders all lie in the cached rows (prompt cache) are not needed; items in the
+    // feature cache are not encoded again; the others are encoded together.
+    auto place = [&](const float* f, int64_t first, int64_t n) {
+      for (int64_t j = 0; j < n; ++j) std::copy_n(f + j * H, H, out.embeddings.data() + at[size_t(first + j)] * H);
+    };
+    struct Pending {
+      size_t item;
+      int64_t first;
+      uint64_t key;
+    };
+    std::vector<Pending> run;
+    std::vector<float> px;
+    std::vector<Grid> run_grids;
+    int64_t run_rows = 0, first = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const int64_t n = items[i].dim(0) / unit;
+      if (at[size_t(first + n - 1)] >= input.cached_rows) {
+        const uint64_t key = input.feature_cache ? media_item_hash(pad, grids[i], items[i]) : 0;
+        if (FeatureCache::Features hit = input.feature_cache ? input.feature_cache->find(key) : nullptr) {
+          place(hit->data(), first, n);
+        } else {
+          std::vector<float> v = items[i].to_floats();
+          px.insert(px.end(), v.begin(), v.end());
+          run_grids.push_back(grids[i]);
+          run_rows += items[i].dim(0);
+          run.push_back({i, first, key});
+        }
+      }
+      first += n;
+    }
+    if (run.empty()) return;
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<float> f = encode(px.data(), rows, grids);
+    std::vector<float> f = encode(px.data(), run_rows, run_grids);
     if (vision_ms)
       *vision_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    nn::observe(observer, features_name, -1, f.data(), rows / unit, H);
-    int64_t next = 0;
-    for (int64_t i = 0; i < L; ++i)
-      if (input.ids[size_t(i)] == pad) std::copy_n(f.data() + (next++) * H, H, out.embeddings.data() + i * H);
+    nn::observe(observer, features_name, -1, f.data(), run_rows / unit, H);
+    int64_t row = 0;
+    for (const Pending& p : run) {
+      const int64_t n = items[p.item].dim(0) / unit;
+      place(f.data() + row * H, p.first, n);
+      if (input.feature_cache)
+        input.feature_cache->put(p.key, std::vector<float>(f.begin() + row * H, f.begin() + (row + n) * H));
+      row += n;
+    }
   };
   scatter(input.images, input.image_grids, cfg.image_token_id, "image", "<|image_pad|>", "image_features");
   scatter(input.videos, input.video_grids, cfg.video_token_id, "video", "<|video_pad|>", "video_features");
@@ -105,6 +142,22 @@ PromptRows Qwen2VLModel::build_prompt(const Compute& env, const ModelInput& inpu
                               [&](const float* px, int64_t rows, const std::vector<Grid>& grids) {
                                 return vision_.encode(env, px, rows, grids, observer);
                               });
+}
+
+std::vector<DecoderModel::MediaSlot> qwen2vl_media_slots(const Qwen2VLConfig& cfg, const ModelInput& input) {
+  const int64_t unit = cfg.vision.spatial_merge_size * cfg.vision.spatial_merge_size;
+  std::vector<DecoderModel::MediaSlot> out;
+  auto add = [&](const std::vector<Tensor>& items, const std::vector<Grid>& grids, int32_t token) {
+    for (size_t i = 0; i < items.size() && i < grids.size(); ++i)
+      out.push_back({token, grids[i][0] * grids[i][1] * grids[i][2] / unit, &items[i], grids[i]});
+  };
+  add(input.images, input.image_grids, cfg.image_token_id);
+  add(input.videos, input.video_grids, cfg.video_token_id);
+  return out;
+}
+
+std::vector<DecoderModel::MediaSlot> Qwen2VLModel::media_slots(const ModelInput& input) const {
+  return qwen2vl_media_slots(cfg_, input);
 }
 
 std::unique_ptr<Model> make_qwen2_vl_model(const Checkpoint& checkpoint) {

@@ -91,6 +91,9 @@ MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector
 // written over the <|image_pad|> / <|video_pad|> tokens, and get_rope_index's positions from
 // `first_position`. Checks pixel shapes, grids and pad counts; shared by Qwen2-VL and Qwen2.5-VL.
 using Qwen2VLEncodeFn = std::function<std::vector<float>(const float* pixels, int64_t rows, const std::vector<Grid>&)>;
+// Where each image and video sits in the prompt, for prompt-cache keys (shared with Qwen2.5-VL).
+std::vector<DecoderModel::MediaSlot> qwen2vl_media_slots(const Qwen2VLConfig& config, const ModelInput& input);
+
 PromptRows qwen2vl_build_prompt(const nn::TextDecoder& decoder, const Qwen2VLConfig& config, const ModelInput& input,
                                 int64_t first_position, const nn::Observer* observer, double* vision_ms,
                                 const Qwen2VLEncodeFn& encode, const std::vector<double>& video_time_scale = {});
@@ -146,6 +149,7 @@ class Qwen2VLModel : public DecoderModel {
                                    const nn::Observer* observer = nullptr) const;
   PromptRows build_prompt(const Compute& env, const ModelInput& input, int64_t first_position,
                           const nn::Observer* observer, double* vision_ms) const override;
+  std::vector<MediaSlot> media_slots(const ModelInput& input) const override;
   void prepare(const Compute& env) override {
     DecoderModel::prepare(env);
     vision_.prepare(env);

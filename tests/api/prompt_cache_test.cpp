@@ -1,0 +1,114 @@
+// Prompt caches through the public API: a ChatSession answers every turn as the whole conversation
+// does without a cache; the vision-feature cache skips the encoder for an image it has seen with the
+// same processing options, for every family with fixtures.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "vlm/vlm.hpp"
+
+namespace vlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kFixtures = std::string(VLM_SHARED_DIR) + "/fixtures";
+const std::string kImages = std::string(VLM_SHARED_DIR) + "/images";
+
+LoadOptions exact(size_t vision_cache_bytes) {
+  LoadOptions o;
+  o.threads = 2;
+  o.precision = "exact";
+  o.vision_cache_bytes = vision_cache_bytes;
+  return o;
+}
+
+GenerationParams greedy(int n) {
+  GenerationParams p;
+  p.max_tokens = n;
+  p.ignore_eos = true;
+  return p;
+}
+
+TEST(ChatSession, EveryTurnAnswersAsTheWholeConversation) {
+  const std::string dir = kFixtures + "/qwen2_vl/tiny-bf16";
+  if (!fs::exists(dir)) GTEST_SKIP() << "fixtures absent";
+  ModelContext ctx = ModelContext::load(dir, exact(0));
+  ChatSession session(ctx);
+  session.set_system("You are terse.");
+  std::vector<UserInput::Message> turns = {
+      {"user", {UserInput::Part::image_path(kImages + "/camera.png"), UserInput::Part::text_part("What is it?")}},
+      {"user", {UserInput::Part::text_part("And the colours?")}},
+      {"user", {UserInput::Part::image_path(kImages + "/rocket.jpg"), UserInput::Part::text_part("Compare them.")}}};
+  UserInput whole;
+  whole.messages.push_back({"system", {UserInput::Part::text_part("You are terse.")}});
+  int64_t previous_prompt = 0;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    whole.messages.push_back(turns[i]);
+    const GenerationResult want = ctx.generate(whole, greedy(6));
+    const GenerationResult got = session.send(turns[i], greedy(6));
+    EXPECT_EQ(got.token_ids, want.token_ids) << "turn " << i;
+    EXPECT_EQ(got.text, want.text) << "turn " << i;
+    EXPECT_EQ(got.stats.prompt_tokens, want.stats.prompt_tokens);
+    EXPECT_EQ(want.stats.cached_tokens, 0);
+    if (i > 0) {
+      EXPECT_GE(got.stats.cached_tokens, previous_prompt - 1) << "turn " << i;
+    }
+    if (i == 1) {
+      EXPECT_EQ(got.stats.image_encode_ms, 0) << "the image of turn 0 is cached";
+    } else if (i == 2) {
+      EXPECT_GT(got.stats.image_encode_ms, 0) << "a new image";
+    }
+    previous_prompt = got.stats.prompt_tokens;
+    whole.messages.push_back({"assistant", {UserInput::Part::text_part(got.text)}});
+  }
+  EXPECT_EQ(session.history().size(), 2 * turns.size());
+  EXPECT_GT(session.cached_tokens(), previous_prompt);
+  EXPECT_GT(session.cache_bytes(), 0u);
+  session.reset();
+  EXPECT_EQ(session.cached_tokens(), 0);
+  EXPECT_TRUE(session.history().empty());
+  const GenerationResult again = session.send(turns[0], greedy(6));
+  EXPECT_EQ(again.stats.cached_tokens, 0);
+}
+
+class VisionCache : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(VisionCache, SameImageSkipsTheEncoderOtherOptionsDoNot) {
+  const std::string dir = kFixtures + "/" + GetParam();
+  if (!fs::exists(dir)) GTEST_SKIP() << "fixtures absent";
+  ModelContext cached = ModelContext::load(dir, exact(64 << 20)), plain = ModelContext::load(dir, exact(0));
+  const std::string image = kImages + "/astronaut.png";
+  const UserInput first = UserInput::from_prompt("caption en", {image});
+  const UserInput second = UserInput::from_prompt("describe en", {image});
+  GenerationResult a = cached.generate(first, greedy(4));
+  EXPECT_GT(a.stats.image_encode_ms, 0);
+  GenerationResult b = cached.generate(second, greedy(4));
+  EXPECT_EQ(b.stats.image_encode_ms, 0) << "a new conversation with the same image";
+  EXPECT_EQ(b.token_ids, plain.generate(second, greedy(4)).token_ids);
+  // Other pixels (another size) are encoded again.
+  UserInput resized = second;
+  resized.options.resize_width = resized.options.resize_height = 56;
+  if (GetParam().rfind("qwen2_vl", 0) == 0) {
+    GenerationResult c = cached.generate(resized, greedy(4));
+    EXPECT_GT(c.stats.image_encode_ms, 0);
+    EXPECT_EQ(c.token_ids, plain.generate(resized, greedy(4)).token_ids);
+  }
+  UserInput other = UserInput::from_prompt("describe en", {kImages + "/camera.png"});
+  GenerationResult d = cached.generate(other, greedy(4));
+  EXPECT_GT(d.stats.image_encode_ms, 0);
+  EXPECT_EQ(d.token_ids, plain.generate(other, greedy(4)).token_ids);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, VisionCache,
+                         ::testing::Values("qwen2_vl/tiny-bf16", "qwen2_vl/tiny-mlx-4bit", "paligemma/tiny-bf16",
+                                           "paligemma/tiny-mlx-8bit"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+}  // namespace
+}  // namespace vlm
