@@ -97,6 +97,7 @@ void KVCache::advance(int64_t n) {
 
 void KVCache::truncate(int64_t n) {
   if (n >= length_) return;
+  if (n <= 0) return clear();  // nothing before row 0 is needed, whatever a window dropped
   for (const Layer& l : layers_)
     if (l.first > std::max<int64_t>(0, n - std::max<int64_t>(l.window - 1, 0)))
       fail("KV cache: cannot go back to ", n, " rows: a sliding-window layer already dropped rows before ", l.first);
