@@ -268,6 +268,22 @@ TEST_P(Conformance, AdaptersStayWithTheirSequence) {
   }
 }
 
+// A cached prompt computed with other adapters is never reused: switching the adapter set of a
+// sequence (e.g. a pooled one in the server) drops its cached rows.
+TEST_P(Conformance, PromptCacheIsNotReusedAcrossAdapters) {
+  const Loaded& l = load(GetParam().dir);
+  const ModelInput in = prompt_with_image(l, "Describe the image.", "camera.png");
+  auto adapter = random_adapter(l.decoder().decoder().config());
+  auto seq = l.model->start(test_env()), base = l.model->start(test_env());
+  seq->set_adapters({{adapter, 1.f}});
+  int64_t reused = -1;
+  seq->prefill_reusing(in, &reused);
+  seq->set_adapters({});
+  const std::vector<float> again = seq->prefill_reusing(in, &reused);
+  EXPECT_EQ(reused, 0);
+  EXPECT_EQ(max_diff(again, base->prefill(in)), 0.f);
+}
+
 // The oracle cases of a checkpoint's family (../cases/*.json) as chat messages: HF-style "messages"
 // (image paths and video frame lists relative to the family folder) or PaliGemma's "prompt" + "image".
 std::vector<std::pair<std::string, std::vector<ChatMessage>>> fixture_cases(const std::string& dir) {
