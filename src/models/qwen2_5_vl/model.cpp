@@ -1,6 +1,5 @@
 // Qwen2.5-VL: weight loading in every known checkpoint layout; prompts go through the shared
 // Qwen2-VL prompt builder and processor, with this family's tower and video time scale.
-#include "models/common.h"
 #include "models/qwen2_5_vl/qwen2_5_vl.h"
 
 namespace vlm {
@@ -9,24 +8,10 @@ std::unique_ptr<Qwen2_5_VLModel> Qwen2_5_VLModel::load(const Checkpoint& ckpt) {
   auto model = std::make_unique<Qwen2_5_VLModel>();
   Qwen2_5_VLConfig& c = model->cfg_;
   c = Qwen2_5_VLConfig::from_json(ckpt.config(), ckpt.dir() + "/config.json");
-  // Layouts: HF before 4.52 ("model.", "visual.", "lm_head"), transformers >= 4.52
-  // ("model.language_model.", "model.visual.", "lm_head"), mlx-vlm ("language_model.model.",
-  // "vision_tower.", "language_model.lm_head").
-  nn::DecoderNames names;
-  names.model = require_prefix(ckpt, {"model.language_model.", "language_model.model.", "model."},
-                               "embed_tokens.weight", "language-model embedding");
-  names.lm_head = ckpt.has("language_model.lm_head.weight") ? "language_model.lm_head" : "lm_head";
-  const std::string vis =
-      require_prefix(ckpt, {"model.visual.", "visual.", "vision_tower."}, "patch_embed.proj.weight", "vision tower");
-  model->vision_ = Qwen2_5_VLVisionTower::load(ckpt, vis, c.vision);
-  model->decoder_ = nn::TextDecoder::load(ckpt, names, c.text.decoder_config());
-
-  ModelInfo& info = model->info_;
-  info.model_type = "qwen2_5_vl";
-  info.vocab_size = c.text.vocab_size;
-  info.context_length = c.text.max_position_embeddings;
-  info.eos_ids = resolve_eos_ids(ckpt, json(c.text.eos_ids));
-  info.num_parameters = count_parameters(ckpt);
+  const Qwen2VLLayout layout = qwen2vl_layout(ckpt);  // the same three layouts as Qwen2-VL
+  model->vision_ = Qwen2_5_VLVisionTower::load(ckpt, layout.vision, c.vision);
+  model->decoder_ = nn::TextDecoder::load(ckpt, layout.decoder, c.text.decoder_config());
+  model->info_ = qwen2vl_model_info(ckpt, "qwen2_5_vl", c.text);
   return model;
 }
 

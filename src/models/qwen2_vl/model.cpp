@@ -10,27 +10,36 @@
 
 namespace vlm {
 
+Qwen2VLLayout qwen2vl_layout(const Checkpoint& ckpt) {
+  // Layouts: HF ("model.", "visual.", "lm_head"), newer transformers ("model.language_model.",
+  // "model.visual.", "lm_head"), mlx-vlm ("language_model.model.", "vision_tower.", "language_model.lm_head").
+  Qwen2VLLayout layout;
+  layout.decoder.model = require_prefix(ckpt, {"model.language_model.", "language_model.model.", "model."},
+                                        "embed_tokens.weight", "language-model embedding");
+  layout.decoder.lm_head = ckpt.has("language_model.lm_head.weight") ? "language_model.lm_head" : "lm_head";
+  layout.vision =
+      require_prefix(ckpt, {"model.visual.", "visual.", "vision_tower."}, "patch_embed.proj.weight", "vision tower");
+  return layout;
+}
+
+ModelInfo qwen2vl_model_info(const Checkpoint& ckpt, const std::string& model_type, const Qwen2VLConfig& text) {
+  ModelInfo info;
+  info.model_type = model_type;
+  info.vocab_size = text.vocab_size;
+  info.context_length = text.max_position_embeddings;
+  info.eos_ids = resolve_eos_ids(ckpt, json(text.eos_ids));
+  info.num_parameters = count_parameters(ckpt);
+  return info;
+}
+
 std::unique_ptr<Qwen2VLModel> Qwen2VLModel::load(const Checkpoint& ckpt) {
   auto model = std::make_unique<Qwen2VLModel>();
   Qwen2VLConfig& c = model->cfg_;
   c = Qwen2VLConfig::from_json(ckpt.config(), ckpt.dir() + "/config.json");
-  // Layouts: HF ("model.", "visual.", "lm_head"), newer transformers ("model.language_model.",
-  // "model.visual.", "lm_head"), mlx-vlm ("language_model.model.", "vision_tower.", "language_model.lm_head").
-  nn::DecoderNames names;
-  names.model = require_prefix(ckpt, {"model.language_model.", "language_model.model.", "model."},
-                               "embed_tokens.weight", "language-model embedding");
-  names.lm_head = ckpt.has("language_model.lm_head.weight") ? "language_model.lm_head" : "lm_head";
-  const std::string vis =
-      require_prefix(ckpt, {"model.visual.", "visual.", "vision_tower."}, "patch_embed.proj.weight", "vision tower");
-  model->vision_ = Qwen2VLVisionTower::load(ckpt, vis, c.vision);
-  model->decoder_ = nn::TextDecoder::load(ckpt, names, c.decoder_config());
-
-  ModelInfo& info = model->info_;
-  info.model_type = "qwen2_vl";
-  info.vocab_size = c.vocab_size;
-  info.context_length = c.max_position_embeddings;
-  info.eos_ids = resolve_eos_ids(ckpt, json(c.eos_ids));
-  info.num_parameters = count_parameters(ckpt);
+  const Qwen2VLLayout layout = qwen2vl_layout(ckpt);
+  model->vision_ = Qwen2VLVisionTower::load(ckpt, layout.vision, c.vision);
+  model->decoder_ = nn::TextDecoder::load(ckpt, layout.decoder, c.decoder_config());
+  model->info_ = qwen2vl_model_info(ckpt, "qwen2_vl", c);
   return model;
 }
 

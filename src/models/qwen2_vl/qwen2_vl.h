@@ -91,6 +91,16 @@ MRopeIndex qwen2vl_rope_index(const std::vector<int32_t>& ids, const std::vector
 // written over the <|image_pad|> / <|video_pad|> tokens, and get_rope_index's positions from
 // `first_position`. Checks pixel shapes, grids and pad counts; shared by Qwen2-VL and Qwen2.5-VL.
 using Qwen2VLEncodeFn = std::function<std::vector<float>(const float* pixels, int64_t rows, const std::vector<Grid>&)>;
+// Where the decoder and the vision tower sit, probed over every known layout (Hugging Face before
+// and after transformers 4.52, mlx-vlm); shared with Qwen2.5-VL.
+struct Qwen2VLLayout {
+  nn::DecoderNames decoder;
+  std::string vision;  // prefix of the vision tower's tensors
+};
+Qwen2VLLayout qwen2vl_layout(const Checkpoint& ckpt);
+// What ModelInfo says of a Qwen2-VL-style checkpoint with this text config.
+ModelInfo qwen2vl_model_info(const Checkpoint& ckpt, const std::string& model_type, const Qwen2VLConfig& text);
+
 // Where each image and video sits in the prompt, for prompt-cache keys (shared with Qwen2.5-VL).
 std::vector<DecoderModel::MediaSlot> qwen2vl_media_slots(const Qwen2VLConfig& config, const ModelInput& input);
 
