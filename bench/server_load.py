@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Load benchmark for `vlm serve`: C concurrent clients each send R chat completions; reports
-requests/s, tokens/s and p50/p95 latency (and time to first token when --stream).
+requests/s, tokens/s and p50/p95 latency (and, when --stream, time to first token and each stream's
+decode tokens/s after its first token: with continuous batching, concurrent streams share each
+decode step, so this stays near the single-stream rate).
 
     python3 bench/server_load.py --vlm build/tools/vlm --model /work/shared/fixtures/qwen2_vl/tiny-bf16 \\
-        --clients 8 --requests 5 --parallel 2 --max-tokens 16 [--image PATH] [--stream]
+        --clients 8 --requests 5 --parallel 2 --max-tokens 16 [--image PATH] [--stream] \\
+        [--serve-args "--precision fast --threads 2"]
 
 Starts the server on a free 127.0.0.1 port (or uses --url of a running one). Standard library only.
 """
@@ -30,7 +33,7 @@ def percentile(xs, p):
 
 def start_server(args):
     cmd = [args.vlm, "serve", "--model", args.model, "--host", "127.0.0.1", "--port", "0",
-           "--parallel", str(args.parallel), "--alias", "bench"]
+           "--parallel", str(args.parallel), "--alias", "bench"] + args.serve_args.split()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     log = ""
     while True:
@@ -79,6 +82,7 @@ def main():
     ap.add_argument("--prompt", default="Describe the image.")
     ap.add_argument("--image")
     ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--serve-args", default="", help="more `vlm serve` arguments, e.g. \"--precision fast\"")
     args = ap.parse_args()
 
     proc = None
@@ -97,7 +101,7 @@ def main():
     body = json.dumps(payload).encode()
     one_request(url, body, args.stream)  # warm-up
 
-    lat, ttfts, toks, errors = [], [], [], []
+    lat, ttfts, toks, decode_rates, errors = [], [], [], [], []
     lock = threading.Lock()
 
     def client():
@@ -109,6 +113,8 @@ def main():
                     toks.append(n)
                     if ttft is not None:
                         ttfts.append(ttft)
+                        if n > 1 and dt > ttft:
+                            decode_rates.append((n - 1) / (dt - ttft))
             except Exception as e:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(repr(e))
@@ -133,6 +139,9 @@ def main():
           % (percentile(lat, 50) * 1e3, percentile(lat, 95) * 1e3, statistics.mean(lat) * 1e3 if lat else 0))
     if ttfts:
         print("time to first token: p50 %.0f ms, p95 %.0f ms" % (percentile(ttfts, 50) * 1e3, percentile(ttfts, 95) * 1e3))
+    if decode_rates:
+        print("per-stream decode: p50 %.1f tok/s, min %.1f tok/s"
+              % (percentile(decode_rates, 50), min(decode_rates)))
     for e in errors[:5]:
         print("error:", e)
     return 1 if errors else 0

@@ -333,11 +333,22 @@ class ChatSession {
   std::shared_ptr<Impl> impl;
 };
 
-// Prompt cache shared by concurrent requests (a server): finished generations keep their KV cache
-// here, and a request whose prompt shares a prefix with one of them (token ids and media content)
-// takes it over and prefills only the rest. A cached sequence serves one request at a time, so
-// requests never see each other's state. Bounded by `max_bytes` of KV cache, least recently used
-// first out; 0 disables it. Thread-safe.
+// Decode steps of the generations that ran concurrently on one PromptCache.
+struct DecodeBatchStats {
+  int64_t steps = 0;           // batched passes over the weights
+  int64_t sequence_steps = 0;  // tokens they produced (sequence_steps / steps = mean batch size)
+  int64_t largest = 0;         // the largest batch
+};
+
+// Prompt cache and continuous batching for concurrent requests (a server). Finished generations
+// keep their KV cache here, and a request whose prompt shares a prefix with one of them (token ids
+// and media content) takes it over and prefills only the rest. A cached sequence serves one request
+// at a time, so requests never see each other's state. Bounded by `max_bytes` of KV cache, least
+// recently used first out; 0 disables the cache (not the batching).
+// generate() may be called from several threads at once: their decode steps run together, one pass
+// over the weights for all (generations join and leave at any step), and a prompt yields the engine
+// to the others' steps between its chunks (UserInput::Options::prefill_chunk). Each result is what
+// the generation gives alone.
 class PromptCache {
  public:
   PromptCache(const ModelContext& model, size_t max_bytes);
@@ -345,6 +356,7 @@ class PromptCache {
                             const StreamCallback& on_text = nullptr) const;
   size_t bytes() const;    // KV cache memory held now (<= max_bytes)
   size_t entries() const;  // sequences held now
+  DecodeBatchStats decode_stats() const;
 
   struct Impl;
   std::shared_ptr<Impl> impl;

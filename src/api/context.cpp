@@ -226,11 +226,12 @@ GenerationSetup generation_setup(const ModelContext::Impl& impl, const Generatio
 }  // namespace
 
 GenerationResult generate_on(const ModelContext::Impl& model, const ModelInput& input, const GenerationParams& params,
-                             const StreamCallback& on_text, Sequence* sequence) {
+                             const StreamCallback& on_text, Sequence* sequence, StepBatcher* batcher) {
   DetokenizerStream text(model.text.impl->tokenizer);
   GenerationSetup setup = generation_setup(model, params);
   setup.text = &text;
   setup.sequence = sequence;
+  setup.batcher = batcher;
   return generate_tokens(setup, input, params, on_text);
 }
 

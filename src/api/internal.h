@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/compute.h"
+#include "generate/step_batcher.h"
 #include "io/checkpoint.h"
 #include "media/image.h"
 #include "models/feature_cache.h"
@@ -39,9 +40,10 @@ struct ModelContext::Impl {
 // An adapter directory, or a Hugging Face id resolved (downloaded) through the hub cache.
 std::string resolve_adapter_dir(const std::string& id_or_dir, const LoadOptions& options);
 
-// Generation on `model`, on `sequence` when given (prompt cache), else on a fresh sequence.
+// Generation on `model`, on `sequence` when given (prompt cache), else on a fresh sequence; decode
+// steps batched with the other generations on `batcher` when given.
 GenerationResult generate_on(const ModelContext::Impl& model, const ModelInput& input, const GenerationParams& params,
-                             const StreamCallback& on_text, Sequence* sequence);
+                             const StreamCallback& on_text, Sequence* sequence, StepBatcher* batcher = nullptr);
 
 // UserInput -> the processor's messages: images decoded, videos decoded and sampled.
 std::vector<ChatMessage> to_chat_messages(const UserInput& input);

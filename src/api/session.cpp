@@ -132,9 +132,11 @@ size_t ChatSession::cache_bytes() const {
 }
 
 struct PromptCache::Impl {
-  Impl(std::shared_ptr<ModelContext::Impl> m, size_t max_bytes) : model(std::move(m)), pool(max_bytes) {}
+  Impl(std::shared_ptr<ModelContext::Impl> m, size_t max_bytes)
+      : model(std::move(m)), pool(max_bytes), batcher(*model->model) {}
   std::shared_ptr<ModelContext::Impl> model;
   SequencePool pool;
+  StepBatcher batcher;  // concurrent generations decode together
 };
 
 PromptCache::PromptCache(const ModelContext& model, size_t max_bytes) {
@@ -149,7 +151,7 @@ GenerationResult PromptCache::generate(const PreparedInput& input, const Generat
   std::unique_ptr<Sequence> seq;
   if (impl->pool.max_bytes() > 0) seq = impl->pool.take(model.prompt_keys(input.impl->input), nullptr);
   if (!seq) seq = model.start(impl->model->env);
-  GenerationResult r = generate_on(*impl->model, input.impl->input, params, on_text, seq.get());
+  GenerationResult r = generate_on(*impl->model, input.impl->input, params, on_text, seq.get(), &impl->batcher);
   if (impl->pool.max_bytes() > 0) impl->pool.put(std::move(seq));  // not after an error: it may be half written
   return r;
 }
@@ -160,6 +162,11 @@ size_t PromptCache::bytes() const {
 
 size_t PromptCache::entries() const {
   return impl->pool.size();
+}
+
+DecodeBatchStats PromptCache::decode_stats() const {
+  const StepBatchStats s = impl->batcher.stats();
+  return {s.steps, s.sequence_steps, s.largest};
 }
 
 }  // namespace vlm

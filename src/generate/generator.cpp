@@ -178,12 +178,13 @@ std::unique_ptr<Sequence> start_sequence(const GenerationSetup& setup, const Gen
   return seq;
 }
 
-// Runs the prompt, reusing the rows the sequence already holds for its longest matching prefix.
-std::vector<float> prefill(Sequence& seq, const ModelInput& input, const GenerationParams& params,
+// Runs the prompt, reusing the rows the sequence already holds for its longest matching prefix;
+// `between_chunks` (may be empty) runs between its chunks.
+std::vector<float> prefill(Sequence& seq, const ModelInput& input, const std::function<void()>& between_chunks,
                            int64_t* cached_tokens) {
-  if (!params.between_prefill_chunks) return seq.prefill_reusing(input, cached_tokens);
+  if (!between_chunks) return seq.prefill_reusing(input, cached_tokens);
   ModelInput chunked = input;  // tensors share their storage: a cheap copy
-  chunked.between_chunks = params.between_prefill_chunks;
+  chunked.between_chunks = between_chunks;
   return seq.prefill_reusing(chunked, cached_tokens);
 }
 
@@ -212,11 +213,30 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   }
   auto t_prefill = Clock::now();
   int64_t cached_tokens = 0;
-  std::vector<float> logits = prefill(*seq, input, params, &cached_tokens);
+  std::vector<float> logits;
+  if (StepBatcher* batcher = setup.batcher) {
+    // The prompt holds the engine, letting the others' decode steps (and prompts) in between chunks.
+    std::unique_lock<StepBatcher> engine(*batcher);
+    logits = prefill(
+        *seq, input,
+        [&] {
+          if (params.between_prefill_chunks) params.between_prefill_chunks();
+          engine.unlock();
+          engine.lock();
+        },
+        &cached_tokens);
+  } else {
+    logits = prefill(*seq, input, params.between_prefill_chunks, &cached_tokens);
+  }
   const double prompt_ms = ms_since(t_prefill);
 
   auto t_gen = Clock::now();
-  while (std::optional<int32_t> next = loop.accept(logits)) logits = seq->step(*next);
+  if (StepBatcher* batcher = setup.batcher) {
+    StepBatcher::Membership member(*batcher);
+    while (std::optional<int32_t> next = loop.accept(logits)) logits = batcher->step(*seq, *next);
+  } else {
+    while (std::optional<int32_t> next = loop.accept(logits)) logits = seq->step(*next);
+  }
   return loop.finish(prompt_ms, seq->vision_ms(), cached_tokens, t_gen);
 }
 
@@ -247,7 +267,7 @@ std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup
     loops.push_back(std::make_unique<TokenLoop>(setup, *texts[b], *inputs[b], params, no_callback));
     seqs.push_back(start_sequence(setup, params));
     auto t0 = Clock::now();
-    logits.push_back(prefill(*seqs[b], *inputs[b], params, nullptr));
+    logits.push_back(prefill(*seqs[b], *inputs[b], params.between_prefill_chunks, nullptr));
     prompt_ms.push_back(ms_since(t0));
   }
 

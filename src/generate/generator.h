@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "generate/step_batcher.h"
 #include "models/model.h"
 #include "vlm/vlm.hpp"
 
@@ -38,6 +39,10 @@ struct GenerationSetup {
   // Prompt cache: generate on this sequence (of `model`), reusing the longest cached prefix of the
   // prompt; it keeps the prompt and the generated tokens for the next call. Null: a fresh sequence.
   Sequence* sequence = nullptr;
+  // Continuous batching with the other generations on this batcher (other threads): the prompt runs
+  // holding its engine, yielding it between chunks, and each decode step joins their batched step.
+  // Null: the generation computes alone.
+  StepBatcher* batcher = nullptr;
 };
 
 // Throws vlm::Error when the prompt is empty or longer than the model's context.

@@ -1,5 +1,6 @@
 // POST /v1/chat/completions: read and validate the body, wait for a slot, prepare the input, then
 // generate into a JSON answer or a server-sent-event stream, stopping when the client goes away.
+// The slots' generations decode together (continuous batching in PromptCache).
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -114,13 +115,10 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
     // Images are fetched and decoded only now, so at most --parallel requests hold decoded pixels at once.
     load_request_images(job->request, options.media);
     body.release();
-    {
-      Scheduler::Turn turn(&scheduler);
-      try {
-        job->prepared = model.prepare(job->request.input);
-      } catch (const std::exception& e) {
-        throw bad_request(std::string("Invalid input: ") + e.what(), "messages", "invalid_input");
-      }
+    try {
+      job->prepared = model.prepare(job->request.input);
+    } catch (const std::exception& e) {
+      throw bad_request(std::string("Invalid input: ") + e.what(), "messages", "invalid_input");
     }
     job->request.input = UserInput{};  // the decoded images are in the prepared input now
     GenerationParams& params = job->request.params;
@@ -157,18 +155,12 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
 
     GenerationResult r;
     json logprobs = nullptr;
-    {
-      Scheduler::Turn turn(&scheduler);
-      GenerationParams turn_params = params;
-      turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
-      r = prompt_cache.generate(job->prepared, turn_params, [&](std::string_view, int32_t) {
-        note_token(*job);
-        if (cancel_all || job->connection->client_gone()) return false;
-        turn.yield();
-        return true;
-      });
-      if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
-    }
+    // The prompt cache batches this generation's decode steps with the other slots' (continuous batching).
+    r = prompt_cache.generate(job->prepared, params, [&](std::string_view, int32_t) {
+      note_token(*job);
+      return !(cancel_all || job->connection->client_gone());
+    });
+    if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
     record_generation(*job, r);
     if (r.finish_reason == "cancelled") {
       if (!cancel_all) {
@@ -214,18 +206,13 @@ void Server::Impl::stream_completion(ChatJob& job, httplib::DataSink& sink) {
   GenerationResult r;
   json logprobs = nullptr;
   try {
-    Scheduler::Turn turn(&scheduler);
-    GenerationParams turn_params = params;
-    turn_params.between_prefill_chunks = [&] { turn.yield(); };  // long prompts share the engine
-    r = prompt_cache.generate(job.prepared, turn_params, [&](std::string_view text, int32_t) {
+    // Decode steps are batched with the other slots'; a slow client delays only its own stream (the
+    // others' steps wait for this one's at most StepBatcher's gathering time).
+    r = prompt_cache.generate(job.prepared, params, [&](std::string_view text, int32_t) {
       note_token(job);
       if (cancel_all || job.connection->client_gone()) return false;
-      if (text.empty()) {
-        turn.yield();
-        return true;
-      }
-      std::string event = sse_event(chunk_json(job.meta, {{"content", std::string(text)}}, "", usage));
-      return turn.released([&] { return write(event); });
+      if (text.empty()) return true;
+      return write(sse_event(chunk_json(job.meta, {{"content", std::string(text)}}, "", usage)));
     });
     if (params.logprobs) logprobs = logprobs_json(content_logprobs(r, model.text()), model.text());
   } catch (const std::exception& e) {

@@ -88,6 +88,13 @@ std::string ServerMetrics::render(const GaugeValues& gauges) const {
   single(out, "vlm_model_load_seconds", "Time the model took to load.", "gauge", gauges.model_load_seconds);
   single(out, "vlm_prompt_cache_bytes", "KV cache memory held by the prompt cache (at most --cache-mb).", "gauge",
          double(gauges.prompt_cache_bytes));
+  single(out, "vlm_decode_batches_total", "Batched decode passes over the weights (continuous batching).", "counter",
+         double(gauges.decode_batches));
+  single(out, "vlm_decode_batch_tokens_total",
+         "Tokens produced by the batched decode passes (divided by vlm_decode_batches_total: mean batch size).",
+         "counter", double(gauges.decode_batch_tokens));
+  single(out, "vlm_decode_batch_size_max", "The largest decode batch so far.", "gauge",
+         double(gauges.largest_decode_batch));
   return out;
 }
 

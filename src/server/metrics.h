@@ -30,6 +30,8 @@ struct GaugeValues {
   int64_t queue_depth = 0, active_slots = 0, slots_total = 0;
   double model_load_seconds = 0;
   int64_t prompt_cache_bytes = 0;  // KV cache memory the prompt cache holds (at most --cache-mb)
+  // Continuous batching: batched decode passes, the tokens they produced, the largest batch.
+  int64_t decode_batches = 0, decode_batch_tokens = 0, largest_decode_batch = 0;
 };
 
 class ServerMetrics {

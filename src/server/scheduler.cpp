@@ -45,18 +45,6 @@ void Scheduler::release() {
   slot_free_.notify_all();
 }
 
-void Scheduler::lock_compute() {
-  std::unique_lock<std::mutex> lock(compute_mutex_);
-  uint64_t t = next_ticket_++;
-  compute_cv_.wait(lock, [&] { return now_serving_ == t; });
-}
-
-void Scheduler::unlock_compute() {
-  std::lock_guard<std::mutex> lock(compute_mutex_);
-  ++now_serving_;
-  compute_cv_.notify_all();
-}
-
 void Scheduler::shutdown() {
   shutting_down_ = true;
   std::lock_guard<std::mutex> lock(mutex_);

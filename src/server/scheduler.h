@@ -1,6 +1,6 @@
-// Request scheduling: N slots share one loaded model. A request waits (FIFO) for a free slot; slots
-// then take turns on the compute engine token by token, because the kernels' thread pool serves one
-// caller at a time. The turn-taking is a ticket lock, so a long generation cannot starve a short one.
+// Request admission: N slots share one loaded model. A request waits (FIFO) for a free slot; the
+// slots' generations then share the compute engine through the PromptCache's step batcher (decode
+// steps batched, prompt chunks interleaved with them in arrival order).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -38,33 +38,6 @@ class Scheduler {
   // returns null when `abandoned()` turns true while waiting (the client went away).
   std::unique_ptr<Lease> acquire(const std::function<bool()>& abandoned);
 
-  // The compute turn (held while preparing input and while computing each token).
-  class Turn {
-   public:
-    explicit Turn(Scheduler* s) : s_(s) { s_->lock_compute(); }
-    Turn(const Turn&) = delete;
-    Turn& operator=(const Turn&) = delete;
-    ~Turn() { s_->unlock_compute(); }
-    // Lets any waiting slot compute its next step, then takes the turn back.
-    void yield() {
-      s_->unlock_compute();
-      s_->lock_compute();
-    }
-    // Runs fn without the turn (socket writes must not hold up the other slots).
-    template <class F>
-    auto released(F&& fn) {
-      s_->unlock_compute();
-      struct Relock {
-        Scheduler* s;
-        ~Relock() { s->lock_compute(); }
-      } relock{s_};
-      return fn();
-    }
-
-   private:
-    Scheduler* s_;
-  };
-
   // Refuses new requests from now on and wakes those waiting (they get 503).
   void shutdown();
   bool shutting_down() const { return shutting_down_.load(); }
@@ -72,8 +45,6 @@ class Scheduler {
 
  private:
   void release();
-  void lock_compute();
-  void unlock_compute();
 
   const int slots_, max_queue_;
   mutable std::mutex mutex_;
@@ -82,10 +53,6 @@ class Scheduler {
   uint64_t next_wait_ticket_ = 0;
   std::deque<uint64_t> waiting_;  // tickets of the requests waiting for a slot, in arrival order
   std::atomic<bool> shutting_down_{false};
-
-  std::mutex compute_mutex_;
-  std::condition_variable compute_cv_;
-  uint64_t next_ticket_ = 0, now_serving_ = 0;
 };
 
 }  // namespace vlm::server

@@ -57,6 +57,8 @@ const char* kUsage =
     "                            that share their prefix (default 512; 0: off)\n"
     "  --shutdown-timeout S      grace period for in-flight requests on SIGINT/SIGTERM (default 30)\n"
     "  --threads N               compute threads (default: physical cores)\n"
+    "  --precision P             exact (float32) or fast (bf16/int8 activations); default:\n"
+    "                            VLM_PRECISION, else exact\n"
     "  --offline                 never download the model\n"
     "  --log                     one line per request on stderr\n";
 
@@ -124,6 +126,7 @@ Parsed parse(int argc, char** argv) {
                                                        {"adapter", true},
                                                        {"shutdown-timeout", true},
                                                        {"threads", true},
+                                                       {"precision", true},
                                                        {"offline", false},
                                                        {"log", false}};
   Parsed p;
@@ -203,7 +206,11 @@ Parsed parse(int argc, char** argv) {
       s.shutdown_grace_s = number(name, value, 0, 86400);
     else if (name == "threads")
       p.load.threads = int(integer(name, value, 1, 1024));
-    else if (name == "offline")
+    else if (name == "precision") {
+      if (value != "exact" && value != "fast")
+        throw UsageError("option '--precision': expected exact or fast, got '" + value + "'");
+      p.load.precision = value;
+    } else if (name == "offline")
       p.load.offline = true;
     else if (name == "log")
       s.log_requests = true;

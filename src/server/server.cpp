@@ -204,8 +204,15 @@ void Server::Impl::set_routes() {
   // Prometheus text exposition format 0.0.4; like /health it needs no key (scrapers run inside the cluster).
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     SchedulerStats s = scheduler.stats();
-    GaugeValues gauges{s.queued, s.active, options.parallel, model.info().load_ms / 1000.0,
-                       int64_t(prompt_cache.bytes())};
+    const DecodeBatchStats batches = prompt_cache.decode_stats();
+    GaugeValues gauges{s.queued,
+                       s.active,
+                       options.parallel,
+                       model.info().load_ms / 1000.0,
+                       int64_t(prompt_cache.bytes()),
+                       batches.steps,
+                       batches.sequence_steps,
+                       batches.largest};
     res.set_content(metrics.render(gauges), "text/plain; version=0.0.4; charset=utf-8");
   });
 

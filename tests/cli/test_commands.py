@@ -152,7 +152,8 @@ class Errors(unittest.TestCase):
     def test_bad_arguments_exit_2_with_usage(self):
         for args in (["generate", "--model", TINY, "--temperature", "abc"], ["generate", "--bogus"],
                      ["generate", "--prompt", "x"], ["frobnicate"], [], ["tokenize", "--model", TINY],
-                     ["generate", "--model", TINY, "--resize", "12"], ["info"]):
+                     ["generate", "--model", TINY, "--resize", "12"], ["info"],
+                     ["serve", "--model", TINY, "--precision", "half"]):
             rc, out, err = run(*args, check=False)
             self.assertEqual(rc, 2, args)
             self.assertIn("usage:", err, args)

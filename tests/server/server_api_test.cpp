@@ -213,6 +213,48 @@ TEST(ServerApi, ConcurrentClientsAllGetCompleteCorrectAnswers) {
   EXPECT_EQ(n.active, 0);
 }
 
+// Continuous batching: four streams at once on four slots decode in shared steps (the batch counters
+// of /metrics say so) and each gets the answer it gets alone.
+TEST(ServerApi, ConcurrentStreamsDecodeInSharedStepsAndGetTheirOwnAnswers) {
+  SKIP_WITHOUT_FIXTURES();
+  const std::vector<std::string> prompts = {"One", "Two words", "A third prompt", "Four: the last"};
+  GenerationParams p;
+  p.max_tokens = 16;
+  p.ignore_eos = true;
+  std::vector<std::string> want;
+  for (const auto& pr : prompts) want.push_back(direct(pr, "", p).text);
+
+  ServerOptions opts;
+  opts.parallel = 4;
+  TestServer srv(opts);
+  std::vector<std::string> got(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < prompts.size(); ++k)
+    threads.emplace_back([&, k] {
+      auto c = srv.client();
+      json body = chat_body(user_text(prompts[k]), 16);
+      body["stream"] = true;
+      body["ignore_eos"] = true;
+      HttpResult r = post(c, body);
+      for (const auto& e : sse_events(r.body))
+        if (e.is_object() && !e["choices"].empty() && e["choices"][0]["delta"].contains("content"))
+          got[k] += e["choices"][0]["delta"]["content"].get<std::string>();
+    });
+  for (auto& t : threads) t.join();
+  for (size_t k = 0; k < prompts.size(); ++k) EXPECT_EQ(got[k], want[k]) << prompts[k];
+
+  auto c = srv.client();
+  auto res = c.Get("/metrics");
+  ASSERT_TRUE(res);
+  auto value = [&](const std::string& name) {
+    const size_t at = res->body.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(res->body.substr(at + name.size() + 2));
+  };
+  EXPECT_EQ(value("vlm_decode_batch_tokens_total"), 4 * 15);
+  EXPECT_LT(value("vlm_decode_batches_total"), 4 * 15) << "the streams never shared a step";
+  EXPECT_GE(value("vlm_decode_batch_size_max"), 2);
+}
+
 TEST(ServerApi, ModelsHealthAndCors) {
   SKIP_WITHOUT_FIXTURES();
   {

@@ -42,7 +42,8 @@ Command batch_command() {
       {"model", true, false, "model directory or Hugging Face id (org/name)", "ID|DIR"},
       {"input", true, false, "requests, one {custom_id, method, url, body} object per line", "FILE.jsonl"},
       {"output", true, false, "results, appended; custom_ids already there are skipped", "FILE.jsonl"},
-      {"parallel", true, false, "requests generated at once over the one loaded model (default 1)", "N"},
+      {"parallel", true, false,
+       "requests generated at once over the one loaded model, their decode steps batched (default 1)", "N"},
       {"shard", true, false,
        "take the lines whose 0-based index mod N is I (default: JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID)", "I/N"},
       {"shards", true, false, "shard count with JOB_COMPLETION_INDEX when JOB_COMPLETIONS is not set", "N"},
@@ -244,8 +245,10 @@ struct Outcome {
   bool failed = false;
 };
 
-// One request, answered the way POST /v1/chat/completions answers it (same parser, limits and body).
-Outcome run_request(const ModelContext& model, const BatchSetup& setup, const InputLine& line) {
+// One request, answered the way POST /v1/chat/completions answers it (same parser, limits and body);
+// `engine` batches its decode steps with the other workers' (continuous batching).
+Outcome run_request(const ModelContext& model, const PromptCache& engine, const BatchSetup& setup,
+                    const InputLine& line) {
   json j = json::parse(line.text, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return {line_error(setup, line, "invalid_json", "not a JSON object"), 0, true};
@@ -291,7 +294,7 @@ Outcome run_request(const ModelContext& model, const BatchSetup& setup, const In
                                     " tokens.",
                                 "messages", "context_length_exceeded");
     if (ctx > 0) request.params.max_tokens = int(std::min<int64_t>(request.params.max_tokens, ctx - n_prompt));
-    GenerationResult r = model.generate(prepared, request.params);
+    GenerationResult r = engine.generate(prepared, request.params);
     json logprobs = nullptr;
     if (request.params.logprobs)
       logprobs = server::logprobs_json(server::content_logprobs(r, model.text()), model.text());
@@ -394,13 +397,14 @@ int run_batch(const std::vector<std::string>& argv) {
   std::fprintf(stderr, "vlm batch: loaded %s (%s) in %.0f ms; %d request(s) at a time\n", model_id.c_str(),
                model.info().model_type.c_str(), model.info().load_ms, parallel);
 
+  const PromptCache engine(model, 0);  // no prompt cache (the lines share no conversation), batching
   Progress progress;
   std::atomic<size_t> next{0};
   std::atomic<bool> write_failed{false};
   std::exception_ptr fatal;  // an output write that failed: no point going on
   auto worker = [&] {
     for (size_t i; !write_failed && (i = next.fetch_add(1)) < todo.size();) {
-      Outcome outcome = run_request(model, setup, *todo[i]);
+      Outcome outcome = run_request(model, engine, setup, *todo[i]);
       try {
         writer.append(dump_json(outcome.line));
       } catch (...) {
