@@ -81,6 +81,13 @@ struct GenerationStats {
   int64_t peak_memory_bytes = 0;      // VmHWM of this process
   int64_t cached_tokens = 0;          // prompt tokens taken from the prompt cache (not prefilled again)
   double time_to_first_token_ms = 0;  // from the start of generate() to the first sampled token
+  // Work done, for achieved rates (`vlm bench`): GFLOP of matmuls and attention in the image encoder
+  // and in the whole prefill (image included), and GB of weights read by the decode steps (per step
+  // one pass over the decoder's weights; in a batch, the batch's). Counted on the model's compute
+  // environment, so work of other generations running on the same model at the same time counts too.
+  double image_encode_gflop = 0;
+  double prompt_gflop = 0;
+  double decode_weight_gb = 0;
 };
 
 struct GenerationResult {

@@ -25,6 +25,7 @@ Compute Compute::make(int threads, Precision precision) {
   Compute c;
   c.pool = std::make_shared<ThreadPool>(threads);
   c.precision = precision;
+  c.counters = std::make_shared<ComputeCounters>();
   return c;
 }
 

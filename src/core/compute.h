@@ -2,6 +2,8 @@
 // multiplies. It is passed down explicitly (there is no process-wide pool or precision), so two
 // models in one process can run with different settings.
 #pragma once
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,9 +20,32 @@ enum class Precision {
 Precision parse_precision(const std::string& name);
 const char* precision_name(Precision p);
 
+// The work done in an environment, for achieved GFLOP/s and GB/s (`vlm bench`): the FLOPs of
+// matmuls and attention (2 per multiply-add) and the bytes of weights the matmuls read (one pass
+// over W per call, however many rows). Shared by the copies of an environment.
+struct ComputeCounters {
+  std::atomic<int64_t> flops{0};
+  std::atomic<int64_t> weight_bytes{0};
+  struct Snapshot {
+    int64_t flops = 0, weight_bytes = 0;
+  };
+  Snapshot snapshot() const {
+    return {flops.load(std::memory_order_relaxed), weight_bytes.load(std::memory_order_relaxed)};
+  }
+};
+
 struct Compute {
   std::shared_ptr<ThreadPool> pool;  // never null in an environment from make()
   Precision precision = Precision::kExact;
+  std::shared_ptr<ComputeCounters> counters;  // null: not counted
+
+  // Adds to the counters (when there are any).
+  void count(int64_t flops, int64_t weight_bytes = 0) const {
+    if (!counters) return;
+    counters->flops.fetch_add(flops, std::memory_order_relaxed);
+    if (weight_bytes) counters->weight_bytes.fetch_add(weight_bytes, std::memory_order_relaxed);
+  }
+  ComputeCounters::Snapshot snapshot() const { return counters ? counters->snapshot() : ComputeCounters::Snapshot{}; }
 
   ThreadPool& threads() const { return *pool; }
   int num_threads() const { return pool->size(); }

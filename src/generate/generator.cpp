@@ -188,6 +188,15 @@ std::vector<float> prefill(Sequence& seq, const ModelInput& input, const std::fu
   return seq.prefill_reusing(chunked, cached_tokens);
 }
 
+// The work counters' differences over a generation's stages, in its stats.
+void note_work(GenerationStats& st, int64_t vision_flops, const ComputeCounters::Snapshot& prefill_start,
+               const ComputeCounters::Snapshot& prefill_end, const ComputeCounters::Snapshot& decode_start,
+               const ComputeCounters::Snapshot& decode_end) {
+  st.image_encode_gflop = double(vision_flops) * 1e-9;
+  st.prompt_gflop = double(prefill_end.flops - prefill_start.flops) * 1e-9;
+  st.decode_weight_gb = double(decode_end.weight_bytes - decode_start.weight_bytes) * 1e-9;
+}
+
 GenerationResult empty_result(const ModelInput& input) {
   GenerationResult r;
   r.finish_reason = "length";
@@ -212,6 +221,7 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
     if (params.max_kv_size > 0) seq->set_kv_window(params.max_kv_size, std::min(4, params.max_kv_size - 1));
   }
   auto t_prefill = Clock::now();
+  const ComputeCounters::Snapshot work_start = setup.env.snapshot();
   int64_t cached_tokens = 0;
   std::vector<float> logits;
   if (StepBatcher* batcher = setup.batcher) {
@@ -229,6 +239,7 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
     logits = prefill(*seq, input, params.between_prefill_chunks, &cached_tokens);
   }
   const double prompt_ms = ms_since(t_prefill);
+  const ComputeCounters::Snapshot work_prefilled = setup.env.snapshot();
 
   auto t_gen = Clock::now();
   if (StepBatcher* batcher = setup.batcher) {
@@ -237,7 +248,9 @@ GenerationResult generate_tokens(const GenerationSetup& setup, const ModelInput&
   } else {
     while (std::optional<int32_t> next = loop.accept(logits)) logits = seq->step(*next);
   }
-  return loop.finish(prompt_ms, seq->vision_ms(), cached_tokens, t_gen);
+  GenerationResult result = loop.finish(prompt_ms, seq->vision_ms(), cached_tokens, t_gen);
+  note_work(result.stats, seq->vision_flops(), work_start, work_prefilled, work_prefilled, setup.env.snapshot());
+  return result;
 }
 
 std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup,
@@ -263,7 +276,9 @@ std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup
   std::vector<std::unique_ptr<Sequence>> seqs;
   std::vector<std::vector<float>> logits;
   std::vector<double> prompt_ms;
+  std::vector<ComputeCounters::Snapshot> work_start;
   for (size_t b = 0; b < inputs.size(); ++b) {
+    work_start.push_back(setup.env.snapshot());
     loops.push_back(std::make_unique<TokenLoop>(setup, *texts[b], *inputs[b], params, no_callback));
     seqs.push_back(start_sequence(setup, params));
     auto t0 = Clock::now();
@@ -272,6 +287,7 @@ std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup
   }
 
   auto t_gen = Clock::now();
+  const ComputeCounters::Snapshot work_prefilled = setup.env.snapshot();
   std::vector<size_t> active(inputs.size());
   for (size_t b = 0; b < active.size(); ++b) active[b] = b;
   std::vector<std::optional<GenerationResult>> done(inputs.size());
@@ -291,7 +307,14 @@ std::vector<GenerationResult> generate_batch_tokens(const GenerationSetup& setup
     std::vector<std::vector<float>> out = setup.model->step_batch(batch, tokens);
     for (size_t k = 0; k < active.size(); ++k) logits[active[k]] = std::move(out[k]);
   }
-  for (auto& r : done) results.push_back(std::move(*r));
+  // Each sequence's own prefill; the decode steps are the batch's.
+  const ComputeCounters::Snapshot work_end = setup.env.snapshot();
+  for (size_t b = 0; b < inputs.size(); ++b) {
+    GenerationResult& r = *done[b];
+    const ComputeCounters::Snapshot prefill_end = b + 1 < inputs.size() ? work_start[b + 1] : work_prefilled;
+    note_work(r.stats, seqs[b]->vision_flops(), work_start[b], prefill_end, work_prefilled, work_end);
+    results.push_back(std::move(r));
+  }
   return results;
 }
 

@@ -123,6 +123,14 @@ void attention(const Compute& env, const float* q, int64_t q_stride, const float
   if (q_heads <= 0 || kv_heads <= 0 || q_heads % kv_heads != 0 || head_dim <= 0)
     fail("attention: bad head configuration q_heads=", q_heads, " kv_heads=", kv_heads, " head_dim=", head_dim);
   if (T <= 0) return;
+  if (env.counters) {  // QK^T and PV over the visible keys
+    int64_t pairs = 0;
+    for (int64_t i = 0, lo, hi; i < T; ++i) {
+      mask.key_range(S, i, lo, hi);
+      pairs += std::max<int64_t>(0, hi - lo);
+    }
+    env.count(4 * pairs * head_dim * q_heads);
+  }
   if (ops_detail::attention_avx512(env.threads(), env.precision == Precision::kFast, q, q_stride, k, v, kv_stride, T, S,
                                    q_heads, kv_heads, head_dim, scale, mask, out))
     return;

@@ -235,6 +235,7 @@ MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w)
 }
 
 void MatMulWeight::forward(const Compute& env, const float* x, int64_t M, float* y, const float* bias) const {
+  if (impl_ && M > 0) env.count(2 * M * impl_->N * impl_->K, int64_t(weight_bytes()));
   forward_as(matmul_precision_for(env.precision, *this), env.threads(), x, M, y, bias);
 }
 

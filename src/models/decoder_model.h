@@ -79,6 +79,7 @@ class DecoderSequence : public Sequence {
   int64_t length() const override { return seen_; }
   void set_kv_window(int64_t max_rows, int64_t keep) override;
   double vision_ms() const override { return vision_ms_; }
+  int64_t vision_flops() const override { return vision_flops_; }
   void set_observer(const nn::Observer* observer) override { observer_ = observer; }
   void set_adapters(nn::LoraSet adapters) override;
   std::vector<float> prefill_reusing(const ModelInput& input, int64_t* reused) override;
@@ -115,6 +116,7 @@ class DecoderSequence : public Sequence {
   int64_t prefix_rows_ = 0;    // cache rows every later token sees bidirectionally
   int64_t window_ = 0, keep_ = 0;
   double vision_ms_ = 0;
+  int64_t vision_flops_ = 0;
   std::vector<uint64_t> keys_;  // prompt cache: the key of every cached row, while keys_valid_
   bool keys_valid_ = true;
 };

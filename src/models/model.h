@@ -107,9 +107,10 @@ class Sequence {
     (void)file;
     fail("this model cannot load a prompt cache");
   }
-  virtual size_t cache_bytes() const { return 0; }  // memory held by the KV cache
-  virtual void release_scratch() {}                 // frees working buffers (a pooled sequence keeps its cache)
-  virtual double vision_ms() const = 0;             // time spent in the vision encoder during prefill
+  virtual size_t cache_bytes() const { return 0; }    // memory held by the KV cache
+  virtual void release_scratch() {}                   // frees working buffers (a pooled sequence keeps its cache)
+  virtual double vision_ms() const = 0;               // time spent in the vision encoder during prefill
+  virtual int64_t vision_flops() const { return 0; }  // the work of that encoding (Compute::counters)
   // Reports intermediate tensors of later prefills and steps (nn::Observation names); null: none.
   virtual void set_observer(const nn::Observer* observer) { (void)observer; }
   // LoRA adapters (loaded by this sequence's model) applied to the later prefills and steps.

@@ -101,6 +101,7 @@ std::vector<float> DecoderSequence::prefill_reusing(const ModelInput& input, int
   prefix_rows_ = 0;
   if (window_ > 0) cache_.set_window(window_, keep_);
   vision_ms_ = 0;
+  vision_flops_ = 0;
   keys_.clear();
   keys_valid_ = int64_t(keys.size()) == n;
   check_room(n);

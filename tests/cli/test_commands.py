@@ -123,8 +123,10 @@ class ModelCommands(unittest.TestCase):
         self.assertEqual(j["generated_tokens"], 5)  # EOS ignored
         self.assertGreater(j["prompt_tokens"], 32 + 16)
         for key in ("load_ms", "prompt_tps", "decode_tps", "image_encode_ms", "peak_rss_bytes",
-                    "time_to_first_token_ms"):
+                    "time_to_first_token_ms", "image_encode_gflop", "image_encode_gflops", "prompt_gflop",
+                    "prompt_gflops", "decode_weight_gb_per_step", "decode_weight_gbs"):
             self.assertGreater(j[key], 0, key)
+        self.assertGreater(j["prompt_gflop"], j["image_encode_gflop"])  # the prompt includes the image
         self.assertEqual(j["cached_tokens"], 0)
         # The follow-up turn reuses the first turn's prompt and does not encode the image again.
         follow = j["follow_up"]

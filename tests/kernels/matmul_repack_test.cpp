@@ -22,7 +22,7 @@ using namespace matmul_test;
 
 RefWeight repacked(std::mt19937& rng, int64_t N, int64_t K, int bits, int group, DType st) {
   RefWeight r = make_quant(rng, N, K, bits, group, st);
-  r.w.prepare(Compute{kernel_env().pool, Precision::kFast});
+  r.w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr});
   EXPECT_TRUE(r.w.is_repacked());
   return r;
 }
@@ -83,13 +83,13 @@ TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
   auto& pool = kernel_env().pool;
   RefWeight q4 = make_quant(rng, 16, 128, 4, 64, DType::BF16), q3 = make_quant(rng, 16, 128, 3, 64, DType::BF16);
   RefWeight dense = make_dense(rng, 16, 128, DType::BF16);
-  q4.w.prepare(Compute{pool, Precision::kExact});
+  q4.w.prepare(Compute{pool, Precision::kExact, nullptr});
   EXPECT_FALSE(q4.w.is_repacked());
-  q3.w.prepare(Compute{pool, Precision::kFast});
-  dense.w.prepare(Compute{pool, Precision::kFast});
+  q3.w.prepare(Compute{pool, Precision::kFast, nullptr});
+  dense.w.prepare(Compute{pool, Precision::kFast, nullptr});
   EXPECT_FALSE(q3.w.is_repacked());
   EXPECT_FALSE(dense.w.is_repacked());
-  q4.w.prepare(Compute{pool, Precision::kFast});
+  q4.w.prepare(Compute{pool, Precision::kFast, nullptr});
   EXPECT_EQ(q4.w.is_repacked(), matmul_int8_supported());
   EXPECT_EQ(q4.w.rows(), 16);
   EXPECT_EQ(q4.w.cols(), 128);

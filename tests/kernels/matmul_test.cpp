@@ -10,6 +10,7 @@
 
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
+#include "kernels/ops.h"
 #include "matmul_ref.h"
 
 namespace vlm {
@@ -194,6 +195,47 @@ TEST(MatMul, RejectsBadShapes) {
   EXPECT_NO_THROW(MatMulWeight::quantized(packed, s, s, 4, 32, "w"));
   EXPECT_THROW(MatMulWeight::dense(Tensor::zeros(DType::U8, {2, 2}), "w"), Error);
   EXPECT_THROW(MatMulWeight::dense(Tensor::zeros(DType::F32, {2, 2, 2}), "w"), Error);
+}
+
+}  // namespace
+}  // namespace vlm
+
+namespace vlm {
+namespace {
+
+// The work counters behind `vlm bench`'s GFLOP/s and GB/s: 2·M·N·K per matmul and one pass over the
+// weights per call, however many rows; attention: 4·head_dim per visible query-key pair and head.
+TEST(ComputeCounters, CountMatmulFlopsWeightBytesAndVisibleAttentionPairs) {
+  std::mt19937 rng(9);
+  const Compute env = Compute::make(1);
+  matmul_test::RefWeight r = matmul_test::make_quant(rng, 37, 128, 4, 64, DType::BF16);
+  std::vector<float> x(3 * 128, 0.5f), y(3 * 37);
+  r.w.forward(env, x.data(), 3, y.data());
+  ComputeCounters::Snapshot s = env.snapshot();
+  EXPECT_EQ(s.flops, 2 * 3 * 37 * 128);
+  EXPECT_EQ(s.weight_bytes, int64_t(r.w.weight_bytes()));
+  EXPECT_GT(s.weight_bytes, 37 * 128 / 2);  // 4-bit values plus group scales and biases
+
+  // Causal attention over 5 queries after 3 cached keys: query i sees 4 + i keys.
+  const int64_t T = 5, S = 8, heads = 2, dim = 8;
+  std::vector<float> q(T * heads * dim, 0.1f), kv(S * heads * dim, 0.2f), out(T * heads * dim);
+  AttentionMask mask;
+  mask.causal = true;
+  mask.q_offset = 3;
+  attention(env, q.data(), heads * dim, kv.data(), kv.data(), heads * dim, T, S, heads, heads, dim, 1.0f, mask,
+            out.data());
+  const int64_t pairs = 4 + 5 + 6 + 7 + 8;
+  EXPECT_EQ(env.snapshot().flops - s.flops, 4 * pairs * dim * heads);
+  EXPECT_EQ(env.snapshot().weight_bytes, s.weight_bytes);
+  // Copies of an environment share its counters; an environment without them counts nothing.
+  Compute copy = env;
+  r.w.forward(copy, x.data(), 1, y.data());
+  EXPECT_EQ(env.snapshot().weight_bytes, 2 * s.weight_bytes);
+  Compute uncounted = env;
+  uncounted.counters = nullptr;
+  r.w.forward(uncounted, x.data(), 1, y.data());
+  EXPECT_EQ(uncounted.snapshot().flops, 0);
+  EXPECT_EQ(env.snapshot().weight_bytes, 2 * s.weight_bytes);
 }
 
 }  // namespace

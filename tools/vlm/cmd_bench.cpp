@@ -2,7 +2,8 @@
 // greedy tokens generated without stopping at EOS; reports load time, prompt and decode speed, image
 // encoding time and peak memory. With --batch B, B copies of the prompt decode in lockstep (one pass
 // over the weights per step) and it reports aggregate and per-sequence decode speed; --follow-up N
-// adds a second turn on the same session (prompt cache).
+// adds a second turn on the same session (prompt cache). Achieved rates come from the model's work
+// counters: GFLOP/s of the image encoder and of the prompt, GB/s of weights read while decoding.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -86,6 +87,14 @@ int run_bench(const std::vector<std::string>& argv) {
   }
   double decode_wall_ms = total_ms - prefill_ms;
   double aggregate_tps = decode_wall_ms > 0 ? double(decode_tokens) / (decode_wall_ms / 1000.0) : 0;
+  auto per_second = [](double amount, double ms) { return ms > 0 ? amount / (ms / 1000.0) : 0.0; };
+  const double encode_gflops = per_second(s.image_encode_gflop, s.image_encode_ms);
+  double prompt_gflop = 0;
+  for (const GenerationResult& g : results) prompt_gflop += g.stats.prompt_gflop;
+  const double prompt_gflops = per_second(prompt_gflop, prefill_ms);
+  // Weights read per decode step, and at what rate: the memory roof's measure (batch: the batch's steps).
+  const double decode_gbs = per_second(s.decode_weight_gb, batch == 1 ? s.generation_ms : decode_wall_ms);
+  const double gb_per_step = s.generated_tokens > 1 ? s.decode_weight_gb / double(s.generated_tokens - 1) : 0;
   // A second turn: the first prompt, the answer and N more tokens, on the session's cache.
   std::optional<GenerationStats> follow;
   if (auto n_follow = args.get_int("follow-up", 1, 1 << 20)) {
@@ -111,6 +120,12 @@ int run_bench(const std::vector<std::string>& argv) {
                         {"decode_tps_per_sequence", per_sequence_tps},
                         {"decode_tps_aggregate", aggregate_tps},
                         {"peak_rss_bytes", s.peak_memory_bytes},
+                        {"image_encode_gflop", s.image_encode_gflop},
+                        {"image_encode_gflops", encode_gflops},
+                        {"prompt_gflop", prompt_gflop},
+                        {"prompt_gflops", prompt_gflops},
+                        {"decode_weight_gb_per_step", gb_per_step},
+                        {"decode_weight_gbs", decode_gbs},
                         {"adapters", args.all("adapter")},
                         {"cached_tokens", s.cached_tokens},
                         {"time_to_first_token_ms", s.time_to_first_token_ms}};
@@ -126,9 +141,10 @@ int run_bench(const std::vector<std::string>& argv) {
   std::printf("model:         %s (%s)\n", model.c_str(), ctx.info().model_type.c_str());
   std::printf("load:          %.1f ms\n", ctx.info().load_ms);
   std::printf("preprocess:    %.1f ms\n", prepare_ms);
-  std::printf("prompt:        %lld tokens in %.1f ms, %.1f tokens/s\n", (long long)s.prompt_tokens, s.prompt_ms,
-              s.prompt_tps);
-  std::printf("image encode:  %.1f ms\n", s.image_encode_ms);
+  std::printf("prompt:        %lld tokens in %.1f ms, %.1f tokens/s, %.1f GFLOP at %.1f GFLOP/s\n",
+              (long long)s.prompt_tokens, s.prompt_ms, s.prompt_tps, prompt_gflop, prompt_gflops);
+  std::printf("image encode:  %.1f ms, %.1f GFLOP at %.1f GFLOP/s\n", s.image_encode_ms, s.image_encode_gflop,
+              encode_gflops);
   std::printf("first token:   %.1f ms after the start (%lld prompt tokens cached)\n", s.time_to_first_token_ms,
               (long long)s.cached_tokens);
   if (batch == 1) {
@@ -137,6 +153,7 @@ int run_bench(const std::vector<std::string>& argv) {
     std::printf("decode:        %lld x %lld tokens, %.1f tokens/s per sequence, %.1f tokens/s aggregate\n",
                 (long long)batch, (long long)s.generated_tokens, per_sequence_tps, aggregate_tps);
   }
+  std::printf("weights read:  %.3f GB per decode step, %.1f GB/s\n", gb_per_step, decode_gbs);
   std::printf("peak RSS:      %s\n", human_bytes(s.peak_memory_bytes).c_str());
   if (follow)
     std::printf("follow-up:     %lld tokens (%lld cached), first token after %.1f ms (%.1f%% of the first turn's)\n",
