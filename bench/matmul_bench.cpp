@@ -95,13 +95,13 @@ const MatMulWeight& weight(int format, int64_t N, int64_t K, bool repack = false
 }
 
 static const vlm::MatMulPrecision kPrec[] = {vlm::MatMulPrecision::kF32, vlm::MatMulPrecision::kBF16,
-                                             vlm::MatMulPrecision::kInt8, vlm::MatMulPrecision::kInt8};
-static const char* kPrecName[] = {"", " bf16-dot", " int8", " int8-repacked"};
+                                             vlm::MatMulPrecision::kInt8};
+static const char* kPrecName[] = {"", " bf16-dot", " int8"};
 const char* format_name(int format) {
   return format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64";
 }
 
-// Args: format, M, N, K, precision (0 = f32, 1 = bf16, 2 = int8).
+// Args: format, M, N, K, precision (0 = f32, 1 = bf16, 2 = int8: weights repacked by prepare()).
 void BM_MatMul(benchmark::State& state) {
   const int format = int(state.range(0));
   const int64_t M = state.range(1), N = state.range(2), K = state.range(3);
@@ -110,7 +110,7 @@ void BM_MatMul(benchmark::State& state) {
     state.SkipWithError("CPU lacks AVX512_BF16 / AVX512_VNNI");
     return;
   }
-  const MatMulWeight& w = weight(format, N, K, prec == 3);
+  const MatMulWeight& w = weight(format, N, K, prec == 2);
   std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -135,14 +135,14 @@ void BM_MatMul(benchmark::State& state) {
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int f : {kBF16, kQ4, kQ8}) {
     // int8 only differs from f32 for quantized weights; bf16 dot GEMV only for bf16 weights.
-    const std::vector<int> precs = f == kBF16 ? std::vector<int>{0, 1} : std::vector<int>{0, 2, 3};
+    const std::vector<int> precs = f == kBF16 ? std::vector<int>{0, 1} : std::vector<int>{0, 2};
     for (int p : precs) {
       b->Args({f, 1, 256, 1536, p});  // L2-resident: compute-bound speed
       for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
         b->Args({f, 1, N, K, p});
     }
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}})
-      for (int p : {0, 1, 2, 3})
+      for (int p : {0, 1, 2})
         if (p < 2 || f != kBF16) b->Args({f, 512, N, K, p});
   }
 }
@@ -214,14 +214,14 @@ void BM_DecodeStep(benchmark::State& state) {
                                                           {8960, 1536}, {8960, 1536}, {1536, 8960}};
   static std::map<std::pair<int, bool>, std::vector<MatMulWeight>> sets;
   // One weight set at a time: the bf16 one alone is 3.5 GB.
-  const auto key = std::make_pair(format, prec == 3);
+  const auto key = std::make_pair(format, prec == 2);
   if (!sets.count(key)) {
     sets.clear();
     std::vector<MatMulWeight> ws;
     uint32_t seed = 10;
     for (int l = 0; l < kLayers; ++l)
-      for (auto [N, K] : layer) ws.push_back(make_weight(format, N, K, seed++, prec == 3));
-    ws.push_back(make_weight(format, 151936, 1536, seed++, prec == 3));
+      for (auto [N, K] : layer) ws.push_back(make_weight(format, N, K, seed++, prec == 2));
+    ws.push_back(make_weight(format, 151936, 1536, seed++, prec == 2));
     sets[key] = std::move(ws);
   }
   const std::vector<MatMulWeight>& ws = sets[key];
@@ -242,9 +242,7 @@ void BM_DecodeStep(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeStep)
     ->Args({kQ4, 2})
-    ->Args({kQ4, 3})
     ->Args({kQ8, 2})
-    ->Args({kQ8, 3})
     ->Args({kBF16, 0})
     ->Args({kBF16, 1})
     ->ArgNames({"fmt", "prec"})

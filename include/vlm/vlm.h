@@ -86,7 +86,7 @@ void vlm_model_free(vlm_model* model);
 const char* vlm_model_type(const vlm_model* model);
 int64_t vlm_model_context_length(const vlm_model* model);
 /* Load options: compute threads (0: VLM_THREADS, else physical cores) and precision ("exact",
- * "fast", or NULL/"" for VLM_PRECISION, else exact). Each model keeps its own settings. */
+ * "fast", or NULL/"" for VLM_PRECISION, else fast). Each model keeps its own settings. */
 typedef struct {
   int32_t threads;
   const char* precision;

@@ -180,8 +180,9 @@ struct LoadOptions {
   bool offline = false;  // never download (also HF_HUB_OFFLINE=1)
   std::string revision;  // hub revision; "" = main
   int threads = 0;       // compute threads of this model; 0: VLM_THREADS, else physical cores
-  // "exact" (float32 everywhere: the oracle-fixture path) or "fast" (bf16/int8 activations in
-  // matmuls, float32 accumulation); "": VLM_PRECISION, else exact. Each model keeps its own.
+  // "exact" (float32 everywhere: the oracle-fixture path) or "fast" (int8/bf16 activations in
+  // matmuls, float32 accumulation; logits within NMSE 1e-3 of exact); "": VLM_PRECISION, else
+  // fast. Each model keeps its own.
   std::string precision;
   // Vision-feature cache: encoded images/videos kept (by content and processing options) so the
   // same image in another prompt skips the encoder; bytes, least recently used out; 0: off.

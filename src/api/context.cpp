@@ -136,7 +136,7 @@ ModelContext ModelContext::load(const std::string& id_or_dir, const LoadOptions&
   if (options.threads < 0) fail("threads must be >= 0, got ", options.threads);
   auto impl = std::make_shared<Impl>();
   const Precision precision =
-      options.precision.empty() ? precision_from_env(Precision::kExact) : parse_precision(options.precision);
+      options.precision.empty() ? precision_from_env(Precision::kFast) : parse_precision(options.precision);
   impl->env = Compute::make(options.threads, precision);
   impl->dir = resolve_model_dir(id_or_dir, options);
   if (!fs::exists(fs::path(impl->dir) / "config.json")) fail(impl->dir, ": not a model directory (no config.json)");

@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "hwy/detect_targets.h"
-#include "kernels/matmul_int8.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/matmul_repack.h"
 #include "kernels/matmul_x86.h"
@@ -230,8 +229,10 @@ bool MatMulWeight::is_repacked() const {
 
 MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w) {
   if (precision == Precision::kExact) return MatMulPrecision::kF32;
-  return w.is_quantized() && (w.bits() == 2 || w.bits() == 4 || w.bits() == 8) ? MatMulPrecision::kInt8
-                                                                               : MatMulPrecision::kBF16;
+  if (w.is_quantized())
+    return w.bits() == 2 || w.bits() == 4 || w.bits() == 8 ? MatMulPrecision::kInt8 : MatMulPrecision::kF32;
+  // Only weights stored as bf16 lose nothing when kBF16 rounds them: f32/f16 ones stay exact.
+  return w.storage_dtype() == DType::BF16 ? MatMulPrecision::kBF16 : MatMulPrecision::kF32;
 }
 
 void MatMulWeight::forward(const Compute& env, const float* x, int64_t M, float* y, const float* bias) const {
@@ -252,10 +253,6 @@ void MatMulWeight::forward_as(MatMulPrecision prec, ThreadPool& pool, const floa
   }
   if (prec == MatMulPrecision::kBF16 && M <= kGemvMaxRows && matmul_detail::gemv_bf16_dot_supports(*impl_))
     return matmul_detail::gemv_bf16_dot(pool, *impl_, x, M, y, bias);
-  if (prec == MatMulPrecision::kInt8 && matmul_detail::int8_supports(*impl_)) {
-    if (M <= kGemvMaxRows) return matmul_detail::gemv_int8(pool, *impl_, x, M, y, bias);
-    return matmul_detail::gemm_int8(pool, *impl_, x, M, y, bias);
-  }
   if (M <= kGemvMaxRows) {
     if (matmul_detail::gemv_avx512_supports(*impl_)) return matmul_detail::gemv_avx512(pool, *impl_, x, M, y, bias);
     matmul_detail::gemv(pool, *impl_, x, M, y, bias);

@@ -61,12 +61,14 @@ class MatMulWeight {
 // Arithmetic of one matmul. kF32 accumulates exact float32 products everywhere (Precision::kExact).
 // kBF16 (GEMM, M > 6 rows; and GEMV of dense BF16 weights) rounds activations (and GEMM
 // weights) to bfloat16 and uses AVX512_BF16 dot products (~3 significant digits per product;
-// GEMV: |Δy| <= 2^-9·Σ|x·w|); ignored without AVX512_BF16. kInt8 (2/4/8-bit quantized weights on AVX512_VNNI CPUs, GEMV and GEMM) quantizes
-// activations to int8 per weight group (one float scale per group, error <= 0.4% of the group's
-// largest |x|) and multiplies them with the weights' integer values exactly; other weights stay
-// float32-exact. Weights repacked by prepare() run kInt8 from the repacked layout.
+// GEMV: |Δy| <= 2^-9·Σ|x·w|); ignored without AVX512_BF16. kInt8 (2/4/8-bit quantized weights
+// repacked by prepare() on AVX512_VNNI CPUs, GEMV and GEMM) quantizes activations per weight group
+// to 15 bits held as two int8 planes (error <= 1/32512 of the group's largest |x|) and multiplies
+// them with the weights' integer values exactly (matmul_int8.h); unprepared and other weights stay
+// float32-exact.
 enum class MatMulPrecision : int { kF32, kBF16, kInt8 };
-// What Precision::kFast means for a weight: kInt8 for 2/4/8-bit weights, kBF16 otherwise.
+// What Precision::kFast means for a weight: kInt8 for 2/4/8-bit weights, kBF16 for dense bf16
+// weights (activations rounded, weights as stored), kF32 for everything else.
 MatMulPrecision matmul_precision_for(Precision precision, const MatMulWeight& w);
 // True when kBF16 actually takes effect on this CPU.
 bool matmul_bf16_supported();

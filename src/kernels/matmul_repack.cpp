@@ -19,6 +19,8 @@ namespace vlm::matmul_detail {
 
 namespace {
 constexpr int kPR = RepackedQuant::kPanelRows;
+// Largest group whose int32 sums cannot overflow (see panels_kernel); MLX uses 32, 64 and 128.
+constexpr int kMaxGroup = 512;
 
 // A packed word's V = 32/bits values as one block dword: value w to byte w % 4, bits
 // [(w / 4)·bits, ...). pdep scatters each run of 4 values into its plane in one instruction
@@ -58,7 +60,7 @@ Tensor alloc_huge_bytes(int64_t n) {
 
 bool repack_supports(const MatMulWeight::Impl& p) {
   if (!p.quantized || !avx512_vnni_enabled()) return false;
-  return (p.bits == 2 || p.bits == 4 || p.bits == 8) && p.group % 16 == 0;
+  return (p.bits == 2 || p.bits == 4 || p.bits == 8) && p.group % 16 == 0 && p.group <= kMaxGroup;
 }
 
 std::shared_ptr<const RepackedQuant> repack_quantized(ThreadPool& pool, const MatMulWeight::Impl& p) {
@@ -169,9 +171,9 @@ constexpr int64_t kGemmRowBytes = 256 << 10;
 constexpr int64_t kPrefetch = 2048;
 // Rows m0.. of the quantized activations.
 struct XView {
-  const int8_t* q;     // [M, K]
-  const float* scale;  // [M, groups]
-  const float* sum;    // [M, groups]
+  const int8_t *hi, *lo;  // [M, K]
+  const float* scale;     // [M, groups]
+  const float* sum;       // [M, groups]
   int64_t K, groups;
 };
 
@@ -184,17 +186,19 @@ VLM_AVX512 inline __m512 load_scales16(const uint8_t* p) {
   return _mm512_cvtph_ps(h);
 }
 
-// y[m, 16·p0 ..) for MB activation rows and R panels from p0 over all of K. A independent
-// accumulators per output vector hide vpdpbusd latency when MB·R alone is too few.
+// y[m, 16·p0 ..) for MB activation rows and R panels from p0 over all of K. Each weight vector
+// meets both activation planes (hi, lo: matmul_int8.h) in their own accumulators; A independent
+// accumulators per output vector and plane hide vpdpbusd latency when MB·R alone is too few.
 template <int BITS, int SD, int MB, int R>
 VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XView& x, float* y, int64_t ldy,
                                    const float* bias) {
   constexpr int P = 8 / BITS, V = 32 / BITS;
   constexpr int A = MB * R >= 4 ? 1 : 4 / (MB * R);
   constexpr int JU = A > P ? A / P : 1;  // blocks per step: accumulator indices stay compile-time
-  // 4 bits with even A: plane 1 always lands in odd accumulators, so it is used unshifted (16·q,
-  // no overflow: <= 64·240·127 per group) and the fold shifts the plane-0 sums left by 4 instead,
-  // one op less per block. The fold's scale then carries the 1/16 (exact).
+  // 4 bits with even A: plane 1 always lands in odd accumulators, so it is used unshifted (16·q)
+  // and the fold shifts the plane-0 sums left by 4 instead, one op less per block; the fold's
+  // scale then carries the 1/16 (exact). The int32 fold 128·Σq·hi + Σq·lo of a group stays below
+  // 2^31 for groups up to kMaxGroup: |Σ q·v| <= 512·255·16320 = 2.13e9 (16·q <= 240 for 4 bits).
   constexpr bool kHighInPlace = BITS == 4 && A % 2 == 0;
   const __m512i high_mask = _mm512_set1_epi8(char(0xF0));
   const float fold = kHighInPlace ? 1.f / 16 : 1.f;
@@ -207,11 +211,12 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   }
   for (int64_t g = 0; g < rq.groups; ++g) {
-    __m512i acc[R][MB][A];
+    __m512i acc[R][MB][A], acc_lo[R][MB][A];
     for (int r = 0; r < R; ++r)
       for (int m = 0; m < MB; ++m)
-        for (int a = 0; a < A; ++a) acc[r][m][a] = _mm512_setzero_si512();
-    const int8_t* xg = x.q + g * rq.group;
+        for (int a = 0; a < A; ++a) acc[r][m][a] = acc_lo[r][m][a] = _mm512_setzero_si512();
+    const int8_t* xg = x.hi + g * rq.group;
+    const int8_t* xl = x.lo + g * rq.group;
     const int64_t goff = g * rq.group_stride;
     for (int64_t j = 0; j < nb; j += JU)
       for (int u = 0; u < JU; ++u)
@@ -226,16 +231,21 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
             } else if constexpr (BITS != 8) {
               q = _mm512_and_si512(pl == 0 ? w : _mm512_srli_epi16(w, pl * BITS), mask);
             }
-            for (int m = 0; m < MB; ++m)
-              dpbusd_bcast(acc[r][m][(u * P + pl) % A], q, xg + m * x.K + (j + u) * V + pl * 4);
+            const int64_t k = (j + u) * V + pl * 4;
+            for (int m = 0; m < MB; ++m) {
+              dpbusd_bcast(acc[r][m][(u * P + pl) % A], q, xg + m * x.K + k);
+              dpbusd_bcast(acc_lo[r][m][(u * P + pl) % A], q, xl + m * x.K + k);
+            }
           }
         }
     for (int r = 0; r < R; ++r) {
       const __m512 s = load_scales16<SD>(pan[r] + goff), b = load_scales16<SD>(pan[r] + goff + kPR * ssize);
       for (int m = 0; m < MB; ++m) {
         __m512i sum = _mm512_setzero_si512();
-        for (int a = 0; a < A; ++a)
-          sum = _mm512_add_epi32(sum, kHighInPlace && a % 2 == 0 ? _mm512_slli_epi32(acc[r][m][a], 4) : acc[r][m][a]);
+        for (int a = 0; a < A; ++a) {
+          const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(acc[r][m][a], 7), acc_lo[r][m][a]);
+          sum = _mm512_add_epi32(sum, kHighInPlace && a % 2 == 0 ? _mm512_slli_epi32(v, 4) : v);
+        }
         const __m512 sxs = _mm512_mul_ps(s, _mm512_set1_ps(x.scale[m * x.groups + g] * fold));
         tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sxs, tot[r][m]);
         tot[r][m] = _mm512_fmadd_ps(b, _mm512_set1_ps(x.sum[m * x.groups + g]), tot[r][m]);
@@ -292,17 +302,19 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
   const int64_t K = rq.K, groups = rq.groups;
   thread_local QuantizedX qx_buffer;
   QuantizedX& qx = qx_buffer;  // the caller's buffer: lambdas on workers must not name the thread_local
-  qx.groups = groups;
-  qx.q.resize(size_t(M * K));
-  qx.scale.resize(size_t(M * groups));
-  qx.sum.resize(size_t(M * groups));
+  qx.resize(M, K, groups);
   if (M <= 16 || pool.size() == 1) {
     quantize_rows(x, 0, M, K, rq.group, qx);
   } else {
     pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows(x, m0, m1, K, rq.group, qx); });
   }
   auto view = [&](int64_t m) {
-    return XView{qx.q.data() + m * K, qx.scale.data() + m * groups, qx.sum.data() + m * groups, K, groups};
+    return XView{qx.hi.data() + m * K,
+                 qx.lo.data() + m * K,
+                 qx.scale.data() + m * groups,
+                 qx.sum.data() + m * groups,
+                 K,
+                 groups};
   };
   // Units of two panels; a trailing odd panel is a unit of one.
   const int64_t units = (rq.panels + 1) / 2;

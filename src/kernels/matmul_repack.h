@@ -30,13 +30,14 @@ struct RepackedQuant {
   size_t bytes() const { return data.nbytes(); }
 };
 
-// True when p can be repacked (2/4/8 bits, group a multiple of 16) and the CPU has AVX512_VNNI.
+// True when p can be repacked (2/4/8 bits, group a multiple of 16 up to 512) and the CPU has
+// AVX512_VNNI.
 bool repack_supports(const MatMulWeight::Impl& p);
 // The repacked copy of quantized weight p (which must satisfy repack_supports), built on pool.
 std::shared_ptr<const RepackedQuant> repack_quantized(ThreadPool& pool, const MatMulWeight::Impl& p);
 // Row r, columns [k0, k0 + n) as float32: the same values as dequantize_range on the original.
 void repacked_dequantize_range(const RepackedQuant& rq, int64_t r, int64_t k0, int64_t n, float* out);
-// y = x·Wᵀ (+ bias) with int8 activations (MatMulPrecision::kInt8), any M: GEMV for M <= 6 and
+// y = x·Wᵀ (+ bias) with two-plane int8 activations (MatMulPrecision::kInt8, matmul_int8.h), any M: GEMV for M <= 6 and
 // a register-blocked GEMM above.
 void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const float* x, int64_t M, float* y,
                            const float* bias);

@@ -1,5 +1,5 @@
 // Shared pieces of the hand-written AVX-512 matmul kernels (matmul_gemv_avx512.cpp,
-// matmul_int8*.cpp). They use intrinsics because Highway 1.0.3 exposes neither vpermps with a
+// matmul_repack.cpp). They use intrinsics because Highway 1.0.3 exposes neither vpermps with a
 // 16-entry float table nor VNNI/BF16 dot products. Not part of the public API.
 #pragma once
 #include <cstdint>

@@ -57,8 +57,8 @@ const char* kUsage =
     "                            that share their prefix (default 512; 0: off)\n"
     "  --shutdown-timeout S      grace period for in-flight requests on SIGINT/SIGTERM (default 30)\n"
     "  --threads N               compute threads (default: physical cores)\n"
-    "  --precision P             exact (float32) or fast (bf16/int8 activations); default:\n"
-    "                            VLM_PRECISION, else exact\n"
+    "  --precision P             fast (int8/bf16 activations) or exact (float32); default:\n"
+    "                            VLM_PRECISION, else fast\n"
     "  --offline                 never download the model\n"
     "  --log                     one line per request on stderr\n";
 

@@ -2,6 +2,7 @@
 // shared fixtures) and with the trained demo model.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -301,6 +302,27 @@ TEST(DemoModel, TwoContextsWithDifferentPrecisionShareNothing) {
   LoadOptions bad;
   bad.precision = "int4";
   EXPECT_THROW(ModelContext::load(dir, bad), Error);
+}
+
+// With neither LoadOptions::precision nor VLM_PRECISION set, a model runs `fast`, and the demo
+// model's captions stay exact in both of its directories (dense bf16 and MLX 4-bit).
+TEST(DemoModel, DefaultPrecisionIsFastAndKeepsEveryCaption) {
+  if (!fs::exists(kDemo)) GTEST_SKIP() << "demo model absent";
+  const char* env = std::getenv("VLM_PRECISION");
+  const std::string saved = env ? env : "";
+  unsetenv("VLM_PRECISION");
+  json cases = read_json_file(kDemo + "/cases.json");
+  GenerationParams p;
+  p.max_tokens = 20;
+  for (const std::string name : {"qwen2-vl-shapes", "qwen2-vl-shapes-4bit"}) {
+    ModelContext ctx = ModelContext::load(kDemo + "/" + name, LoadOptions{});
+    EXPECT_EQ(ctx.info().precision, "fast");
+    for (const json& c : cases["cases"]) {
+      UserInput in = UserInput::from_prompt("Describe the image.", {kDemo + "/" + c["image"].get<std::string>()});
+      EXPECT_EQ(ctx.generate(in, p).text, c["expected_caption"].get<std::string>()) << name << ", " << c["image"];
+    }
+  }
+  if (env) setenv("VLM_PRECISION", saved.c_str(), 1);
 }
 
 // A batch decodes in lockstep but each sequence gets exactly what it gets alone: prompts of

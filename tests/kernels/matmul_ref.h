@@ -135,8 +135,8 @@ struct PrecisionScope {
   }
 };
 
-// Error bound of int8 activations quantized per group of `group` columns (one scale per group:
-// |error| <= amax/254 per value) against the weights' magnitudes.
+// Error bound of kInt8 activations quantized per group of `group` columns to 15 bits (one step
+// amax/16256 per group: |error| <= amax/32512 per value) against the weights' magnitudes.
 inline ExtraBound int8_bound(const RefWeight& r, int group) {
   return [&r, group](const std::vector<float>& x, int64_t m, int64_t n) {
     const int64_t K = r.w.cols();
@@ -147,7 +147,7 @@ inline ExtraBound int8_bound(const RefWeight& r, int group) {
         amax = std::max(amax, double(std::fabs(x[size_t(m * K + k)])));
         mag += r.mag[size_t(n * K + k)];
       }
-      bound += amax / 254.0 * mag;
+      bound += amax / 32512.0 * mag;
     }
     return bound * 1.001;
   };

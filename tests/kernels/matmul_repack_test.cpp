@@ -1,7 +1,7 @@
 // Weights repacked by MatMulWeight::prepare (fast mode) and the fast bf16 GEMV, against the
 // double reference. Bounds are derived, not tuned:
-// - int8: rounding x to its group's int8 grid moves each value by <= amax_g/254, so
-//   |Δy| <= Σ_k amax_g(k)/254 · (|s·q| + |b|) (plus float32 rounding);
+// - int8: rounding x to its group's 15-bit grid (two int8 planes) moves each value by
+//   <= amax_g/32512, so |Δy| <= Σ_k amax_g(k)/32512 · (|s·q| + |b|) (plus float32 rounding);
 // - bf16 GEMV: x rounded to bf16 moves each value by <= 2^-9·|x| (weights are bf16 already), so
 //   |Δy| <= 2^-9 · Σ|x·w| (plus float32 rounding).
 #include <gtest/gtest.h>
@@ -56,6 +56,33 @@ TEST(MatMulRepack, Int8LargeTwoThreads) {
   std::mt19937 rng(22);
   RefWeight r = repacked(rng, 611, 1536, 4, 64, DType::BF16);
   for (int64_t M : {1, 6, 200}) check_forward(r, M, rng, true, "repacked int8 large", 2e-6, int8_bound(r, 64));
+}
+
+// The largest integer sums the kernels can meet: 8-bit weights all 255 and 4-bit ones all 15 over
+// 512-value groups (the largest repacked), activations all at ±amax, so both planes are at their
+// extremes in every product; the int32 group sums must not wrap.
+TEST(MatMulRepack, Int8LargestGroupDoesNotOverflow) {
+  if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
+  PrecisionScope scope(MatMulPrecision::kInt8);
+  for (int bits : {4, 8}) {
+    const int64_t N = 16, K = 1024, G = 512;
+    const uint32_t qmax = (1u << bits) - 1;
+    std::vector<uint32_t> q(size_t(N * K), qmax);
+    std::vector<uint32_t> words = pack_mlx(q, bits);
+    Tensor packed = Tensor::empty(DType::U32, {N, K * bits / 32});
+    std::copy(words.begin(), words.end(), packed.data<uint32_t>());
+    Tensor scales = Tensor::from_floats(std::vector<float>(size_t(N * K / G), 1.f), {N, K / G});
+    Tensor biases = Tensor::from_floats(std::vector<float>(size_t(N * K / G), 0.f), {N, K / G});
+    MatMulWeight w = MatMulWeight::quantized(packed, scales, biases, bits, int(G), "test");
+    w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr});
+    ASSERT_TRUE(w.is_repacked());
+    for (float sign : {1.f, -1.f}) {
+      std::vector<float> x(size_t(K), 3.f * sign);
+      std::vector<float> y(static_cast<size_t>(N));
+      w.forward_as(MatMulPrecision::kInt8, *kernel_env().pool, x.data(), 1, y.data());
+      for (float v : y) EXPECT_NEAR(v, sign * 3.f * float(qmax) * float(K), 1e-5 * qmax * K) << "bits=" << bits;
+    }
+  }
 }
 
 // Repacking keeps every dequantized value bit for bit, and exact mode on a repacked weight is

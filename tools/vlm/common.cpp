@@ -29,7 +29,9 @@ std::vector<OptionSpec> runtime_options() {
   return {
       {"threads", true, false, "compute threads (default: physical cores, or VLM_THREADS)", "N"},
       {"precision", true, false,
-       "exact (float32, the fidelity-tested path) or fast (default: VLM_PRECISION, else exact)", "P"},
+       "fast (default: int8/bf16 activations, NMSE <= 1e-3) or exact (float32, the oracle path); default: "
+       "VLM_PRECISION, else fast",
+       "P"},
       {"offline", false, false, "never download (same as HF_HUB_OFFLINE=1)"},
   };
 }
