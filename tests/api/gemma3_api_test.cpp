@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "io/json_file.h"
+#include "test_scope.h"
 #include "vlm/vlm.hpp"
 
 namespace vlm {
@@ -39,7 +40,7 @@ TEST(Gemma3Api, EveryCaseGivesTheOracleGreedyTokens) {
     ModelContext ctx = ModelContext::load(kFixtures + "/" + dir, lo);
     EXPECT_EQ(ctx.info().model_type, "gemma3");
     EXPECT_EQ(ctx.info().eos_ids, (std::vector<int32_t>{1, 106}));
-    for (const fs::path& f : cases) {
+    for (const fs::path& f : test::sanitizer_share(cases)) {
       SCOPED_TRACE(f.stem().string() + " / " + dir);
       const json c = read_json_file(f.string());
       UserInput in = UserInput::from_messages_json(messages_json(c), kFixtures, f.string());

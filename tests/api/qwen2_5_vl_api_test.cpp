@@ -10,6 +10,7 @@
 
 #include "io/json_file.h"
 #include "io/safetensors.h"
+#include "test_scope.h"
 #include "vlm/vlm.hpp"
 
 namespace vlm {
@@ -51,9 +52,10 @@ TEST_P(Qwen25Api, PromptIdsAndGreedyTokens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCases, Qwen25Api,
-                         ::testing::Combine(::testing::Values("01_text_only", "02_image_partial_windows",
-                                                              "03_two_images", "04_video_fps1", "05_multi_turn",
-                                                              "06_small_image_system", "07_video_then_image"),
+                         ::testing::Combine(::testing::ValuesIn(test::sanitizer_share(std::vector<std::string>{
+                                                "01_text_only", "02_image_partial_windows", "03_two_images",
+                                                "04_video_fps1", "05_multi_turn", "06_small_image_system",
+                                                "07_video_then_image"})),
                                             ::testing::Values("tiny-bf16", "tiny-mlx-4bit", "tiny-mlx-8bit")),
                          [](const auto& info) {
                            std::string s = std::get<0>(info.param) + "_" + std::get<1>(info.param);

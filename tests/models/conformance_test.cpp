@@ -13,6 +13,7 @@
 
 #include "media/image.h"
 #include "models/registry.h"
+#include "test_scope.h"
 #include "trace_util.h"
 
 namespace vlm {
@@ -371,7 +372,7 @@ Turn greedy(Sequence& seq, const ModelInput& in, int count) {
 TEST_P(Conformance, PromptCacheTwoTurnsAnswerAsFresh) {
   const Loaded& l = load(GetParam().dir);
   const DecoderModel& m = l.decoder();
-  const auto cases = fixture_cases(GetParam().dir);
+  const auto cases = test::sanitizer_share(fixture_cases(GetParam().dir));
   if (cases.empty()) GTEST_SKIP() << "no fixture cases";
   auto prepare = [&](const std::vector<ChatMessage>& messages) {
     ModelInput in = l.processor->prepare(messages, {});

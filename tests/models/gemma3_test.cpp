@@ -17,6 +17,7 @@
 
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "test_scope.h"
 #include "trace_util.h"
 
 namespace vlm {
@@ -266,7 +267,8 @@ std::string case_model_name(const ::testing::TestParamInfo<CaseModel>& info) {
   return s;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Gemma3Case, ::testing::ValuesIn(all_case_models()), case_model_name);
+INSTANTIATE_TEST_SUITE_P(Fixtures, Gemma3Case, ::testing::ValuesIn(test::sanitizer_share(all_case_models())),
+                         case_model_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Gemma3Case);
 
 TEST(Gemma3, FixturesPresent) {

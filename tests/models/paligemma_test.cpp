@@ -14,6 +14,7 @@
 
 #include "io/safetensors.h"
 #include "media/image.h"
+#include "test_scope.h"
 #include "trace_util.h"
 
 namespace vlm {
@@ -252,7 +253,8 @@ std::string case_model_name(const ::testing::TestParamInfo<CaseModel>& info) {
   return s;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, PaliGemmaCase, ::testing::ValuesIn(all_case_models()), case_model_name);
+INSTANTIATE_TEST_SUITE_P(Fixtures, PaliGemmaCase, ::testing::ValuesIn(test::sanitizer_share(all_case_models())),
+                         case_model_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(PaliGemmaCase);
 
 TEST(PaliGemma, FixturesPresent) {

@@ -11,6 +11,7 @@
 
 #include "models/registry.h"
 #include "qwen2_vl_fixtures.h"
+#include "test_scope.h"
 #include "trace_util.h"
 
 namespace vlm {
@@ -172,7 +173,8 @@ TEST_P(Qwen25CaseModel, GreedyTokens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCases, Qwen25CaseModel,
-                         ::testing::Combine(::testing::ValuesIn(cases25()), ::testing::ValuesIn(models25())),
+                         ::testing::Combine(::testing::ValuesIn(test::sanitizer_share(cases25())),
+                                            ::testing::ValuesIn(models25())),
                          [](const auto& info) {
                            std::string s = std::get<0>(info.param) + "_" + std::get<1>(info.param);
                            std::replace(s.begin(), s.end(), '-', '_');

@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "qwen2_vl_fixtures.h"
+#include "test_scope.h"
 #include "trace_util.h"
 
 namespace vlm {
@@ -90,7 +91,8 @@ TEST_P(Qwen2VLCaseModel, GreedyWithKVCacheMatchesReferenceAndRecompute) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCases, Qwen2VLCaseModel,
-                         ::testing::Combine(::testing::ValuesIn(case_names()), ::testing::ValuesIn(model_names())),
+                         ::testing::Combine(::testing::ValuesIn(test::sanitizer_share(case_names())),
+                                            ::testing::ValuesIn(model_names())),
                          [](const auto& info) {
                            std::string s = std::get<0>(info.param) + "_" + std::get<1>(info.param);
                            std::replace(s.begin(), s.end(), '-', '_');

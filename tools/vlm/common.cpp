@@ -29,8 +29,8 @@ std::vector<OptionSpec> runtime_options() {
   return {
       {"threads", true, false, "compute threads (default: physical cores, or VLM_THREADS)", "N"},
       {"precision", true, false,
-       "fast (default: int8/bf16 activations, NMSE <= 1e-3) or exact (float32, the oracle path); default: "
-       "VLM_PRECISION, else fast",
+       "fast (int8/bf16 activations, logits within NMSE 1e-3 of exact) or exact (float32, the oracle "
+       "path); default: VLM_PRECISION, else fast",
        "P"},
       {"offline", false, false, "never download (same as HF_HUB_OFFLINE=1)"},
   };
