@@ -82,7 +82,7 @@ MatMulWeight make_weight(int format, int64_t N, int64_t K, uint32_t seed, bool r
   Tensor s = random_tensor(DType::BF16, {N, K / group}, -0.01f, 0.01f, 3);
   Tensor b = random_tensor(DType::BF16, {N, K / group}, -0.1f, 0.1f, 4);
   MatMulWeight w = MatMulWeight::quantized(packed, s, b, bits, group, "bench");
-  if (repack) w.prepare(vlm::Compute{bench_env().pool, vlm::Precision::kFast, nullptr});
+  if (repack) w.prepare(vlm::Compute{bench_env().pool, vlm::Precision::kFast, nullptr, {}});
   return w;
 }
 

@@ -48,7 +48,8 @@ void BM_Attention(benchmark::State& state) {
     mask.segments = {0, S};
   }
   const vlm::Compute& base = env();
-  const vlm::Compute c{base.pool, state.range(2) ? vlm::Precision::kFast : vlm::Precision::kExact};
+  vlm::Compute c = base;
+  c.precision = state.range(2) ? vlm::Precision::kFast : vlm::Precision::kExact;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     vlm::attention(c, q.data(), qh * hd, k.data(), v.data(), kvh * hd, T, S, qh, kvh, hd, 1.f / std::sqrt(float(hd)),

@@ -40,7 +40,7 @@ vlm::MatMulWeight weight(int64_t N, int64_t K, uint32_t seed) {
 void BM_VitBlock(benchmark::State& state) {
   const int64_t N = 1024, E = 1280, M = 5120, heads = 16, hd = 80;
   const vlm::Compute base = vlm::Compute::make();
-  const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact, nullptr};
+  const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact, nullptr, {}};
   static const vlm::MatMulWeight qkv_w = weight(3 * E, E, 1), proj_w = weight(E, E, 2), fc1_w = weight(M, E, 3),
                                  fc2_w = weight(E, M, 4);
   auto qkv_b = rand_vec(size_t(3 * E), -0.1f, 0.1f, 5), proj_b = rand_vec(size_t(E), -0.1f, 0.1f, 6);
@@ -106,7 +106,7 @@ BENCHMARK(BM_VitBlock)->ArgName("fast")->Arg(0)->Arg(1)->UseRealTime()->Unit(ben
 void BM_LmPrefillLayer(benchmark::State& state) {
   const int64_t T = 512, E = 1536, F = 8960, heads = 12, kv_heads = 2, hd = 128, kvd = kv_heads * hd;
   const vlm::Compute base = vlm::Compute::make();
-  const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact, nullptr};
+  const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact, nullptr, {}};
   static const vlm::MatMulWeight q_w = weight(E, E, 21), k_w = weight(kvd, E, 22), v_w = weight(kvd, E, 23),
                                  o_w = weight(E, E, 24), gate_w = weight(F, E, 25), up_w = weight(F, E, 26),
                                  down_w = weight(E, F, 27);

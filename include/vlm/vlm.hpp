@@ -52,8 +52,9 @@ struct GenerationParams {
   bool logprobs = false;               // record the log-probability of each generated token
   int top_logprobs = 0;                // ... and of the N most likely alternatives
   int max_kv_size = 0;                 // > 0: rotating KV cache of this many tokens (first 4 kept)
-  // Called between prefill chunks (UserInput::Options::prefill_chunk): a server lets other
-  // requests compute here, so a long prompt does not hold up everyone else.
+  // Called between prefill chunks (UserInput::Options::prefill_chunk) and between the vision
+  // encoder's blocks: a server lets other requests compute here, so a long prompt or a large
+  // image does not hold up everyone else.
   std::function<void()> between_prefill_chunks;
 };
 

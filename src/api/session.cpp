@@ -165,8 +165,7 @@ size_t PromptCache::entries() const {
 }
 
 DecodeBatchStats PromptCache::decode_stats() const {
-  const StepBatchStats s = impl->batcher.stats();
-  return {s.steps, s.sequence_steps, s.largest};
+  return impl->batcher.stats();
 }
 
 }  // namespace vlm

@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,10 @@ struct Compute {
   std::shared_ptr<ThreadPool> pool;  // never null in an environment from make()
   Precision precision = Precision::kExact;
   std::shared_ptr<ComputeCounters> counters;  // null: not counted
+  // Called by long multi-stage work between its stages (the vision tower between blocks), on the
+  // calling thread with no pool work in flight: a batching server lets other requests use the
+  // engine there, so an image encode does not stall their decoding. Empty: nothing happens.
+  std::function<void()> between_stages;
 
   // Adds to the counters (when there are any).
   void count(int64_t flops, int64_t weight_bytes = 0) const {

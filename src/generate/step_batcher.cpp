@@ -34,7 +34,7 @@ int64_t StepBatcher::members() const {
   return members_;
 }
 
-StepBatchStats StepBatcher::stats() const {
+DecodeBatchStats StepBatcher::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;
 }

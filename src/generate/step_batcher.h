@@ -16,14 +16,9 @@
 #include <vector>
 
 #include "models/model.h"
+#include "vlm/vlm.hpp"  // DecodeBatchStats
 
 namespace vlm {
-
-struct StepBatchStats {
-  int64_t steps = 0;           // batched passes run
-  int64_t sequence_steps = 0;  // sequences advanced in them (sequence_steps / steps = mean batch)
-  int64_t largest = 0;         // the largest batch so far
-};
 
 class StepBatcher {
  public:
@@ -55,7 +50,7 @@ class StepBatcher {
   std::vector<float> step(Sequence& seq, int32_t token);
 
   int64_t members() const;
-  StepBatchStats stats() const;
+  DecodeBatchStats stats() const;
 
  private:
   struct Request {
@@ -77,7 +72,7 @@ class StepBatcher {
   std::vector<Request*> pending_;
   int64_t members_ = 0;
   bool leading_ = false;  // a thread is gathering or running a batch
-  StepBatchStats stats_;
+  DecodeBatchStats stats_;
 
   std::mutex engine_mutex_;
   std::condition_variable engine_turn_;

@@ -88,7 +88,10 @@ std::vector<float> DecoderSequence::run_prompt(const ModelInput& input, int64_t 
   const int64_t n = int64_t(input.ids.size()), H = model_.decoder().config().hidden;
   check_room(n - from);
   const int64_t flops_before = env_.snapshot().flops;
-  PromptRows p = model_.build_prompt(env_, input, first_position, observer_, &vision_ms_);
+  // The vision tower pauses between its blocks where the prompt pauses between its chunks.
+  Compute build_env = env_;
+  build_env.between_stages = input.between_chunks;
+  PromptRows p = model_.build_prompt(build_env, input, first_position, observer_, &vision_ms_);
   vision_flops_ += env_.snapshot().flops - flops_before;  // the vision tower and projector (embedding has none)
   if (int64_t(p.embeddings.size()) != n * H || p.positions.size() != n)
     fail(type, ": the family built ", p.positions.size(), " prompt rows for ", n, " tokens");

@@ -54,7 +54,8 @@ struct ModelInput {
   // The decoder runs a long prompt this many tokens at a time, so activation memory stays bounded
   // (causal models; a prefix-LM runs its bidirectional prefix at once). <= 0: all at once.
   int64_t prefill_chunk = 512;
-  std::function<void()> between_chunks;  // called after every prefill chunk but the last
+  // Called after every prefill chunk but the last, and between the vision tower's blocks.
+  std::function<void()> between_chunks;
   // Prompt cache: rows [0, cached_rows) are already in the sequence's KV cache, so build_prompt may
   // skip the vision encoder for media whose tokens all lie there (their rows are never run).
   int64_t cached_rows = 0;

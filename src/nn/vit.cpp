@@ -60,6 +60,7 @@ void VitStack::forward(const Compute& env, float* x, int64_t N, const RopeTables
   float* tmp = ws.tmp.get(N * D);
   float* hidden = ws.hidden.get(N * M);
   for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+    if (bi > 0 && env.between_stages) env.between_stages();
     const Block& b = blocks_[bi];
     const AttentionMask& mask = masks[mask_of_block.empty() ? 0 : size_t(mask_of_block[bi])];
     b.norm1.apply(env, x, N, h);

@@ -162,6 +162,7 @@ ChatRequest parse_chat_request(std::string body, const MediaLimits& limits, cons
   r.model = string(*model, "model");
   if (check_model) check_model(r.model);
 
+  r.input.options.prefill_chunk = defaults.prefill_chunk;
   GenerationParams& p = r.params;
   p.max_tokens = defaults.max_tokens;
   p.sampling.temperature = defaults.temperature;

@@ -13,6 +13,9 @@ namespace vlm::server {
 struct RequestDefaults {
   int max_tokens = 512;      // when the request gives neither max_tokens nor max_completion_tokens
   float temperature = 0.0f;  // OpenAI's default is 1; a local server defaults to greedy (--temperature)
+  // Prompt tokens per engine turn (--prefill-chunk): a new prompt gives the engine to the others'
+  // decode steps this often, so it bounds how long their streams stall (~2 s on 2 cores at 128).
+  int prefill_chunk = 128;
 };
 
 // An image part whose URL is not fetched or decoded yet (see load_request_images).

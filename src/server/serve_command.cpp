@@ -51,6 +51,8 @@ const char* kUsage =
     "  --ctx-size N              prompt + completion token limit (default: the model's context)\n"
     "  --max-tokens N            completion length when a request gives none (default 512)\n"
     "  --temperature T           temperature when a request gives none (default 0 = greedy)\n"
+    "  --prefill-chunk N         prompt tokens per engine turn: other streams decode between a new\n"
+    "                            prompt's chunks (default 128)\n"
     "  --alias NAME              name reported by /v1/models and accepted as \"model\" (repeatable)\n"
     "  --adapter NAME=DIR        LoRA adapter (MLX or PEFT dir or hub id) served as model NAME (repeatable)\n"
     "  --cache-mb MB             prompt cache: KV caches of finished requests kept for requests\n"
@@ -122,6 +124,7 @@ Parsed parse(int argc, char** argv) {
                                                        {"ctx-size", true},
                                                        {"max-tokens", true},
                                                        {"temperature", true},
+                                                       {"prefill-chunk", true},
                                                        {"alias", true},
                                                        {"adapter", true},
                                                        {"shutdown-timeout", true},
@@ -193,6 +196,8 @@ Parsed parse(int argc, char** argv) {
       s.defaults.max_tokens = int(integer(name, value, 1, 1 << 30));
     else if (name == "temperature")
       s.defaults.temperature = float(number(name, value, 0, 2));
+    else if (name == "prefill-chunk")
+      s.defaults.prefill_chunk = int(integer(name, value, 1, 1 << 20));
     else if (name == "alias")
       s.model_names.push_back(value);
     else if (name == "adapter") {

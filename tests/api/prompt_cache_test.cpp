@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <future>
 
+#include "io/json_file.h"
 #include "vlm/vlm.hpp"
 
 namespace vlm {
@@ -167,6 +168,37 @@ TEST_P(ContinuousBatching, RequestsJoiningAndLeavingMidBatchGetTheirOwnTokens) {
   EXPECT_EQ(stats.sequence_steps, steps);
   EXPECT_GE(stats.largest, 2) << "the requests overlapped but never shared a step";
   EXPECT_LT(stats.steps, steps);
+}
+
+// An image prompt run as one chunk still pauses (GenerationParams::between_prefill_chunks, where a
+// batching server lets the others decode) between the vision encoder's blocks; a text prompt run
+// as one chunk does not pause at all; pausing changes no token.
+TEST_P(ContinuousBatching, ImageEncodePausesBetweenVisionBlocks) {
+  const std::string dir = kFixtures + "/" + GetParam();
+  if (!fs::exists(dir)) GTEST_SKIP() << "fixtures absent";
+  ModelContext ctx = ModelContext::load(dir, exact(0));
+  const bool paligemma = GetParam().rfind("paligemma", 0) == 0;
+  UserInput image = UserInput::from_prompt(paligemma ? "caption en" : "Describe the image.", {kImages + "/camera.png"});
+  UserInput text = UserInput::from_prompt(paligemma ? "answer en why" : "Why?", {});
+  if (paligemma) text = image;                                          // PaliGemma prompts always hold the image
+  for (UserInput* in : {&image, &text}) in->options.prefill_chunk = 0;  // one chunk: pauses come from the encoder
+  const int vision_depth = [&] {
+    const json config = read_json_file(dir + "/config.json");
+    const json& vc = config.at("vision_config");
+    return vc.contains("depth") ? vc.at("depth").get<int>() : vc.at("num_hidden_layers").get<int>();
+  }();
+  ASSERT_GE(vision_depth, 2);
+  int pauses = 0;
+  GenerationParams counted = greedy(4);
+  counted.between_prefill_chunks = [&] { ++pauses; };
+  const GenerationResult paused = ctx.generate(image, counted);
+  EXPECT_EQ(pauses, vision_depth - 1);
+  EXPECT_EQ(paused.token_ids, ctx.generate(image, greedy(4)).token_ids);
+  if (!paligemma) {
+    pauses = 0;
+    ctx.generate(text, counted);
+    EXPECT_EQ(pauses, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ContinuousBatching,

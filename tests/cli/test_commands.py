@@ -155,7 +155,8 @@ class Errors(unittest.TestCase):
         for args in (["generate", "--model", TINY, "--temperature", "abc"], ["generate", "--bogus"],
                      ["generate", "--prompt", "x"], ["frobnicate"], [], ["tokenize", "--model", TINY],
                      ["generate", "--model", TINY, "--resize", "12"], ["info"],
-                     ["serve", "--model", TINY, "--precision", "half"]):
+                     ["serve", "--model", TINY, "--precision", "half"],
+                     ["serve", "--model", TINY, "--prefill-chunk", "0"], ["bench", "--model", TINY, "--prefill-chunk", "x"]):
             rc, out, err = run(*args, check=False)
             self.assertEqual(rc, 2, args)
             self.assertIn("usage:", err, args)

@@ -92,7 +92,7 @@ TEST(StepBatcher, GenerationsJoiningAndLeavingMidBatchGetTheirOwnTokens) {
   const std::vector<size_t>& sizes = model.batch_sizes;
   EXPECT_EQ(std::count(sizes.begin(), sizes.end(), size_t(2)), 9);
   EXPECT_EQ(std::count(sizes.begin(), sizes.end(), size_t(1)), 29 - 9);
-  const StepBatchStats stats = batcher.stats();
+  const DecodeBatchStats stats = batcher.stats();
   EXPECT_EQ(stats.steps, int64_t(sizes.size()));
   EXPECT_EQ(stats.sequence_steps, 29 + 9);
   EXPECT_EQ(stats.largest, 2);

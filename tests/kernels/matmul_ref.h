@@ -97,7 +97,7 @@ struct KernelEnv {
   MatMulPrecision precision = MatMulPrecision::kF32;
   std::shared_ptr<ThreadPool> pool = std::make_shared<ThreadPool>(2);
   void set_threads(int n) { pool = std::make_shared<ThreadPool>(n > 0 ? n : 2); }
-  Compute compute() const { return Compute{pool, Precision::kExact, nullptr}; }
+  Compute compute() const { return Compute{pool, Precision::kExact, nullptr, {}}; }
 };
 inline KernelEnv& kernel_env() {
   static KernelEnv env;

@@ -22,7 +22,7 @@ using namespace matmul_test;
 
 RefWeight repacked(std::mt19937& rng, int64_t N, int64_t K, int bits, int group, DType st) {
   RefWeight r = make_quant(rng, N, K, bits, group, st);
-  r.w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr});
+  r.w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr, {}});
   EXPECT_TRUE(r.w.is_repacked());
   return r;
 }
@@ -74,7 +74,7 @@ TEST(MatMulRepack, Int8LargestGroupDoesNotOverflow) {
     Tensor scales = Tensor::from_floats(std::vector<float>(size_t(N * K / G), 1.f), {N, K / G});
     Tensor biases = Tensor::from_floats(std::vector<float>(size_t(N * K / G), 0.f), {N, K / G});
     MatMulWeight w = MatMulWeight::quantized(packed, scales, biases, bits, int(G), "test");
-    w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr});
+    w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr, {}});
     ASSERT_TRUE(w.is_repacked());
     for (float sign : {1.f, -1.f}) {
       std::vector<float> x(size_t(K), 3.f * sign);
@@ -110,13 +110,13 @@ TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
   auto& pool = kernel_env().pool;
   RefWeight q4 = make_quant(rng, 16, 128, 4, 64, DType::BF16), q3 = make_quant(rng, 16, 128, 3, 64, DType::BF16);
   RefWeight dense = make_dense(rng, 16, 128, DType::BF16);
-  q4.w.prepare(Compute{pool, Precision::kExact, nullptr});
+  q4.w.prepare(Compute{pool, Precision::kExact, nullptr, {}});
   EXPECT_FALSE(q4.w.is_repacked());
-  q3.w.prepare(Compute{pool, Precision::kFast, nullptr});
-  dense.w.prepare(Compute{pool, Precision::kFast, nullptr});
+  q3.w.prepare(Compute{pool, Precision::kFast, nullptr, {}});
+  dense.w.prepare(Compute{pool, Precision::kFast, nullptr, {}});
   EXPECT_FALSE(q3.w.is_repacked());
   EXPECT_FALSE(dense.w.is_repacked());
-  q4.w.prepare(Compute{pool, Precision::kFast, nullptr});
+  q4.w.prepare(Compute{pool, Precision::kFast, nullptr, {}});
   EXPECT_EQ(q4.w.is_repacked(), matmul_int8_supported());
   EXPECT_EQ(q4.w.rows(), 16);
   EXPECT_EQ(q4.w.cols(), 128);

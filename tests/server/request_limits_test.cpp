@@ -26,6 +26,15 @@ ApiError parse_error(const std::string& body, const MediaLimits& limits = {}) {
   return ApiError(0, "");
 }
 
+// The server's --prefill-chunk reaches every request's prompt: a new prompt gives the engine to the
+// others' decode steps that often.
+TEST(RequestLimits, PromptChunkComesFromTheServerSetting) {
+  RequestDefaults defaults;
+  EXPECT_EQ(parse_chat_request(body_with_extra("0"), {}, defaults).input.options.prefill_chunk, 128);
+  defaults.prefill_chunk = 7;
+  EXPECT_EQ(parse_chat_request(body_with_extra("0"), {}, defaults).input.options.prefill_chunk, 7);
+}
+
 TEST(RequestLimits, JsonNestingDepthIsBounded) {
   // The body object is level 1, so an ignored field may nest kMaxJsonDepth - 1 more containers.
   ChatRequest ok = parse_chat_request(body_with_extra(nested_array(kMaxJsonDepth - 1)), {}, {});

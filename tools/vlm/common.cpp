@@ -44,6 +44,7 @@ std::vector<OptionSpec> processing_options() {
       {"fps", true, false,
        "video frames per second: how a video file is sampled, and the rate of frame lists (default 2)", "F"},
       {"max-frames", true, false, "at most this many video frames", "N"},
+      {"prefill-chunk", true, false, "prompt tokens per decoder pass (default 512)", "N"},
   };
 }
 
@@ -134,6 +135,7 @@ UserInput::Options input_options(const Args& args) {
     throw UsageError("--min-pixels is larger than --max-pixels");
   o.fps = args.get_double("fps", 1e-3, 1000).value_or(2.0);
   o.max_frames = int(args.get_int("max-frames", 1, 100000).value_or(0));
+  o.prefill_chunk = int(args.get_int("prefill-chunk", 1, 1 << 20).value_or(o.prefill_chunk));
   return o;
 }
 
