@@ -19,7 +19,7 @@ namespace vlm::matmul_detail {
 #ifdef VLM_X86_KERNELS
 // acc += w (u8) · x (s8) in place, x the 4 int8 at `x` broadcast to every lane ({1to16} memory
 // operand). Inline asm because GCC 12 surrounds the intrinsic with register copies when many
-// accumulators are live (measured ~2x slower in the GEMM tile).
+// accumulators are live, as in the panel kernel's tiles (measured ~2x slower in an earlier GEMM tile).
 VLM_AVX512_VNNI inline void dpbusd_bcast(__m512i& acc, __m512i w, const int8_t* x) {
   asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
 }

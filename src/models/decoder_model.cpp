@@ -87,12 +87,16 @@ std::vector<float> DecoderSequence::run_prompt(const ModelInput& input, int64_t 
   if (input.ids.empty()) fail(type, ": prefill needs at least one token");
   const int64_t n = int64_t(input.ids.size()), H = model_.decoder().config().hidden;
   check_room(n - from);
-  const int64_t flops_before = env_.snapshot().flops;
-  // The vision tower pauses between its blocks where the prompt pauses between its chunks.
+  // The vision tower pauses between its blocks where the prompt pauses between its chunks. Other
+  // requests' steps may run in those pauses, so the encode counts its work (the vision tower and
+  // projector; embedding has none) in counters of its own, then adds them to the shared ones.
   Compute build_env = env_;
   build_env.between_stages = input.between_chunks;
+  build_env.counters = std::make_shared<ComputeCounters>();
   PromptRows p = model_.build_prompt(build_env, input, first_position, observer_, &vision_ms_);
-  vision_flops_ += env_.snapshot().flops - flops_before;  // the vision tower and projector (embedding has none)
+  const ComputeCounters::Snapshot encode_work = build_env.snapshot();
+  vision_flops_ += encode_work.flops;
+  env_.count(encode_work.flops, encode_work.weight_bytes);
   if (int64_t(p.embeddings.size()) != n * H || p.positions.size() != n)
     fail(type, ": the family built ", p.positions.size(), " prompt rows for ", n, " tokens");
   if (p.prefix_lm) {

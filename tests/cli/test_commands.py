@@ -156,7 +156,8 @@ class Errors(unittest.TestCase):
                      ["generate", "--prompt", "x"], ["frobnicate"], [], ["tokenize", "--model", TINY],
                      ["generate", "--model", TINY, "--resize", "12"], ["info"],
                      ["serve", "--model", TINY, "--precision", "half"],
-                     ["serve", "--model", TINY, "--prefill-chunk", "0"], ["bench", "--model", TINY, "--prefill-chunk", "x"]):
+                     ["serve", "--model", TINY, "--prefill-chunk", "0"], ["bench", "--model", TINY, "--prefill-chunk", "x"],
+                     ["batch", "--model", TINY, "--input", "in.jsonl", "--output", "out.jsonl", "--prefill-chunk", "0"]):
             rc, out, err = run(*args, check=False)
             self.assertEqual(rc, 2, args)
             self.assertIn("usage:", err, args)

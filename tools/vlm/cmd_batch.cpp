@@ -51,6 +51,10 @@ Command batch_command() {
       {"media-root", true, false, "local image paths resolve inside DIR only (default: refused)", "DIR"},
       {"allow-remote-media", false, false, "fetch http(s) image URLs (refused by default)"},
       {"max-tokens", true, false, "completion length when a request gives none (default 512)", "N"},
+      {"prefill-chunk", true, false,
+       "prompt tokens per engine turn: with --parallel, the others decode between a new prompt's turns "
+       "(default 128)",
+       "N"},
       {"fsync", false, false, "fsync the output after every result (survives a machine crash, slower)"},
   };
   for (auto& o : runtime_options()) c.options.push_back(o);
@@ -369,6 +373,7 @@ int run_batch(const std::vector<std::string>& argv) {
     setup.media.local_media_dir = *root;
   }
   setup.defaults.max_tokens = int(args.get_int("max-tokens", 1, 1 << 30).value_or(512));
+  setup.defaults.prefill_chunk = int(args.get_int("prefill-chunk", 1, 1 << 20).value_or(setup.defaults.prefill_chunk));
   LoadOptions load = load_options(args);
   if (std::filesystem::absolute(setup.input_path) == std::filesystem::absolute(output_path))
     throw UsageError("--output must differ from --input");
