@@ -25,6 +25,7 @@ using vlm::testing::test_env;
 
 struct FamilyCheckpoint {
   std::string model_type, dir;
+  bool quantized = false;  // an MLX layout (config.json has "quantization")
 };
 
 // Every model directory under ../shared/fixtures/<family>/ whose config names a registered type.
@@ -39,16 +40,23 @@ std::vector<FamilyCheckpoint> all_checkpoints() {
       for (const auto& d : fs::directory_iterator(family.path()))
         if (fs::exists(d.path() / "config.json")) dirs.push_back(d.path());
   std::sort(dirs.begin(), dirs.end());
-  std::set<std::pair<std::string, bool>> taken;  // (family, quantized) under sanitizers
   for (const fs::path& d : dirs) {
     const json config = read_json_file((d / "config.json").string());
     const std::string type = config.value("model_type", "");
-    if (std::find(types.begin(), types.end(), type) == types.end()) continue;
-    // Sanitizer builds take one dense and one quantized layout per family: the other layouts differ
-    // in tensor names and dtypes, which the Release pass checks, not in the code paths they run.
-    if (test::kSanitized && !taken.insert({type, config.contains("quantization")}).second) continue;
-    out.push_back({type, d.string()});
+    if (std::find(types.begin(), types.end(), type) != types.end())
+      out.push_back({type, d.string(), config.contains("quantization")});
   }
+  return out;
+}
+
+// The checkpoints the every-family suites run: all of them, or under sanitizers one dense and one
+// quantized layout per family (the others differ in tensor names and dtypes, which the Release pass
+// checks, not in the code paths they run).
+std::vector<FamilyCheckpoint> suite_checkpoints() {
+  std::vector<FamilyCheckpoint> out;
+  std::set<std::pair<std::string, bool>> taken;
+  for (FamilyCheckpoint& c : all_checkpoints())
+    if (!test::kSanitized || taken.insert({c.model_type, c.quantized}).second) out.push_back(std::move(c));
   return out;
 }
 
@@ -487,9 +495,9 @@ std::string checkpoint_name(const ::testing::TestParamInfo<FamilyCheckpoint>& in
   return s;
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryFamily, Conformance, ::testing::ValuesIn(all_checkpoints()), checkpoint_name);
+INSTANTIATE_TEST_SUITE_P(EveryFamily, Conformance, ::testing::ValuesIn(suite_checkpoints()), checkpoint_name);
 INSTANTIATE_TEST_SUITE_P(
-    EveryFamily, CachedDecode, ::testing::Combine(::testing::ValuesIn(all_checkpoints()), ::testing::Values(0, 6)),
+    EveryFamily, CachedDecode, ::testing::Combine(::testing::ValuesIn(suite_checkpoints()), ::testing::Values(0, 6)),
     [](const auto& info) {
       return checkpoint_name({std::get<0>(info.param), info.index}) + (std::get<1>(info.param) ? "_long" : "_short");
     });
@@ -504,6 +512,9 @@ TEST(ConformanceSuite, CoversEveryRegisteredFamilyWithFixtures) {
   EXPECT_GE(per_type["qwen2_5_vl"], 3);
   EXPECT_GE(per_type["paligemma"], 4);
   EXPECT_GE(per_type["gemma3"], 2);
+  std::set<std::pair<std::string, bool>> kinds;  // every family's dense and quantized layouts stay in the suites
+  for (const auto& c : suite_checkpoints()) kinds.insert({c.model_type, c.quantized});
+  EXPECT_EQ(kinds.size(), per_type.size() * 2);
 }
 
 }  // namespace
@@ -574,7 +585,7 @@ TEST_P(FastFidelity, LogitsAndGreedyTokensFollowExact) {
   std::printf("[ fidelity ] %s: max NMSE %.3g over %d greedy checks\n", dir.c_str(), worst, total_checked);
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryFamily, FastFidelity, ::testing::ValuesIn(all_checkpoints()), checkpoint_name);
+INSTANTIATE_TEST_SUITE_P(EveryFamily, FastFidelity, ::testing::ValuesIn(suite_checkpoints()), checkpoint_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FastFidelity);
 
 }  // namespace
