@@ -8,6 +8,7 @@
 // The 8960-row and 8960-column single matmuls (7 MB at 4 bits) stay largely in L3 across
 // iterations: their GB/s overstate DRAM streaming; the lm_head shape and BM_DecodeStep do not.
 // BM_ReadBandwidth is the roof: a 1.5 GiB buffer summed with 512-bit loads on 1 and 2 threads.
+// BM_ComputePeak is the compute roof: f32 FMA, bf16 and int8 dot products from registers.
 // BM_DecodeStep streams a whole Qwen2-VL-2B decode step's weights (28 layers of q/k/v/o/gate/up/
 // down plus lm_head, all distinct) once per iteration: tokens/s of the matmuls alone.
 #include <benchmark/benchmark.h>
@@ -203,6 +204,66 @@ void BM_ReadBandwidth(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(double(kBytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_ReadBandwidth)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Compute roofs: kChains independent accumulator chains per thread, all in registers (one
+// dependent chain per register; fewer chains than latency x ports would measure latency, and a
+// loop whose accumulators live in memory measures the load/store path instead).
+// Kinds: 0 = f32 FMA (2 FLOP per lane), 1 = vdpbf16ps (4 FLOP per f32 lane: two bf16 products),
+// 2 = vpdpbusd (8 OP per i32 lane: four u8 x s8 products). GFLOP/s counts those operations.
+constexpr int kChains = 16;
+constexpr int64_t kPeakIters = int64_t(1) << 22;
+__attribute__((target("avx512f"))) float fma_chains() {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(float(c));
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-3f);
+  for (int64_t i = 0; i < kPeakIters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+  return _mm512_reduce_add_ps(acc[0]);
+}
+__attribute__((target("avx512f,avx512bf16"))) float dpbf16_chains() {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(float(c));
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3a83);
+  for (int64_t i = 0; i < kPeakIters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
+  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+  return _mm512_reduce_add_ps(acc[0]);
+}
+__attribute__((target("avx512f,avx512vnni"))) float dpbusd_chains() {
+  __m512i acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_epi32(c);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+  for (int64_t i = 0; i < kPeakIters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], a, b);
+  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_epi32(acc[0], acc[c]);
+  return float(_mm512_reduce_add_epi32(acc[0]));
+}
+
+// Args: kind (above), threads.
+void BM_ComputePeak(benchmark::State& state) {
+  const int kind = int(state.range(0)), threads = int(state.range(1));
+  static const char* kNames[] = {"f32 fma", "bf16 vdpbf16ps", "int8 vpdpbusd"};
+  const bool supported[] = {true, bool(__builtin_cpu_supports("avx512bf16")),
+                            bool(__builtin_cpu_supports("avx512vnni"))};
+  if (!__builtin_cpu_supports("avx512f") || !supported[kind]) return state.SkipWithError("CPU lacks the instruction");
+  float (*const chains[])() = {fma_chains, dpbf16_chains, dpbusd_chains};
+  vlm::ThreadPool pool(threads);
+  std::vector<float> sink(static_cast<size_t>(threads));
+  for (auto _ : state) {
+    pool.run(threads, [&](int64_t t) { sink[size_t(t)] = chains[kind](); });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  const double ops_per_lane[] = {2, 4, 8};
+  const double ops = double(threads) * double(kPeakIters) * kChains * 16 * ops_per_lane[kind];
+  state.counters["GFLOP/s"] = benchmark::Counter(ops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(kNames[kind]);
+}
+BENCHMARK(BM_ComputePeak)
+    ->ArgsProduct({{0, 1, 2}, {1, 2}})
+    ->ArgNames({"kind", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // Args: format, precision (as BM_MatMul). One decode step of Qwen2-VL-2B's language model.
 void BM_DecodeStep(benchmark::State& state) {

@@ -1,7 +1,8 @@
-// GEMM path of MatMulWeight::forward (prefill, vision encoders: many activation rows). Each task
-// owns a panel of NR output features: for each KC-wide slice of K it dequantizes the panel to
-// f32 in k-major order [KC][NR] (L1-sized) and sweeps all activation rows with an MR×NR
-// register-blocked outer-product kernel, so dequantization is amortised over M rows.
+// GEMM path of MatMulWeight::forward (prefill, vision encoders: many activation rows). The
+// activations are first packed into MR-row tiles per K slice (up to kMB rows at a time); then
+// each task owns a panel of NR output features: for each KC-wide slice of K it converts the
+// panel to f32 in k-major order [KC][NR] (L1-sized) and sweeps all packed tiles with an MR×NR
+// register-blocked outer-product kernel, so conversion is amortised over the rows.
 // foreach_target.h re-includes this file once per SIMD target; the order below matters.
 // clang-format off
 #undef HWY_TARGET_INCLUDE
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "hwy/aligned_allocator.h"
 #include "kernels/matmul_internal.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -28,28 +30,90 @@ constexpr int64_t kKC = 128;                      // K slice: panel of KC·NR fl
 constexpr int kMR = 6;                            // activation rows per tile
 constexpr int kNV = HWY_MAX_BYTES >= 64 ? 4 : 2;  // vectors per tile row: MR·NV accumulators (24 / 12)
 constexpr int64_t kMaxNR = kNV * HWY_MAX_BYTES / 4;
+constexpr int64_t kMB = 1024;  // activation rows packed at a time: the buffer stays <= kMB·K floats
 
-// Tile c[MR, NR] (+)= x[MR, kc] · panel[kc, NR]; xr holds the MR activation row pointers.
-template <int MR>
-HWY_INLINE void Tile(const float* const* xr, const float* panel, int64_t kc, float* c, int64_t ldc, bool accumulate,
-                     const float* bias) {
+// Tile dst[MR, NR] = (src or bias or 0) + a[kc][MR] · panel[kc, NR]; a is the tile's packed
+// activations, src (kAccumulate) the tile's partial sums so far, NR floats per row.
+template <bool kAccumulate>
+HWY_INLINE void Tile(const float* HWY_RESTRICT a, const float* HWY_RESTRICT panel, int64_t kc, const float* src,
+                     const float* bias, float* dst, int64_t ldd) {
   const DF d;
   const int64_t NL = int64_t(hn::Lanes(d));
   const int64_t NR = kNV * NL;
-  VF acc[MR][kNV];
-  for (int i = 0; i < MR; ++i)
+  VF acc[kMR][kNV];
+  for (int i = 0; i < kMR; ++i)
     for (int v = 0; v < kNV; ++v)
-      acc[i][v] = accumulate ? hn::LoadU(d, c + i * ldc + v * NL) : bias ? hn::LoadU(d, bias + v * NL) : hn::Zero(d);
+      acc[i][v] = kAccumulate ? hn::Load(d, src + i * NR + v * NL) : bias ? hn::Load(d, bias + v * NL) : hn::Zero(d);
   for (int64_t k = 0; k < kc; ++k) {
     VF w[kNV];
     for (int v = 0; v < kNV; ++v) w[v] = hn::Load(d, panel + k * NR + v * NL);
-    for (int i = 0; i < MR; ++i) {
-      const VF xb = hn::Set(d, xr[i][k]);
+    for (int i = 0; i < kMR; ++i) {
+      const VF xb = hn::Set(d, a[k * kMR + i]);
       for (int v = 0; v < kNV; ++v) acc[i][v] = hn::MulAdd(xb, w[v], acc[i][v]);
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < kNV; ++v) hn::StoreU(acc[i][v], d, c + i * ldc + v * NL);
+  for (int i = 0; i < kMR; ++i)
+    for (int v = 0; v < kNV; ++v) hn::StoreU(acc[i][v], d, dst + i * ldd + v * NL);
+}
+
+// Rows [m0, m0 + mb) of x as K slices of tiles, each [kc][MR] (rows past the end are 0): the
+// tile kernel then reads its activations in one contiguous stream instead of MR rows K apart,
+// which missed the cache and the TLB on every line once K·MR floats outgrew L1.
+void PackTile(const float* x, int64_t K, int64_t M, int64_t m0, int64_t tiles, int64_t t, float* packed) {
+  const float* rows[kMR];
+  for (int i = 0; i < kMR; ++i) rows[i] = m0 + t * kMR + i < M ? x + (m0 + t * kMR + i) * K : nullptr;
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = std::min(kKC, K - k0);
+    float* dst = packed + k0 * tiles * kMR + t * kc * kMR;
+    for (int i = 0; i < kMR; ++i) {
+      if (!rows[i]) {
+        for (int64_t k = 0; k < kc; ++k) dst[k * kMR + i] = 0.f;
+        continue;
+      }
+      for (int64_t k = 0; k < kc; ++k) dst[k * kMR + i] = rows[i][k0 + k];
+    }
+  }
+}
+
+// panel[k][r] = W[n0 + r][k0 + k] for k < kc, r < NR (0 past row nr). Dense f32 and bf16 weights
+// gather 16 rows at a time; anything else converts row by row.
+void FillPanel(const MatMulWeight::Impl& p, int64_t n0, int64_t nr, int64_t NR, int64_t k0, int64_t kc, float* panel) {
+  const DF d;
+  const int64_t NL = int64_t(hn::Lanes(d));
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const DType dt = p.quantized ? DType::U32 : p.w.dtype();
+  const bool bf16_pairs = dt == DType::BF16 && p.K % 2 == 0 && k0 % 2 == 0 && kc % 2 == 0 &&
+                          reinterpret_cast<uintptr_t>(p.w.raw()) % 4 == 0;
+  int64_t r0 = 0;
+  if (dt == DType::F32 || bf16_pairs) {
+    // Row r's element k0 + k: index r·K (f32) or r·K/2 (bf16 pairs as 32-bit words).
+    const int64_t stride = dt == DType::F32 ? p.K : p.K / 2;
+    const auto idx = hn::Mul(hn::Iota(di, 0), hn::Set(di, int32_t(stride)));
+    for (; r0 + NL <= nr; r0 += NL) {
+      if (dt == DType::F32) {
+        const float* base = p.w.data<float>() + (n0 + r0) * p.K + k0;
+        for (int64_t k = 0; k < kc; ++k) hn::Store(hn::GatherIndex(d, base + k, idx), d, panel + k * NR + r0);
+        continue;
+      }
+      const uint32_t* base = reinterpret_cast<const uint32_t*>(p.w.data<uint16_t>() + (n0 + r0) * p.K + k0);
+      const auto high = hn::Set(du, 0xFFFF0000u);
+      for (int64_t k = 0; k < kc; k += 2) {
+        const auto pair = hn::GatherIndex(du, base + k / 2, idx);
+        hn::Store(hn::BitCast(d, hn::ShiftLeft<16>(pair)), d, panel + k * NR + r0);
+        hn::Store(hn::BitCast(d, hn::And(pair, high)), d, panel + (k + 1) * NR + r0);
+      }
+    }
+  }
+  float rowbuf[kKC];
+  for (int64_t r = r0; r < NR; ++r) {
+    if (r < nr) {
+      dequantize_range(p, n0 + r, k0, kc, rowbuf);
+      for (int64_t k = 0; k < kc; ++k) panel[k * NR + r] = rowbuf[k];
+    } else {
+      for (int64_t k = 0; k < kc; ++k) panel[k * NR + r] = 0.f;
+    }
+  }
 }
 
 void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
@@ -58,45 +122,58 @@ void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int
   const int64_t NR = kNV * NL;
   const int64_t N = p.N, K = p.K;
   const int64_t panels = (N + NR - 1) / NR;
-  pool.run(panels, [&](int64_t pi) {
-    const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
-    HWY_ALIGN float panel[kKC * kMaxNR];  // [KC][NR]
-    float rowbuf[kKC];
-    HWY_ALIGN float ctile[kMR * kMaxNR];  // MR × NR edge tile
-    HWY_ALIGN float btile[kMaxNR];
-    const float* bias_p = nullptr;
-    if (bias) {
-      std::fill(btile, btile + NR, 0.f);
-      std::copy(bias + n0, bias + n0 + nr, btile);
-      bias_p = btile;
-    }
-    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-      const int64_t kc = std::min(kKC, K - k0);
-      for (int64_t r = 0; r < NR; ++r) {
-        if (r < nr) {
-          dequantize_range(p, n0 + r, k0, kc, rowbuf);
-          for (int64_t k = 0; k < kc; ++k) panel[k * NR + r] = rowbuf[k];
-        } else {
-          for (int64_t k = 0; k < kc; ++k) panel[k * NR + r] = 0.f;
+  // Grown, never shrunk: one buffer per calling thread, reused by every call.
+  thread_local hwy::AlignedFreeUniquePtr<float[]> packed_buf;
+  thread_local int64_t packed_size = 0;
+  const int64_t need = (std::min(M, kMB) + kMR - 1) / kMR * kMR * K;
+  if (need > packed_size) {
+    packed_buf = hwy::AllocateAligned<float>(size_t(need));
+    packed_size = need;
+  }
+  float* packed = packed_buf.get();
+  for (int64_t m0 = 0; m0 < M; m0 += kMB) {
+    const int64_t mb = std::min(kMB, M - m0), tiles = (mb + kMR - 1) / kMR;
+    pool.run(tiles, [&](int64_t t) { PackTile(x, K, M, m0, tiles, t, packed); });
+    pool.run(panels, [&](int64_t pi) {
+      const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
+      HWY_ALIGN float panel[kKC * kMaxNR];  // [KC][NR]
+      HWY_ALIGN float btile[kMaxNR];
+      // The panel's outputs accumulate in a contiguous buffer (L2-sized) and are copied out once.
+      thread_local hwy::AlignedFreeUniquePtr<float[]> out_buf;
+      thread_local int64_t out_size = 0;
+      if (tiles * kMR * NR > out_size) {
+        out_size = tiles * kMR * NR;
+        out_buf = hwy::AllocateAligned<float>(size_t(out_size));
+      }
+      float* out = out_buf.get();
+      const float* bias_p = nullptr;
+      if (bias) {
+        std::fill(btile, btile + NR, 0.f);
+        std::copy(bias + n0, bias + n0 + nr, btile);
+        bias_p = btile;
+      }
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int64_t kc = std::min(kKC, K - k0);
+        FillPanel(p, n0, nr, NR, k0, kc, panel);
+        const auto tile = k0 > 0 ? Tile<true> : Tile<false>;
+        const bool last = k0 + kc == K;
+        const float* a = packed + k0 * tiles * kMR;
+        for (int64_t t = 0; t < tiles; ++t, a += kc * kMR) {
+          float* partial = out + t * kMR * NR;
+          // The last K slice writes whole tiles straight to y; edge tiles go through the buffer.
+          if (last && nr == NR && (t + 1) * kMR <= mb)
+            tile(a, panel, kc, partial, bias_p, y + (m0 + t * kMR) * N + n0, N);
+          else
+            tile(a, panel, kc, partial, bias_p, partial, NR);
         }
       }
-      const bool accumulate = k0 > 0;
-      for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-        const int64_t mr = std::min<int64_t>(kMR, M - m0);
-        const float* xr[kMR];
-        for (int i = 0; i < kMR; ++i) xr[i] = x + (m0 + std::min<int64_t>(i, mr - 1)) * K + k0;
-        float* c = y + m0 * N + n0;
-        if (mr == kMR && nr == NR) {
-          Tile<kMR>(xr, panel, kc, c, N, accumulate, bias_p);
-          continue;
-        }
-        // Edge tile: compute a full tile in a buffer and copy the valid part.
-        for (int64_t i = 0; i < mr && accumulate; ++i) std::copy(c + i * N, c + i * N + nr, ctile + i * NR);
-        Tile<kMR>(xr, panel, kc, ctile, NR, accumulate, bias_p);
-        for (int64_t i = 0; i < mr; ++i) std::copy(ctile + i * NR, ctile + i * NR + nr, c + i * N);
+      for (int64_t t = 0; t < tiles; ++t) {
+        if (nr == NR && (t + 1) * kMR <= mb) continue;
+        for (int64_t i = t * kMR; i < std::min(mb, (t + 1) * kMR); ++i)
+          std::copy(out + i * NR, out + i * NR + nr, y + (m0 + i) * N + n0);
       }
-    }
-  });
+    });
+  }
 }
 
 }  // namespace vlm::matmul_detail::HWY_NAMESPACE

@@ -130,14 +130,15 @@ TEST(MatMul, Bf16PrecisionMode) {
 }
 
 // The exact (f32) GEMM adds each output's products with one FMA each in k order, starting from
-// the bias: bit-for-bit the same as this scalar loop, for any tiling and thread count.
+// the bias: bit-for-bit the same as this scalar loop, for any tiling and thread count (1100 rows:
+// more than one block of packed activations; N=130 with even K: the gathered panel rows and a tail).
 TEST(MatMul, F32GemmBitExactFmaOrder) {
   std::mt19937 rng(10);
   for (int threads : {1, 2}) {
     kernel_env().set_threads(threads);
     for (DType dt : {DType::F32, DType::BF16, DType::F16})
       for (auto [M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-               {7, 5, 3}, {13, 65, 129}, {64, 130, 300}, {97, 33, 257}, {8, 200, 64}}) {
+               {7, 5, 3}, {13, 65, 129}, {64, 130, 300}, {97, 33, 257}, {8, 200, 64}, {1100, 40, 36}}) {
         RefWeight r = make_dense(rng, N, K, dt);
         std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N), y(size_t(M * N));
         r.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, y.data(), bias.data());
