@@ -2,7 +2,11 @@
 // activations are first packed into MR-row tiles per K slice (up to kMB rows at a time); then
 // each task owns a panel of NR output features: for each KC-wide slice of K it converts the
 // panel to f32 in k-major order [KC][NR] (L1-sized) and sweeps all packed tiles with an MR×NR
-// register-blocked outer-product kernel, so conversion is amortised over the rows.
+// register-blocked outer-product kernel, so conversion is amortised over the rows. Partial sums
+// live in a contiguous per-task buffer; the last K slice writes y. The earlier layout read the
+// activations in place (rows K floats apart) and kept partial sums in y (rows N floats apart):
+// those strided rows missed cache and TLB at every tile, and the GEMM ran at about half the FMA
+// roof (README, Performance).
 // foreach_target.h re-includes this file once per SIMD target; the order below matters.
 // clang-format off
 #undef HWY_TARGET_INCLUDE
