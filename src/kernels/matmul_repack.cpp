@@ -175,7 +175,25 @@ struct XView {
   const float* scale;     // [M, groups]
   const float* sum;       // [M, groups]
   int64_t K, groups;
+  // GEMM: the same 4 rows interleaved as [K/4][row][hi, lo] of 4-byte words, so that one pointer
+  // and constant offsets reach every broadcast (with 8 row pointers the kernel ran out of
+  // general registers and spilled them inside its inner loop).
+  const int8_t* interleaved = nullptr;
 };
+constexpr int kInterleavedRows = 4;
+
+// Rows [4b, 4b + 4) of qx for b in [b0, b1) into XView::interleaved's layout at out.
+VLM_AVX512 void interleave_rows(const QuantizedX& qx, int64_t K, int64_t b0, int64_t b1, int8_t* out) {
+  for (int64_t b = b0; b < b1; ++b) {
+    int32_t* dst = reinterpret_cast<int32_t*>(out + b * kInterleavedRows * K * 2);
+    for (int64_t q = 0; q < K / 4; ++q)
+      for (int m = 0; m < kInterleavedRows; ++m) {
+        const int64_t src = (b * kInterleavedRows + m) * K + 4 * q;
+        std::memcpy(dst++, qx.hi.data() + src, 4);
+        std::memcpy(dst++, qx.lo.data() + src, 4);
+      }
+  }
+}
 
 // 16 scales or biases of scale dtype SD (0 f32, 1 bf16, 2 f16) at 64-byte-aligned p.
 template <int SD>
@@ -189,7 +207,7 @@ VLM_AVX512 inline __m512 load_scales16(const uint8_t* p) {
 // y[m, 16·p0 ..) for MB activation rows and R panels from p0 over all of K. Each weight vector
 // meets both activation planes (hi, lo: matmul_int8.h) in their own accumulators; A independent
 // accumulators per output vector and plane hide vpdpbusd latency when MB·R alone is too few.
-template <int BITS, int SD, int MB, int R>
+template <int BITS, int SD, int MB, int R, bool kInterleaved = false>
 VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XView& x, float* y, int64_t ldy,
                                    const float* bias) {
   constexpr int P = 8 / BITS, V = 32 / BITS;
@@ -233,8 +251,15 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
             }
             const int64_t k = (j + u) * V + pl * 4;
             for (int m = 0; m < MB; ++m) {
-              dpbusd_bcast(acc[r][m][(u * P + pl) % A], q, xg + m * x.K + k);
-              dpbusd_bcast(acc_lo[r][m][(u * P + pl) % A], q, xl + m * x.K + k);
+              if constexpr (kInterleaved) {
+                static_assert(MB == kInterleavedRows);
+                const int8_t* xq = x.interleaved + (g * rq.group + k) * 2 * MB + m * 8;
+                dpbusd_bcast(acc[r][m][(u * P + pl) % A], q, xq);
+                dpbusd_bcast(acc_lo[r][m][(u * P + pl) % A], q, xq + 4);
+              } else {
+                dpbusd_bcast(acc[r][m][(u * P + pl) % A], q, xg + m * x.K + k);
+                dpbusd_bcast(acc_lo[r][m][(u * P + pl) % A], q, xl + m * x.K + k);
+              }
             }
           }
         }
@@ -262,12 +287,14 @@ VLM_AVX512_VNNI void panels_kernel(const RepackedQuant& rq, int64_t p0, const XV
 
 using PanelsFn = void (*)(const RepackedQuant&, int64_t, const XView&, float*, int64_t, const float*);
 
-template <int MB, int R>
+template <int MB, int R, bool kInterleaved = false>
 PanelsFn pick(const RepackedQuant& rq) {
   const int sd = rq.sdtype == DType::F32 ? 0 : rq.sdtype == DType::BF16 ? 1 : 2;
   auto by_sd = [sd](auto bits_tag) -> PanelsFn {
     constexpr int B = decltype(bits_tag)::value;
-    return sd == 0 ? panels_kernel<B, 0, MB, R> : sd == 1 ? panels_kernel<B, 1, MB, R> : panels_kernel<B, 2, MB, R>;
+    return sd == 0   ? panels_kernel<B, 0, MB, R, kInterleaved>
+           : sd == 1 ? panels_kernel<B, 1, MB, R, kInterleaved>
+                     : panels_kernel<B, 2, MB, R, kInterleaved>;
   };
   return rq.bits == 2   ? by_sd(std::integral_constant<int, 2>())
          : rq.bits == 4 ? by_sd(std::integral_constant<int, 4>())
@@ -308,13 +335,28 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
   } else {
     pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows(x, m0, m1, K, rq.group, qx); });
   }
+  // GEMM: whole blocks of 4 rows also interleaved (XView::interleaved); a last partial block
+  // reads the row-major planes.
+  const int64_t blocks = M > 6 ? M / kInterleavedRows : 0;
+  thread_local std::vector<int8_t> interleaved_buffer;
+  std::vector<int8_t>& interleaved = interleaved_buffer;
+  if (blocks > 0) {
+    interleaved.resize(std::max(interleaved.size(), size_t(blocks * kInterleavedRows * K * 2)));
+    if (pool.size() == 1)
+      interleave_rows(qx, K, 0, blocks, interleaved.data());
+    else
+      pool.parallel_for(blocks, 4, [&](int64_t b0, int64_t b1) { interleave_rows(qx, K, b0, b1, interleaved.data()); });
+  }
   auto view = [&](int64_t m) {
     return XView{qx.hi.data() + m * K,
                  qx.lo.data() + m * K,
                  qx.scale.data() + m * groups,
                  qx.sum.data() + m * groups,
                  K,
-                 groups};
+                 groups,
+                 m % kInterleavedRows == 0 && m + kInterleavedRows <= blocks * kInterleavedRows
+                     ? interleaved.data() + m * K * 2
+                     : nullptr};
   };
   // Units of two panels; a trailing odd panel is a unit of one.
   const int64_t units = (rq.panels + 1) / 2;
@@ -328,7 +370,11 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
         const int R = p0 + 1 < rq.panels ? 2 : 1;
         for (int64_t m = mc0; m < mc1;) {
           const int mb = int(std::min<int64_t>(mc1 - m, mb_max));
-          if (R == 2 && mb > 4) {  // M = 5, 6: one panel at a time
+          const XView xv = view(m);
+          if (mb == kInterleavedRows && xv.interleaved) {
+            (R == 2 ? pick<kInterleavedRows, 2, true>(rq) : pick<kInterleavedRows, 1, true>(rq))(
+                rq, p0, xv, y + m * rq.N, rq.N, bias);
+          } else if (R == 2 && mb > 4) {  // M = 5, 6: one panel at a time
             for (int64_t pp = p0; pp < p0 + 2; ++pp) pick_kernel(rq, mb, 1)(rq, pp, view(m), y + m * rq.N, rq.N, bias);
           } else {
             pick_kernel(rq, mb, R)(rq, p0, view(m), y + m * rq.N, rq.N, bias);
