@@ -12,7 +12,6 @@
 // BM_DecodeStep streams a whole Qwen2-VL-2B decode step's weights (28 layers of q/k/v/o/gate/up/
 // down plus lm_head, all distinct) once per iteration: tokens/s of the matmuls alone.
 #include <benchmark/benchmark.h>
-#include <immintrin.h>
 #include <time.h>
 
 #include <algorithm>
@@ -28,11 +27,7 @@
 #include "core/compute.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
-
-#if !defined(__clang__)
-// GCC 12 flags the deliberate _mm512_undefined_*() inside its reduce intrinsics.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "kernels/roof.h"
 
 namespace {
 
@@ -173,18 +168,7 @@ BENCHMARK(BM_MatMul)
     ->Unit(benchmark::kMillisecond);
 
 // Sum of a 1.5 GiB buffer with 512-bit loads, split contiguously over `threads` threads: the
-// read-bandwidth roof the GEMV figures compare to.
-__attribute__((target("avx512f"))) float sum_floats(const float* p, int64_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t i = 0; i + 64 <= n; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
+// read-bandwidth roof the GEMV figures compare to (kernels/roof.h).
 void BM_ReadBandwidth(benchmark::State& state) {
   if (!__builtin_cpu_supports("avx512f")) return state.SkipWithError("no AVX-512");
   const int threads = int(state.range(0));
@@ -195,67 +179,23 @@ void BM_ReadBandwidth(benchmark::State& state) {
     return t;
   }();
   vlm::ThreadPool pool(threads);
-  const int64_t n = kBytes / 4, per = n / threads;
-  std::vector<float> sums(static_cast<size_t>(threads));
-  for (auto _ : state) {
-    pool.run(threads, [&](int64_t t) { sums[size_t(t)] = sum_floats(buf.data<float>() + t * per, per); });
-    benchmark::DoNotOptimize(sums.data());
-  }
+  for (auto _ : state) benchmark::DoNotOptimize(vlm::sum_floats_parallel(pool, buf.data<float>(), kBytes / 4));
   state.counters["GB/s"] = benchmark::Counter(double(kBytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_ReadBandwidth)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// Compute roofs: kChains independent accumulator chains per thread, all in registers (one
-// dependent chain per register; fewer chains than latency x ports would measure latency, and a
-// loop whose accumulators live in memory measures the load/store path instead).
+// Compute roofs (kernels/roof.h): 16 independent register-resident chains per thread.
 // Kinds: 0 = f32 FMA (2 FLOP per lane), 1 = vdpbf16ps (4 FLOP per f32 lane: two bf16 products),
 // 2 = vpdpbusd (8 OP per i32 lane: four u8 x s8 products). GFLOP/s counts those operations.
-constexpr int kChains = 16;
-constexpr int64_t kPeakIters = int64_t(1) << 22;
-__attribute__((target("avx512f"))) float fma_chains() {
-  __m512 acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(float(c));
-  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-3f);
-  for (int64_t i = 0; i < kPeakIters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
-  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
-  return _mm512_reduce_add_ps(acc[0]);
-}
-__attribute__((target("avx512f,avx512bf16"))) float dpbf16_chains() {
-  __m512 acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(float(c));
-  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3a83);
-  for (int64_t i = 0; i < kPeakIters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
-  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
-  return _mm512_reduce_add_ps(acc[0]);
-}
-__attribute__((target("avx512f,avx512vnni"))) float dpbusd_chains() {
-  __m512i acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_epi32(c);
-  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-  for (int64_t i = 0; i < kPeakIters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], a, b);
-  for (int c = 1; c < kChains; ++c) acc[0] = _mm512_add_epi32(acc[0], acc[c]);
-  return float(_mm512_reduce_add_epi32(acc[0]));
-}
-
 // Args: kind (above), threads.
 void BM_ComputePeak(benchmark::State& state) {
   const int kind = int(state.range(0)), threads = int(state.range(1));
   static const char* kNames[] = {"f32 fma", "bf16 vdpbf16ps", "int8 vpdpbusd"};
-  const bool supported[] = {true, bool(__builtin_cpu_supports("avx512bf16")),
-                            bool(__builtin_cpu_supports("avx512vnni"))};
-  if (!__builtin_cpu_supports("avx512f") || !supported[kind]) return state.SkipWithError("CPU lacks the instruction");
-  float (*const chains[])() = {fma_chains, dpbf16_chains, dpbusd_chains};
+  const vlm::RoofOp op = kind == 0 ? vlm::RoofOp::kF32Fma : kind == 1 ? vlm::RoofOp::kBf16Dot : vlm::RoofOp::kInt8Dot;
+  if (!vlm::roof_op_supported(op)) return state.SkipWithError("CPU lacks the instruction");
   vlm::ThreadPool pool(threads);
-  std::vector<float> sink(static_cast<size_t>(threads));
-  for (auto _ : state) {
-    pool.run(threads, [&](int64_t t) { sink[size_t(t)] = chains[kind](); });
-    benchmark::DoNotOptimize(sink.data());
-  }
-  const double ops_per_lane[] = {2, 4, 8};
-  const double ops = double(threads) * double(kPeakIters) * kChains * 16 * ops_per_lane[kind];
+  double ops = 0;
+  for (auto _ : state) ops = vlm::run_roof_chains(pool, op, int64_t(1) << 22);
   state.counters["GFLOP/s"] = benchmark::Counter(ops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(kNames[kind]);
 }

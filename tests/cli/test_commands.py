@@ -119,7 +119,7 @@ class ModelCommands(unittest.TestCase):
 
     def test_bench_json(self):
         j = run_json("bench", "--model", DEMO4, "--image", os.path.join(SHAPES, "shapes_02.png"), "--prompt-tokens",
-                     "32", "--gen-tokens", "5", "--follow-up", "8", "--json")
+                     "32", "--gen-tokens", "5", "--follow-up", "8", "--roof", "--json")
         self.assertEqual(j["generated_tokens"], 5)  # EOS ignored
         self.assertGreater(j["prompt_tokens"], 32 + 16)
         for key in ("load_ms", "prompt_tps", "decode_tps", "image_encode_ms", "peak_rss_bytes",
@@ -134,6 +134,13 @@ class ModelCommands(unittest.TestCase):
         self.assertGreaterEqual(follow["cached_tokens"], j["prompt_tokens"])
         self.assertEqual(follow["image_encode_ms"], 0)
         self.assertGreater(follow["time_to_first_token_ms"], 0)
+        # --roof: measured after the run, on the model's threads; 0 marks an instruction the CPU lacks.
+        roof = j["roof"]
+        self.assertGreaterEqual(roof["threads"], 1)
+        self.assertGreater(roof["read_gbs"], 0)
+        for key in ("f32_fma_gflops", "bf16_dot_gflops", "int8_dot_gops"):
+            self.assertGreaterEqual(roof[key], 0, key)
+        self.assertLess(j["peak_rss_bytes"], 512 << 20)  # the roof's 512 MiB buffer is not counted
 
 
 class Errors(unittest.TestCase):

@@ -4,12 +4,15 @@
 // over the weights per step) and it reports aggregate and per-sequence decode speed; --follow-up N
 // adds a second turn on the same session (prompt cache). Achieved rates come from the model's work
 // counters: GFLOP/s of the image encoder and of the prompt, GB/s of weights read while decoding.
+// --roof then measures the machine's roofs on the model's threads (kernels/roof.h) to set beside them.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <optional>
 
 #include "common.h"
+#include "core/thread_pool.h"
+#include "kernels/roof.h"
 
 namespace vlm::cli {
 
@@ -39,6 +42,9 @@ int run_bench(const std::vector<std::string>& argv) {
        "then a second turn of N more synthetic tokens on the same session (prompt cache): its time to first "
        "token and cached tokens",
        "N"},
+      {"roof", false, false,
+       "afterwards, measure this machine's compute and read-bandwidth roofs on the model's threads (about 1 s, "
+       "512 MiB)"},
       {"json", false, false, "print JSON"},
   };
   for (auto& o : processing_options()) cmd.options.push_back(o);
@@ -103,6 +109,12 @@ int run_bench(const std::vector<std::string>& argv) {
     next.messages.push_back({"user", {UserInput::Part::text_part(synthetic_text(ctx.text(), *n_follow))}});
     follow = session.generate(ctx.prepare(next), p).stats;
   }
+  // After the run, so that neither its time nor its buffer touches the figures above.
+  std::optional<MachineRoof> roof;
+  if (args.flag("roof")) {
+    ThreadPool pool(std::max(1, ctx.info().threads));
+    roof = measure_machine_roof(pool);
+  }
 
   if (args.flag("json")) {
     nlohmann::json j = {{"model", model},
@@ -135,6 +147,12 @@ int run_bench(const std::vector<std::string>& argv) {
                         {"prompt_ms", follow->prompt_ms},
                         {"image_encode_ms", follow->image_encode_ms},
                         {"time_to_first_token_ms", follow->time_to_first_token_ms}};
+    if (roof)
+      j["roof"] = {{"threads", roof->threads},
+                   {"f32_fma_gflops", roof->f32_gflops},
+                   {"bf16_dot_gflops", roof->bf16_gflops},
+                   {"int8_dot_gops", roof->int8_gops},
+                   {"read_gbs", roof->read_gbs}};
     std::printf("%s\n", dump_json(j, 2).c_str());
     return 0;
   }
@@ -159,6 +177,16 @@ int run_bench(const std::vector<std::string>& argv) {
     std::printf("follow-up:     %lld tokens (%lld cached), first token after %.1f ms (%.1f%% of the first turn's)\n",
                 (long long)follow->prompt_tokens, (long long)follow->cached_tokens, follow->time_to_first_token_ms,
                 100.0 * follow->time_to_first_token_ms / std::max(s.time_to_first_token_ms, 1e-9));
+  if (roof) {
+    auto rate = [](double v, const char* unit) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.1f %s", v, unit);
+      return v > 0 ? std::string(buf) : std::string("-");
+    };
+    std::printf("roof:          f32 FMA %s, bf16 dot %s, int8 dot %s, read %s (%d threads)\n",
+                rate(roof->f32_gflops, "GFLOP/s").c_str(), rate(roof->bf16_gflops, "GFLOP/s").c_str(),
+                rate(roof->int8_gops, "GOP/s").c_str(), rate(roof->read_gbs, "GB/s").c_str(), roof->threads);
+  }
   return 0;
 }
 
