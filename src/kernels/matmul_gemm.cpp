@@ -60,6 +60,19 @@ HWY_INLINE void Tile(const float* HWY_RESTRICT a, const float* HWY_RESTRICT pane
     for (int v = 0; v < kNV; ++v) hn::StoreU(acc[i][v], d, dst + i * ldd + v * NL);
 }
 
+// An aligned float buffer, grown to the largest size asked for and kept for the next call.
+struct Scratch {
+  hwy::AlignedFreeUniquePtr<float[]> data;
+  int64_t size = 0;
+  float* get(int64_t n) {
+    if (n > size) {
+      data = hwy::AllocateAligned<float>(size_t(n));
+      size = n;
+    }
+    return data.get();
+  }
+};
+
 // Rows [m0, m0 + mb) of x as K slices of tiles, each [kc][MR] (rows past the end are 0): the
 // tile kernel then reads its activations in one contiguous stream instead of MR rows K apart,
 // which missed the cache and the TLB on every line once K·MR floats outgrew L1.
@@ -126,30 +139,21 @@ void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int
   const int64_t NR = kNV * NL;
   const int64_t N = p.N, K = p.K;
   const int64_t panels = (N + NR - 1) / NR;
-  // Grown, never shrunk: one buffer per calling thread, reused by every call.
-  thread_local hwy::AlignedFreeUniquePtr<float[]> packed_buf;
-  thread_local int64_t packed_size = 0;
-  const int64_t need = (std::min(M, kMB) + kMR - 1) / kMR * kMR * K;
-  if (need > packed_size) {
-    packed_buf = hwy::AllocateAligned<float>(size_t(need));
-    packed_size = need;
-  }
-  float* packed = packed_buf.get();
+  thread_local Scratch packed_scratch;  // the calling thread's; workers only read it
+  float* packed = packed_scratch.get((std::min(M, kMB) + kMR - 1) / kMR * kMR * K);
   for (int64_t m0 = 0; m0 < M; m0 += kMB) {
     const int64_t mb = std::min(kMB, M - m0), tiles = (mb + kMR - 1) / kMR;
+    // Tiles with all MR rows and all NR columns go straight to y at the last K slice; the others
+    // are copied out of the buffer.
+    auto whole = [&](int64_t t, int64_t nr) { return nr == NR && (t + 1) * kMR <= mb; };
     pool.run(tiles, [&](int64_t t) { PackTile(x, K, M, m0, tiles, t, packed); });
     pool.run(panels, [&](int64_t pi) {
       const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
       HWY_ALIGN float panel[kKC * kMaxNR];  // [KC][NR]
       HWY_ALIGN float btile[kMaxNR];
       // The panel's outputs accumulate in a contiguous buffer (L2-sized) and are copied out once.
-      thread_local hwy::AlignedFreeUniquePtr<float[]> out_buf;
-      thread_local int64_t out_size = 0;
-      if (tiles * kMR * NR > out_size) {
-        out_size = tiles * kMR * NR;
-        out_buf = hwy::AllocateAligned<float>(size_t(out_size));
-      }
-      float* out = out_buf.get();
+      thread_local Scratch out_scratch;
+      float* out = out_scratch.get(tiles * kMR * NR);
       const float* bias_p = nullptr;
       if (bias) {
         std::fill(btile, btile + NR, 0.f);
@@ -164,15 +168,14 @@ void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int
         const float* a = packed + k0 * tiles * kMR;
         for (int64_t t = 0; t < tiles; ++t, a += kc * kMR) {
           float* partial = out + t * kMR * NR;
-          // The last K slice writes whole tiles straight to y; edge tiles go through the buffer.
-          if (last && nr == NR && (t + 1) * kMR <= mb)
+          if (last && whole(t, nr))
             tile(a, panel, kc, partial, bias_p, y + (m0 + t * kMR) * N + n0, N);
           else
             tile(a, panel, kc, partial, bias_p, partial, NR);
         }
       }
       for (int64_t t = 0; t < tiles; ++t) {
-        if (nr == NR && (t + 1) * kMR <= mb) continue;
+        if (whole(t, nr)) continue;
         for (int64_t i = t * kMR; i < std::min(mb, (t + 1) * kMR); ++i)
           std::copy(out + i * NR, out + i * NR + nr, y + (m0 + i) * N + n0);
       }

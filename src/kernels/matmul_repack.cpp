@@ -375,9 +375,9 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
             (R == 2 ? pick<kInterleavedRows, 2, true>(rq) : pick<kInterleavedRows, 1, true>(rq))(
                 rq, p0, xv, y + m * rq.N, rq.N, bias);
           } else if (R == 2 && mb > 4) {  // M = 5, 6: one panel at a time
-            for (int64_t pp = p0; pp < p0 + 2; ++pp) pick_kernel(rq, mb, 1)(rq, pp, view(m), y + m * rq.N, rq.N, bias);
+            for (int64_t pp = p0; pp < p0 + 2; ++pp) pick_kernel(rq, mb, 1)(rq, pp, xv, y + m * rq.N, rq.N, bias);
           } else {
-            pick_kernel(rq, mb, R)(rq, p0, view(m), y + m * rq.N, rq.N, bias);
+            pick_kernel(rq, mb, R)(rq, p0, xv, y + m * rq.N, rq.N, bias);
           }
           m += mb;
         }
