@@ -453,9 +453,12 @@ bool attention_avx512(ThreadPool& pool, bool fast, const float* q, int64_t q_str
       }
     return true;
   }
-  // Later row tiles see more keys under a causal mask: hand them out first.
+  // Tasks go head by head, so one head's packed K and V stay in L2 while its row tiles sweep
+  // them (cycling through the heads fetched them from L3 for every task: the vision tower's
+  // attention ran 25-35% slower). Within a head, later row tiles see more keys under a causal
+  // mask: they go first.
   pool.run(kv_heads * tiles, [&](int64_t task) {
-    const int64_t tile = tiles - 1 - task / kv_heads, kvh = task % kv_heads;
+    const int64_t tile = tiles - 1 - task % tiles, kvh = task / tiles;
     const int64_t r0 = tile * kTq, r1 = std::min(rows, r0 + kTq);
     if (bf16)
       attention_task<true>(pb, pk, packed, kvh, r0, r1, 0, S, nullptr);
