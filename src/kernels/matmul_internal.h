@@ -58,6 +58,11 @@ int64_t chosen_simd_target();
 // GEMM with bfloat16 dot products (AVX512_BF16); only call when bf16_gemm_supported().
 bool bf16_gemm_supported();
 void gemm_bf16(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias);
+// The same GEMM with its two bf16 instructions emulated in AVX512F (same values but for
+// denormals), so that its blocking is tested on CPUs without AVX512_BF16; for tests only, and
+// only when avx512_enabled().
+void gemm_bf16_emulated(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                        const float* bias);
 
 }  // namespace matmul_detail
 }  // namespace vlm

@@ -48,11 +48,12 @@ struct RefWeight {
   MatMulWeight w;
   std::vector<double> dense;  // [N, K] exact dequantized values
   std::vector<double> mag;    // [N, K] |s·q| + |b| (error scale of the factorised form)
+  Tensor stored;              // dense weights: the [N, K] tensor W views (empty when quantized)
 };
 
 inline RefWeight make_dense(std::mt19937& rng, int64_t N, int64_t K, DType dtype) {
   FloatTensor w = make_floats(rng, {N, K}, dtype, -1.f, 1.f);
-  RefWeight r{MatMulWeight::dense(w.t, "test"), w.v, {}};
+  RefWeight r{MatMulWeight::dense(w.t, "test"), w.v, {}, w.t};
   for (double v : w.v) r.mag.push_back(std::fabs(v));
   return r;
 }
@@ -71,7 +72,7 @@ inline RefWeight make_quant(std::mt19937& rng, int64_t N, int64_t K, int bits, i
   const int64_t G = K / group;
   FloatTensor s = make_floats(rng, {N, G}, sdtype, 0.001f, 0.05f, /*random_sign=*/true);
   FloatTensor b = make_floats(rng, {N, G}, sdtype, -0.3f, 0.3f);
-  RefWeight r{MatMulWeight::quantized(pt, s.t, b.t, bits, group, "test"), {}, {}};
+  RefWeight r{MatMulWeight::quantized(pt, s.t, b.t, bits, group, "test"), {}, {}, {}};
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       double sv = s.v[size_t(n * G + k / group)], bv = b.v[size_t(n * G + k / group)];
@@ -91,6 +92,8 @@ inline std::vector<float> random_vec(std::mt19937& rng, int64_t n) {
 
 // Optional extra error allowance for element (m, n) given x: returns a bound added to tol·scale.
 using ExtraBound = std::function<double(const std::vector<float>& x, int64_t m, int64_t n)>;
+// y = x · Wᵀ (+ bias) by some kernel other than MatMulWeight::forward_as.
+using Forward = std::function<void(const float* x, int64_t M, float* y, const float* bias)>;
 
 // The kernel settings the checks below run with (tests change them; kernels take them explicitly).
 struct KernelEnv {
@@ -105,11 +108,15 @@ inline KernelEnv& kernel_env() {
 }
 
 inline void check_forward(const RefWeight& r, int64_t M, std::mt19937& rng, bool with_bias, const std::string& what,
-                          double tol = 2e-6, const ExtraBound& extra = nullptr) {
+                          double tol = 2e-6, const ExtraBound& extra = nullptr, const Forward& forward = nullptr) {
   const int64_t N = r.w.rows(), K = r.w.cols();
   std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N);
   std::vector<float> y(size_t(M * N), NAN);
-  r.w.forward_as(kernel_env().precision, *kernel_env().pool, x.data(), M, y.data(), with_bias ? bias.data() : nullptr);
+  if (forward)
+    forward(x.data(), M, y.data(), with_bias ? bias.data() : nullptr);
+  else
+    r.w.forward_as(kernel_env().precision, *kernel_env().pool, x.data(), M, y.data(),
+                   with_bias ? bias.data() : nullptr);
   int bad = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {

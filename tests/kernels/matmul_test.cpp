@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 #include <tuple>
 #include <vector>
 
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
+#include "kernels/matmul_internal.h"
+#include "kernels/matmul_x86.h"
 #include "kernels/ops.h"
 #include "matmul_ref.h"
 
@@ -158,15 +161,26 @@ TEST(MatMul, F32GemmBitExactFmaOrder) {
 }
 
 // The blocked bf16 GEMM (Precision::kFast for dense weights) over every tail: K around the
-// 256-wide K slice and odd (zero-padded last pair), N around the 64-wide panels and 128-wide task
-// blocks, M rows not a multiple of the 6-row register tile, 1 and 2 threads. Bound: activations
-// (and non-bf16 weights) are rounded to bf16 with unit roundoff u = 2^-8, so each product is off
-// by at most u·|x·w| (bf16 weights, exact) or (2u + u²)·|x·w|; f32 accumulation adds ~K·2^-24.
-TEST(MatMul, Bf16GemmTailsAndBound) {
-  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+// 256-wide K slice and odd (zero-padded last pair), N around the 64-wide panels, M rows not a
+// multiple of the 6-row register tile, rows split across tasks, more than one 1024-row packed
+// block, 1 and 2 threads. Bound: activations (and non-bf16 weights) are rounded to bf16 with unit
+// roundoff u = 2^-8, so each product is off by at most u·|x·w| (bf16 weights, exact) or
+// (2u + u²)·|x·w|; f32 accumulation adds ~K·2^-24. `gemm` is the kernel under test (null: the
+// weight's own forward in kBF16).
+void check_bf16_gemm(
+    const std::function<void(const MatMulWeight::Impl&, const float*, int64_t, float*, const float*)>& gemm) {
   std::mt19937 rng(9);
   const double u = std::ldexp(1.0, -8);
-  kernel_env().precision = MatMulPrecision::kBF16;
+  PrecisionScope scope(MatMulPrecision::kBF16);
+  auto check = [&](const RefWeight& r, int64_t M, bool with_bias, const std::string& what, double tol) {
+    MatMulWeight::Impl impl;
+    impl.N = r.w.rows();
+    impl.K = r.w.cols();
+    impl.w = r.stored;
+    Forward forward;
+    if (gemm) forward = [&](const float* x, int64_t m, float* y, const float* bias) { gemm(impl, x, m, y, bias); };
+    check_forward(r, M, rng, with_bias, what, tol, nullptr, forward);
+  };
   for (int threads : {1, 2}) {
     kernel_env().set_threads(threads);
     for (DType dt : {DType::BF16, DType::F32, DType::F16})
@@ -175,17 +189,30 @@ TEST(MatMul, Bf16GemmTailsAndBound) {
         for (int64_t M : {7, 8, 9, 10, 11, 97}) {
           RefWeight r = make_dense(rng, N, K, dt);
           const double tol = (dt == DType::BF16 ? 1.0 : 2.0 + u) * u + double(K) * std::ldexp(1.0, -24);
-          check_forward(r, M, rng, M != 8,
-                        std::string(dtype_name(dt)) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                            " threads=" + std::to_string(threads),
-                        tol);
+          check(r, M, M != 8,
+                std::string(dtype_name(dt)) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                    " threads=" + std::to_string(threads),
+                tol);
         }
   }
-  // Many rows: the row range splits into several tasks when there are few feature blocks.
+  // Many rows: with few panels the tiles split into several tasks; past 1024 rows, two packed blocks.
   RefWeight big = make_dense(rng, 70, 300, DType::BF16);
-  check_forward(big, 1001, rng, true, "M=1001", u + 300 * std::ldexp(1.0, -24));
-  kernel_env().set_threads(0);
-  kernel_env().precision = MatMulPrecision::kF32;
+  check(big, 1001, true, "M=1001", u + 300 * std::ldexp(1.0, -24));
+  check(big, 1100, true, "M=1100", u + 300 * std::ldexp(1.0, -24));
+}
+
+TEST(MatMul, Bf16GemmTailsAndBound) {
+  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+  check_bf16_gemm(nullptr);
+}
+
+// The same GEMM with vdpbf16ps and vcvtne2ps2bf16 emulated, on any AVX-512 CPU: its packing,
+// blocking and tails are tested where the instructions are missing.
+TEST(MatMul, Bf16GemmBlockingEmulated) {
+  if (!matmul_detail::avx512_enabled()) GTEST_SKIP() << "no AVX-512";
+  check_bf16_gemm([](const MatMulWeight::Impl& w, const float* x, int64_t M, float* y, const float* bias) {
+    matmul_detail::gemm_bf16_emulated(*kernel_env().pool, w, x, M, y, bias);
+  });
 }
 
 TEST(MatMul, RejectsBadShapes) {
