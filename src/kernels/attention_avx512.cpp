@@ -13,6 +13,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -118,8 +119,10 @@ VLM_ATTN_TARGET void pv_tile(const void* const* p, const void* v, int64_t ldv, i
       __m512 pb[R];
       for (int i = 0; i < R; ++i) pb[i] = _mm512_set1_ps(static_cast<const float*>(p[i])[j]);
       for (int c = 0; c < NV; ++c) {
-        const __m512 vv =
-            kMaskLast && c == NV - 1 ? _mm512_maskz_loadu_ps(last, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
+        __m512 vv = kMaskLast && c == NV - 1 ? _mm512_maskz_loadu_ps(last, vj + 16 * c) : _mm512_loadu_ps(vj + 16 * c);
+        // Keeps vv in a register: GCC would otherwise fold the load into each of the R FMAs,
+        // loading it R times (with R = 3 the loads, not the FMAs, bounded the loop).
+        asm("" : "+v"(vv));
         for (int i = 0; i < R; ++i) acc[i][c] = _mm512_fmadd_ps(pb[i], vv, acc[i][c]);
       }
     }
@@ -146,6 +149,24 @@ constexpr auto kScore = score_table<kBF16>(std::make_integer_sequence<int, kMR>(
 template <bool kBF16, bool kMaskLast>
 constexpr auto kPV = pv_table<kBF16, kMaskLast>(std::make_integer_sequence<int, kMaxPV>());
 
+// A std::allocator whose blocks start on a cache line, so that no zmm load of the packed K/V
+// tiles or of the score and output rows straddles two lines.
+template <class T>
+struct LineAligned {
+  using value_type = T;
+  LineAligned() = default;
+  template <class U>
+  LineAligned(const LineAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const LineAligned<U>&) const {
+    return true;
+  }
+};
+template <class T>
+using AlignedVector = std::vector<T, LineAligned<T>>;
+
 struct Problem {
   const float *q, *k, *v;
   int64_t q_stride, kv_stride, T, S;
@@ -157,9 +178,9 @@ struct Problem {
 
 // K and V of every kv head in the layouts the packed kernels read (see the file comment).
 struct Packed {
-  int64_t Sp = 0, Dp = 0, Dv = 0;  // keys padded to tiles, dimension pairs, dimensions padded to zmm
-  std::vector<float> kt, vf;       // exact: [kv_heads][Sp/64][D][64], [kv_heads][Sp][Dv]
-  std::vector<uint32_t> ktp, vp;   // fast: [kv_heads][Sp/64][Dp][64], [kv_heads][Sp/2][Dv]
+  int64_t Sp = 0, Dp = 0, Dv = 0;   // keys padded to tiles, dimension pairs, dimensions padded to zmm
+  AlignedVector<float> kt, vf;      // exact: [kv_heads][Sp/64][D][64], [kv_heads][Sp][Dv]
+  AlignedVector<uint32_t> ktp, vp;  // fast: [kv_heads][Sp/64][Dp][64], [kv_heads][Sp/2][Dv]
 };
 
 // Keys [j0, j1) of kv head h into the packed layouts, zero padded: K transposed 16 keys at a time
@@ -255,8 +276,8 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
                                     int64_t r1, int64_t key_begin, int64_t key_end, float* partial) {
   const int64_t D = pb.head_dim, group = pb.q_heads / pb.kv_heads, Dv = round_up(D, 16), Dp = (D + 1) / 2;
   const int64_t rows = r1 - r0;
-  thread_local std::vector<float> fbuf;
-  thread_local std::vector<uint32_t> wbuf;
+  thread_local AlignedVector<float> fbuf;
+  thread_local AlignedVector<uint32_t> wbuf;
   fbuf.resize(std::max(fbuf.size(), size_t(rows * (Dv + kTk + Dv + 16))));
   wbuf.resize(std::max(wbuf.size(), size_t(rows * (Dp + kTk / 2))));
   float* qs = fbuf.data();          // [rows][Dv] scaled queries (f32 paths)
