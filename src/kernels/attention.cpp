@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/attention_internal.h"
 #include "kernels/ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -111,10 +112,6 @@ HWY_AFTER_NAMESPACE();
 namespace vlm {
 namespace ops_detail {
 HWY_EXPORT(AttentionImpl);
-// Tiled flash attention (attention_avx512.cpp); false when AVX-512 is unavailable or disabled.
-bool attention_avx512(ThreadPool& pool, bool fast, const float* q, int64_t q_stride, const float* k, const float* v,
-                      int64_t kv_stride, int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale,
-                      const AttentionMask& mask, float* out);
 }  // namespace ops_detail
 
 void attention(const Compute& env, const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,

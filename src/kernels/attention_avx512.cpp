@@ -9,6 +9,8 @@
 //     of dimensions, V as [S/2][D] pairs of keys. Softmax, max and sums stay f32.
 //   few query positions (decode): scores as direct dot products on the stored K rows (no packing:
 //     K and V are read once, which is what bounds decode), f32 in both precisions.
+// attention_avx512_emulated.cpp compiles this file again with VLM_ATTENTION_EMULATE_BF16, which
+// emulates the bf16 instructions in AVX512F (matmul_x86.h) so tests run the fast path anywhere.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -19,8 +21,15 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "kernels/attention_internal.h"
 #include "kernels/matmul_x86.h"
 #include "kernels/ops.h"
+
+#ifdef VLM_ATTENTION_EMULATE_BF16
+#define VLM_ATTENTION_ENTRY attention_avx512_emulated_bf16
+#else
+#define VLM_ATTENTION_ENTRY attention_avx512
+#endif
 
 namespace vlm::ops_detail {
 
@@ -29,6 +38,11 @@ namespace vlm::ops_detail {
 namespace {
 
 using matmul_detail::tail16;
+#ifdef VLM_ATTENTION_EMULATE_BF16
+using Bf16 = matmul_detail::EmulatedBf16;
+#else
+using Bf16 = matmul_detail::NativeBf16;
+#endif
 
 constexpr int kMR = 6;                       // query rows per register tile
 constexpr int64_t kTk = 64;                  // keys per tile: 4 zmm of scores per row
@@ -74,11 +88,11 @@ VLM_ATTN_TARGET void score_tile(const void* const* q, const void* kt, int64_t ld
   for (int64_t d = 0; d < depth; ++d) {
     if constexpr (kBF16) {
       const uint32_t* k = static_cast<const uint32_t*>(kt) + d * ldk;
-      __m512bh kv[4];
-      for (int v = 0; v < 4; ++v) kv[v] = (__m512bh)_mm512_loadu_si512(k + 16 * v);
+      __m512i kv[4];
+      for (int v = 0; v < 4; ++v) kv[v] = _mm512_loadu_si512(k + 16 * v);
       for (int i = 0; i < R; ++i) {
-        const __m512bh qb = (__m512bh)_mm512_set1_epi32(int(static_cast<const uint32_t*>(q[i])[d]));
-        for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], qb, kv[v]);
+        const __m512i qb = _mm512_set1_epi32(int(static_cast<const uint32_t*>(q[i])[d]));
+        for (int v = 0; v < 4; ++v) acc[i][v] = Bf16::dot(acc[i][v], qb, kv[v]);
       }
     } else {
       const float* k = static_cast<const float*>(kt) + d * ldk;
@@ -108,11 +122,11 @@ VLM_ATTN_TARGET void pv_tile(const void* const* p, const void* v, int64_t ldv, i
     // Broadcasts first, then one V vector at a time: R·NV + R + 1 <= 32 zmm, no spills.
     if constexpr (kBF16) {
       const uint32_t* vj = static_cast<const uint32_t*>(v) + j * ldv;
-      __m512bh pb[R];
-      for (int i = 0; i < R; ++i) pb[i] = (__m512bh)_mm512_set1_epi32(int(static_cast<const uint32_t*>(p[i])[j]));
+      __m512i pb[R];
+      for (int i = 0; i < R; ++i) pb[i] = _mm512_set1_epi32(int(static_cast<const uint32_t*>(p[i])[j]));
       for (int c = 0; c < NV; ++c) {
-        const __m512bh vv = (__m512bh)_mm512_loadu_si512(vj + 16 * c);
-        for (int i = 0; i < R; ++i) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], pb[i], vv);
+        const __m512i vv = _mm512_loadu_si512(vj + 16 * c);
+        for (int i = 0; i < R; ++i) acc[i][c] = Bf16::dot(acc[i][c], pb[i], vv);
       }
     } else {
       const float* vj = static_cast<const float*>(v) + j * ldv;
@@ -206,8 +220,8 @@ VLM_ATTN_TARGET void pack_chunk(const Problem& pb, bool bf16, Packed& pk, int64_
       const __m512 a = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows, kj + 2 * dp, 4);
       const __m512 b = 2 * dp + 1 < D ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows, kj + 2 * dp + 1, 4)
                                       : _mm512_setzero_ps();
-      const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
-      const __m512i hi16 = _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b)), 16);
+      const __m512i lo16 = _mm512_cvtepu16_epi32(Bf16::round16(a));
+      const __m512i hi16 = _mm512_slli_epi32(_mm512_cvtepu16_epi32(Bf16::round16(b)), 16);
       _mm512_storeu_si512(kt + dp * kTk, _mm512_or_si512(lo16, hi16));
     }
   }
@@ -227,8 +241,8 @@ VLM_ATTN_TARGET void pack_chunk(const Problem& pb, bool bf16, Packed& pk, int64_
       const __mmask16 m = tail16(D - d);
       const __m512 a = j < pb.S ? _mm512_maskz_loadu_ps(m, vh + j * pb.kv_stride + d) : _mm512_setzero_ps();
       const __m512 b = j + 1 < pb.S ? _mm512_maskz_loadu_ps(m, vh + (j + 1) * pb.kv_stride + d) : _mm512_setzero_ps();
-      const __m512i lo16 = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
-      const __m512i hi16 = _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b)), 16);
+      const __m512i lo16 = _mm512_cvtepu16_epi32(Bf16::round16(a));
+      const __m512i hi16 = _mm512_slli_epi32(_mm512_cvtepu16_epi32(Bf16::round16(b)), 16);
       _mm512_storeu_si512(vp + j / 2 * pk.Dv + d, _mm512_or_si512(lo16, hi16));
     }
 }
@@ -377,8 +391,7 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
       else
         sum[size_t(r)] += double(_mm512_reduce_add_ps(total));
       if (kBF16 && packed)
-        for (int v = 0; v < 2; ++v)
-          _mm512_storeu_si512(pp + r * kTk / 2 + 16 * v, (__m512i)_mm512_cvtne2ps_pbh(e[2 * v + 1], e[2 * v]));
+        for (int v = 0; v < 2; ++v) _mm512_storeu_si512(pp + r * kTk / 2 + 16 * v, Bf16::round(e[2 * v], e[2 * v + 1]));
     }
     // o += p · v in column chunks of at most kMaxPV zmm (as even as possible), rows per register
     // tile so that the accumulators fit in 24 zmm.
@@ -422,10 +435,14 @@ VLM_ATTN_TARGET void attention_task(const Problem& pb, const Packed& pk, bool pa
 
 }  // namespace
 
-bool attention_avx512(ThreadPool& pool, bool fast, const float* q, int64_t q_stride, const float* k, const float* v,
-                      int64_t kv_stride, int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale,
-                      const AttentionMask& mask, float* out) {
+bool VLM_ATTENTION_ENTRY(ThreadPool& pool, bool fast, const float* q, int64_t q_stride, const float* k, const float* v,
+                         int64_t kv_stride, int64_t T, int64_t S, int q_heads, int kv_heads, int head_dim, float scale,
+                         const AttentionMask& mask, float* out) {
+#ifdef VLM_ATTENTION_EMULATE_BF16
+  const bool cpu_bf16 = true;
+#else
   static const bool cpu_bf16 = __builtin_cpu_supports("avx512bf16");
+#endif
   if (!matmul_detail::avx512_enabled()) return false;
   const Problem pb{q, k, v, q_stride, kv_stride, T, S, q_heads, kv_heads, head_dim, scale, &mask, out};
   const bool packed = T >= kMinPackedPositions;
@@ -491,8 +508,8 @@ bool attention_avx512(ThreadPool& pool, bool fast, const float* q, int64_t q_str
 
 #else
 
-bool attention_avx512(ThreadPool&, bool, const float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t,
-                      int, int, int, float, const AttentionMask&, float*) {
+bool VLM_ATTENTION_ENTRY(ThreadPool&, bool, const float*, int64_t, const float*, const float*, int64_t, int64_t,
+                         int64_t, int, int, int, float, const AttentionMask&, float*) {
   return false;
 }
 

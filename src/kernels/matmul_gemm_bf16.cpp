@@ -8,9 +8,9 @@
 // a contiguous per-task buffer and the last K slice writes y. The earlier layout read activations
 // through row pointers K apart and kept partial sums in y, N floats apart; the same change made
 // the float32 GEMM 30-60% faster.
-// Written with intrinsics because hwy 1.0.3 has no bf16 dot product. The two AVX512-BF16
-// instructions sit behind a policy type so that the same code runs with them emulated in AVX512F
-// (gemm_bf16_emulated) and its blocking is tested on CPUs that lack them.
+// Written with intrinsics because hwy 1.0.3 has no bf16 dot product. The AVX512-BF16
+// instructions sit behind a policy type (matmul_x86.h) so that the same code runs with them
+// emulated in AVX512F (gemm_bf16_emulated) and its blocking is tested on CPUs that lack them.
 #include <algorithm>
 #include <vector>
 
@@ -22,7 +22,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define VLM_HAVE_BF16_KERNEL 1
-#define VLM_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define VLM_BF16_TARGET VLM_AVX512_BF16
 #endif
 
 namespace vlm::matmul_detail {
@@ -36,40 +36,6 @@ constexpr int64_t kNR = 16 * kNV;
 constexpr int64_t kKC = 256;  // K slice (even): a panel is kKC/2 pairs × kNR = 32 KB, in L1
 constexpr int64_t kKP = kKC / 2;
 constexpr int64_t kMB = 1024;  // activation rows packed at a time: the buffer stays <= kMB·K/2 words
-
-// The AVX512-BF16 instructions the GEMM uses.
-struct NativeBf16 {
-  // acc + Σ of the two products of each lane's bf16 pair (vdpbf16ps).
-  static VLM_BF16_TARGET inline __m512 dot(__m512 acc, __m512i x, __m512i w) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)x, (__m512bh)w);
-  }
-  // 32 floats (lo: 0-15, hi: 16-31) as 32 bf16 in order, rounded to nearest even (vcvtne2ps2bf16).
-  static VLM_BF16_TARGET inline __m512i round(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
-};
-
-// The same values in AVX512F (tests on CPUs without AVX512-BF16): a bf16 is the high half of a
-// float, so both products are exact and the FMAs add them as the instruction does (odd element
-// first, Intel SDM), except that denormals are kept where the instruction flushes them.
-struct EmulatedBf16 {
-  static VLM_BF16_TARGET inline __m512 dot(__m512 acc, __m512i x, __m512i w) {
-    const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
-    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, high)),
-                          _mm512_castsi512_ps(_mm512_and_si512(w, high)), acc);
-    return _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)),
-                           acc);
-  }
-  static VLM_BF16_TARGET inline __m256i round16(__m512 v) {  // f32_to_bf16 on 16 lanes
-    const __m512i bits = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
-    return _mm512_cvtepi32_epi16(r);
-  }
-  static VLM_BF16_TARGET inline __m512i round(__m512 lo, __m512 hi) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(round16(lo)), round16(hi), 1);
-  }
-};
 
 // n floats -> bf16 (round to nearest even) at out; an odd n is paired with a zero.
 template <class Isa>

@@ -19,6 +19,7 @@
 #define VLM_X86_KERNELS 1
 #define VLM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define VLM_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define VLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #endif
 
 namespace vlm::matmul_detail {
@@ -28,6 +29,45 @@ namespace vlm::matmul_detail {
 bool avx512_enabled();
 // avx512_enabled() and AVX512_VNNI present.
 bool avx512_vnni_enabled();
+
+#ifdef VLM_X86_KERNELS
+// The AVX512-BF16 instructions the bf16 kernels use (GEMM, attention), as a policy type.
+struct NativeBf16 {
+  // acc + Σ of the two products of each lane's bf16 pair (vdpbf16ps).
+  static VLM_AVX512_BF16 inline __m512 dot(__m512 acc, __m512i x, __m512i w) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)x, (__m512bh)w);
+  }
+  // 16 floats as 16 bf16, rounded to nearest even (vcvtneps2bf16).
+  static VLM_AVX512_BF16 inline __m256i round16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+  // 32 floats (lo: 0-15, hi: 16-31) as 32 bf16 in order (vcvtne2ps2bf16).
+  static VLM_AVX512_BF16 inline __m512i round(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+};
+
+// The same values in AVX512F, so that tests run the bf16 kernels on CPUs without AVX512-BF16:
+// a bf16 is the high half of a float, so both products are exact and the FMAs add them as the
+// instruction does (odd element first, Intel SDM), except that denormals are kept where the
+// instruction flushes them. Rounding is f32_to_bf16's (core/dtype.h) on 16 lanes.
+struct EmulatedBf16 {
+  static VLM_AVX512 inline __m512 dot(__m512 acc, __m512i x, __m512i w) {
+    const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
+    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(x, high)),
+                          _mm512_castsi512_ps(_mm512_and_si512(w, high)), acc);
+    return _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)),
+                           acc);
+  }
+  static VLM_AVX512 inline __m256i round16(__m512 v) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+  }
+  static VLM_AVX512 inline __m512i round(__m512 lo, __m512 hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(round16(lo)), round16(hi), 1);
+  }
+};
+#endif
 
 // Group layout of 16-word blocks of a packed row (wpg words per group, 16 % wpg == 0 or
 // wpg % 16 == 0): first[b] = first group of block b, lane[l] = group of lane l relative to it.

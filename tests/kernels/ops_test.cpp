@@ -13,6 +13,8 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
+#include "kernels/attention_internal.h"
+#include "kernels/matmul_x86.h"
 
 namespace vlm {
 namespace {
@@ -334,12 +336,20 @@ TEST(Ops, AttentionAllMasks) {
     std::vector<double> bound;
     auto ref = ref_attention(q, qs, k, v, kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.visible, &bound);
     for (int threads : {1, 2})
-      for (Precision precision : {Precision::kExact, Precision::kFast}) {
+      for (int variant : {0, 1, 2}) {  // exact, fast, fast with the bf16 path emulated (any AVX-512 CPU)
+        const Precision precision = variant == 0 ? Precision::kExact : Precision::kFast;
+        if (variant == 2 && !matmul_detail::avx512_enabled()) continue;
         g_env = Compute::make(threads, precision);
         std::vector<float> out(size_t(c.T * c.qh * c.hd), NAN);
-        attention(g_env, q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask, out.data());
-        const std::string what =
-            std::string(c.name) + " threads=" + std::to_string(threads) + " " + precision_name(precision);
+        if (variant == 2)
+          ASSERT_TRUE(ops_detail::attention_avx512_emulated_bf16(g_env.threads(), true, q.data(), qs, k.data(),
+                                                                 v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale,
+                                                                 c.mask, out.data()));
+        else
+          attention(g_env, q.data(), qs, k.data(), v.data(), kvs, c.T, c.S, c.qh, c.kvh, c.hd, scale, c.mask,
+                    out.data());
+        const std::string what = std::string(c.name) + " threads=" + std::to_string(threads) + " " +
+                                 precision_name(precision) + (variant == 2 ? " (emulated bf16)" : "");
         if (precision == Precision::kExact) {
           expect_close(out, ref, 1e-5, 2e-6, what);
           continue;
