@@ -293,12 +293,11 @@ void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, 
 }
 
 // ---- Fast dense GEMV: bf16 weights · bf16-rounded activations (vdpbf16ps), f32 accumulation --
+// The bf16 instructions come from a policy (matmul_x86.h): native, or emulated for tests.
 namespace {
 
-#define VLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-
 // y[m, n + r] for R rows from row n and MB activation rows (bf16, stride kp, zero padded).
-template <int MB, int R>
+template <class Isa, int MB, int R>
 VLM_AVX512_BF16 void bf16_dot_rows(const uint16_t* w, int64_t K, const uint16_t* xb, int64_t kp, int64_t n, float* y,
                                    int64_t ldy, const float* bias) {
   __m512 acc[R][MB];
@@ -306,13 +305,13 @@ VLM_AVX512_BF16 void bf16_dot_rows(const uint16_t* w, int64_t K, const uint16_t*
     for (int m = 0; m < MB; ++m) acc[r][m] = _mm512_setzero_ps();
   const uint16_t* rows = w + n * K;
   auto step = [&](int64_t k, __mmask32 tail) VLM_AVX512_BF16 {
-    __m512bh xv[MB];
-    for (int m = 0; m < MB; ++m) xv[m] = (__m512bh)_mm512_loadu_si512(xb + m * kp + k);
+    __m512i xv[MB];
+    for (int m = 0; m < MB; ++m) xv[m] = _mm512_loadu_si512(xb + m * kp + k);
     for (int r = 0; r < R; ++r) {
       const uint16_t* wr = rows + r * K + k;
       _mm_prefetch(reinterpret_cast<const char*>(wr + R * K), _MM_HINT_T0);  // the next pass's rows
       const __m512i wv = tail ? _mm512_maskz_loadu_epi16(tail, wr) : _mm512_loadu_si512(wr);
-      for (int m = 0; m < MB; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], (__m512bh)wv, xv[m]);
+      for (int m = 0; m < MB; ++m) acc[r][m] = Isa::dot(acc[r][m], wv, xv[m]);
     }
   };
   int64_t k = 0;
@@ -323,46 +322,42 @@ VLM_AVX512_BF16 void bf16_dot_rows(const uint16_t* w, int64_t K, const uint16_t*
 }
 
 // x rows rounded to bf16 (nearest even) once per call, zero padded to whole 32-value blocks.
+template <class Isa>
 VLM_AVX512_BF16 void round_to_bf16(const float* x, int64_t M, int64_t K, int64_t kp, std::vector<uint16_t>& out) {
   out.assign(size_t(M * kp), 0);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t k = 0; k < K; k += 32) {
       const __m512 lo = _mm512_maskz_loadu_ps(tail16(K - k), x + m * K + k);
       const __m512 hi = _mm512_maskz_loadu_ps(tail16(K - k - 16), x + m * K + k + 16);
-      _mm512_storeu_si512(out.data() + m * kp + k, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      _mm512_storeu_si512(out.data() + m * kp + k, Isa::round(lo, hi));
     }
 }
 
-template <int MB>
+template <class Isa, int MB>
 void bf16_dot_range(const uint16_t* w, int64_t K, const uint16_t* xb, int64_t kp, int64_t n0, int64_t n1, float* y,
                     int64_t ldy, const float* bias) {
   constexpr int R = MB == 1 ? 4 : MB == 2 ? 4 : 2;
   int64_t n = n0;
-  for (; n + R <= n1; n += R) bf16_dot_rows<MB, R>(w, K, xb, kp, n, y, ldy, bias);
-  for (; n < n1; ++n) bf16_dot_rows<MB, 1>(w, K, xb, kp, n, y, ldy, bias);
+  for (; n + R <= n1; n += R) bf16_dot_rows<Isa, MB, R>(w, K, xb, kp, n, y, ldy, bias);
+  for (; n < n1; ++n) bf16_dot_rows<Isa, MB, 1>(w, K, xb, kp, n, y, ldy, bias);
 }
 
-}  // namespace
-
-bool gemv_bf16_dot_supports(const MatMulWeight::Impl& p) {
-  return !p.quantized && !p.repacked && p.w.dtype() == DType::BF16 && bf16_gemm_supported();
-}
-
-void gemv_bf16_dot(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
-                   const float* bias) {
+template <class Isa>
+void gemv_bf16_dot_impl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                        const float* bias) {
   const int64_t K = p.K, N = p.N, kp = (K + 31) / 32 * 32;
   thread_local std::vector<uint16_t> xb_buffer;
   std::vector<uint16_t>& xb = xb_buffer;  // the caller's buffer: workers must not name the thread_local
-  round_to_bf16(x, M, K, kp, xb);
+  round_to_bf16<Isa>(x, M, K, kp, xb);
   const uint16_t* w = p.w.data<uint16_t>();
   auto work = [&](int64_t n0, int64_t n1) {
     for (int64_t m = 0; m < M;) {
       const int64_t left = M - m;
       const int mb = left == 4 ? 2 : int(std::min<int64_t>(3, left));
       const uint16_t* xm = xb.data() + m * kp;
-      if (mb == 1) bf16_dot_range<1>(w, K, xm, kp, n0, n1, y + m * N, N, bias);
-      if (mb == 2) bf16_dot_range<2>(w, K, xm, kp, n0, n1, y + m * N, N, bias);
-      if (mb == 3) bf16_dot_range<3>(w, K, xm, kp, n0, n1, y + m * N, N, bias);
+      if (mb == 1) bf16_dot_range<Isa, 1>(w, K, xm, kp, n0, n1, y + m * N, N, bias);
+      if (mb == 2) bf16_dot_range<Isa, 2>(w, K, xm, kp, n0, n1, y + m * N, N, bias);
+      if (mb == 3) bf16_dot_range<Isa, 3>(w, K, xm, kp, n0, n1, y + m * N, N, bias);
       m += mb;
     }
   };
@@ -373,6 +368,22 @@ void gemv_bf16_dot(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x
   pool.parallel_for(quads, per, [&](int64_t q0, int64_t q1) { work(q0 * 4, std::min(N, q1 * 4)); });
 }
 
+}  // namespace
+
+bool gemv_bf16_dot_supports(const MatMulWeight::Impl& p) {
+  return !p.quantized && !p.repacked && p.w.dtype() == DType::BF16 && bf16_gemm_supported();
+}
+
+void gemv_bf16_dot(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                   const float* bias) {
+  gemv_bf16_dot_impl<NativeBf16>(pool, p, x, M, y, bias);
+}
+
+void gemv_bf16_dot_emulated(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                            const float* bias) {
+  gemv_bf16_dot_impl<EmulatedBf16>(pool, p, x, M, y, bias);
+}
+
 #else
 
 bool gemv_bf16_dot_supports(const MatMulWeight::Impl&) {
@@ -380,6 +391,10 @@ bool gemv_bf16_dot_supports(const MatMulWeight::Impl&) {
 }
 void gemv_bf16_dot(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
                    const float* bias) {
+  gemv(pool, p, x, M, y, bias);
+}
+void gemv_bf16_dot_emulated(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                            const float* bias) {
   gemv(pool, p, x, M, y, bias);
 }
 

@@ -50,6 +50,10 @@ void gemv_avx512(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, 
 bool gemv_bf16_dot_supports(const MatMulWeight::Impl& p);
 void gemv_bf16_dot(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
                    const float* bias);
+// The same with the bf16 instructions emulated in AVX512F (tests only; needs avx512_enabled() and a
+// dense BF16 weight).
+void gemv_bf16_dot_emulated(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
+                            const float* bias);
 
 // The Highway target (HWY_AVX3, HWY_AVX2, ...) dynamic dispatch picks now; cheap (no cpuid),
 // and it follows hwy::SetSupportedTargetsForTest.

@@ -13,6 +13,8 @@
 
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
+#include "kernels/matmul_x86.h"
 #include "matmul_ref.h"
 
 namespace vlm {
@@ -125,8 +127,8 @@ TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
   EXPECT_EQ(q4.w.group_size(), 64);
 }
 
-TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
-  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+// emulated: the same kernel with its bf16 instructions emulated, on any AVX-512 CPU.
+void check_bf16_gemv(bool emulated) {
   PrecisionScope scope(MatMulPrecision::kBF16);
   std::mt19937 rng(25);
   for (int threads : {1, 2}) {
@@ -134,10 +136,30 @@ TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
     // Odd K (masked last block), N not a multiple of 4, and one above the parallel cutoff.
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{37, 259}, {70, 64}, {203, 1000}}) {
       RefWeight r = make_dense(rng, N, K, DType::BF16);
+      MatMulWeight::Impl impl;
+      impl.N = N;
+      impl.K = K;
+      impl.w = r.stored;
+      Forward forward;
+      if (emulated)
+        forward = [&](const float* x, int64_t m, float* y, const float* bias) {
+          matmul_detail::gemv_bf16_dot_emulated(*kernel_env().pool, impl, x, m, y, bias);
+        };
       for (int64_t M : {1, 2, 3, 4, 5, 6})
-        check_forward(r, M, rng, M % 2 == 0, "bf16 gemv", std::ldexp(1.0, -9) + 2e-6);
+        check_forward(r, M, rng, M % 2 == 0, emulated ? "bf16 gemv (emulated)" : "bf16 gemv",
+                      std::ldexp(1.0, -9) + 2e-6, nullptr, forward);
     }
   }
+}
+
+TEST(MatMulBf16Gemv, DenseBf16WeightsEveryRowCount) {
+  if (!matmul_bf16_supported()) GTEST_SKIP() << "CPU has no AVX512_BF16";
+  check_bf16_gemv(false);
+}
+
+TEST(MatMulBf16Gemv, EmulatedEveryRowCount) {
+  if (!matmul_detail::avx512_enabled()) GTEST_SKIP() << "no AVX-512";
+  check_bf16_gemv(true);
 }
 
 }  // namespace
