@@ -1,12 +1,8 @@
-// GEMM path of MatMulWeight::forward (prefill, vision encoders: many activation rows). The
-// activations are first packed into MR-row tiles per K slice (up to kMB rows at a time); then
-// each task owns a panel of NR output features: for each KC-wide slice of K it converts the
-// panel to f32 in k-major order [KC][NR] (L1-sized) and sweeps all packed tiles with an MR×NR
-// register-blocked outer-product kernel, so conversion is amortised over the rows. Partial sums
-// live in a contiguous per-task buffer; the last K slice writes y. The earlier layout read the
-// activations in place (rows K floats apart) and kept partial sums in y (rows N floats apart):
-// those strided rows missed cache and TLB at every tile, and the GEMM ran at about half the FMA
-// roof (README, Performance).
+// GEMM path of MatMulWeight::forward (prefill, vision encoders: many activation rows), float32
+// arithmetic, in the blocking of gemm_blocking.h: activations packed into MR-row tiles per K
+// slice; each task converts its panel of NR output features to f32 in k-major order [KC][NR]
+// (L1-sized) per slice and sweeps the packed tiles with an MR×NR register-blocked outer-product
+// kernel, so conversion is amortised over the rows.
 // foreach_target.h re-includes this file once per SIMD target; the order below matters.
 // clang-format off
 #undef HWY_TARGET_INCLUDE
@@ -19,7 +15,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
-#include "hwy/aligned_allocator.h"
+#include "kernels/gemm_blocking.h"
 #include "kernels/matmul_internal.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -33,8 +29,7 @@ using VF = hn::Vec<DF>;
 constexpr int64_t kKC = 128;                      // K slice: panel of KC·NR floats stays in L1
 constexpr int kMR = 6;                            // activation rows per tile
 constexpr int kNV = HWY_MAX_BYTES >= 64 ? 4 : 2;  // vectors per tile row: MR·NV accumulators (24 / 12)
-constexpr int64_t kMaxNR = kNV * HWY_MAX_BYTES / 4;
-constexpr int64_t kMB = 1024;  // activation rows packed at a time: the buffer stays <= kMB·K floats
+constexpr int64_t kMB = 1024;                     // activation rows packed at a time: the buffer stays <= kMB·K floats
 
 // Tile dst[MR, NR] = (src or bias or 0) + a[kc][MR] · panel[kc, NR]; a is the tile's packed
 // activations, src (kAccumulate) the tile's partial sums so far, NR floats per row.
@@ -59,19 +54,6 @@ HWY_INLINE void Tile(const float* HWY_RESTRICT a, const float* HWY_RESTRICT pane
   for (int i = 0; i < kMR; ++i)
     for (int v = 0; v < kNV; ++v) hn::StoreU(acc[i][v], d, dst + i * ldd + v * NL);
 }
-
-// An aligned float buffer, grown to the largest size asked for and kept for the next call.
-struct Scratch {
-  hwy::AlignedFreeUniquePtr<float[]> data;
-  int64_t size = 0;
-  float* get(int64_t n) {
-    if (n > size) {
-      data = hwy::AllocateAligned<float>(size_t(n));
-      size = n;
-    }
-    return data.get();
-  }
-};
 
 // Rows [m0, m0 + mb) of x as K slices of tiles, each [kc][MR] (rows past the end are 0): the
 // tile kernel then reads its activations in one contiguous stream instead of MR rows K apart,
@@ -135,52 +117,14 @@ void FillPanel(const MatMulWeight::Impl& p, int64_t n0, int64_t nr, int64_t NR, 
 
 void GemmImpl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y, const float* bias) {
   const DF d;
-  const int64_t NL = int64_t(hn::Lanes(d));
-  const int64_t NR = kNV * NL;
-  const int64_t N = p.N, K = p.K;
-  const int64_t panels = (N + NR - 1) / NR;
-  thread_local Scratch packed_scratch;  // the calling thread's; workers only read it
-  float* packed = packed_scratch.get((std::min(M, kMB) + kMR - 1) / kMR * kMR * K);
-  for (int64_t m0 = 0; m0 < M; m0 += kMB) {
-    const int64_t mb = std::min(kMB, M - m0), tiles = (mb + kMR - 1) / kMR;
-    // Tiles with all MR rows and all NR columns go straight to y at the last K slice; the others
-    // are copied out of the buffer.
-    auto whole = [&](int64_t t, int64_t nr) { return nr == NR && (t + 1) * kMR <= mb; };
-    pool.run(tiles, [&](int64_t t) { PackTile(x, K, M, m0, tiles, t, packed); });
-    pool.run(panels, [&](int64_t pi) {
-      const int64_t n0 = pi * NR, nr = std::min(NR, N - n0);
-      HWY_ALIGN float panel[kKC * kMaxNR];  // [KC][NR]
-      HWY_ALIGN float btile[kMaxNR];
-      // The panel's outputs accumulate in a contiguous buffer (L2-sized) and are copied out once.
-      thread_local Scratch out_scratch;
-      float* out = out_scratch.get(tiles * kMR * NR);
-      const float* bias_p = nullptr;
-      if (bias) {
-        std::fill(btile, btile + NR, 0.f);
-        std::copy(bias + n0, bias + n0 + nr, btile);
-        bias_p = btile;
-      }
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        const int64_t kc = std::min(kKC, K - k0);
-        FillPanel(p, n0, nr, NR, k0, kc, panel);
-        const auto tile = k0 > 0 ? Tile<true> : Tile<false>;
-        const bool last = k0 + kc == K;
-        const float* a = packed + k0 * tiles * kMR;
-        for (int64_t t = 0; t < tiles; ++t, a += kc * kMR) {
-          float* partial = out + t * kMR * NR;
-          if (last && whole(t, nr))
-            tile(a, panel, kc, partial, bias_p, y + (m0 + t * kMR) * N + n0, N);
-          else
-            tile(a, panel, kc, partial, bias_p, partial, NR);
-        }
-      }
-      for (int64_t t = 0; t < tiles; ++t) {
-        if (whole(t, nr)) continue;
-        for (int64_t i = t * kMR; i < std::min(mb, (t + 1) * kMR); ++i)
-          std::copy(out + i * NR, out + i * NR + nr, y + (m0 + i) * N + n0);
-      }
-    });
-  }
+  const int64_t NR = kNV * int64_t(hn::Lanes(d));
+  const int64_t K = p.K;
+  blocked_gemm<float, float>(
+      pool, GemmBlocking{K, kKC, NR, kMR, kMB}, M, p.N, y, bias,
+      [&](int64_t m0, int64_t tiles, int64_t t, float* packed) { PackTile(x, K, M, m0, tiles, t, packed); },
+      [&](int64_t n0, int64_t nr, int64_t k0, int64_t kc, float* panel) { FillPanel(p, n0, nr, NR, k0, kc, panel); },
+      [](bool accumulate, const float* a, const float* panel, int64_t kc, const float* src, const float* b, float* dst,
+         int64_t ldd) { (accumulate ? Tile<true> : Tile<false>)(a, panel, kc, src, b, dst, ldd); });
 }
 
 }  // namespace vlm::matmul_detail::HWY_NAMESPACE

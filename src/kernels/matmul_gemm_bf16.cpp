@@ -1,13 +1,10 @@
 // GEMM with bfloat16 dot products (MatMulPrecision::kBF16, Precision::kFast for dense weights),
-// laid out like the float32 GEMM (matmul_gemm.cpp): activations are rounded to bf16 pairs once
-// per call and packed into kMR-row tiles per K slice (up to kMB rows at a time), so the tile
-// kernel reads them as one contiguous stream; each task owns a 64-feature panel (and, when there
-// are few panels, a range of the tiles): per KC slice it packs its weights as [KC/2][NR] bf16 pairs
-// (L1-resident; the stored [N, K] layout is untouched) and runs a kMR×NR register tile (24 zmm
-// accumulators, vdpbf16ps: two products per f32 lane) over every packed tile; partial sums live in
-// a contiguous per-task buffer and the last K slice writes y. The earlier layout read activations
-// through row pointers K apart and kept partial sums in y, N floats apart; the same change made
-// the float32 GEMM 30-60% faster.
+// in the blocking it shares with the float32 GEMM (gemm_blocking.h): activations are rounded to
+// bf16 pairs and packed into kMR-row tiles per K slice; per KC slice each task packs its panel of
+// weights as [KC/2][NR] bf16 pairs (L1-resident; the stored [N, K] layout is untouched) and runs a
+// kMR×NR register tile (24 zmm accumulators, vdpbf16ps: two products per f32 lane) over the
+// packed tiles. (Before this blocking it read activations through row pointers K apart and kept
+// partial sums in y; the same change made the float32 GEMM 30-60% faster.)
 // Written with intrinsics because hwy 1.0.3 has no bf16 dot product. The AVX512-BF16
 // instructions sit behind a policy type (matmul_x86.h) so that the same code runs with them
 // emulated in AVX512F (gemm_bf16_emulated) and its blocking is tested on CPUs that lack them.
@@ -16,6 +13,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "kernels/gemm_blocking.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/matmul_x86.h"
 
@@ -150,72 +148,23 @@ VLM_BF16_TARGET void pack_block(const MatMulWeight::Impl& p, bool direct, int64_
   }
 }
 
-// A 64-byte aligned buffer that keeps its capacity across calls (grows only).
-template <class T>
-T* scratch(std::vector<T>& v, size_t n) {
-  if (v.size() < n + 64 / sizeof(T)) v.resize(n + 64 / sizeof(T));
-  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
-}
-
 template <class Isa>
 void gemm_bf16_impl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
                     const float* bias) {
-  const int64_t N = p.N, K = p.K, Kp = (K + 1) / 2;
+  const int64_t K = p.K, Kp = (K + 1) / 2;
   const bool direct = !p.quantized && p.w.dtype() == DType::BF16 && K % 2 == 0;
-  const int64_t panels = (N + kNR - 1) / kNR;
-  thread_local std::vector<uint32_t> packed_buf;  // the calling thread's; workers only read it
-  uint32_t* packed = scratch(packed_buf, size_t((std::min(M, kMB) + kMR - 1) / kMR * kMR * Kp));
-  for (int64_t m0 = 0; m0 < M; m0 += kMB) {
-    const int64_t mb = std::min(kMB, M - m0), tiles = (mb + kMR - 1) / kMR;
-    pool.run(tiles, [&](int64_t t) {
-      thread_local std::vector<uint32_t> row_buf;
-      pack_tile<Isa>(x, K, M, m0, tiles, t, scratch(row_buf, size_t(Kp)), packed);
-    });
-    // Tasks: panels × tile ranges. Whole tile ranges pack each weight panel once; split them only
-    // when there are too few panels to keep every thread busy and balanced.
-    int64_t splits = 1;
-    while (panels * splits < 8 * pool.size() && tiles / (splits * 2) >= 8) splits *= 2;
-    const int64_t tiles_per_task = (tiles + splits - 1) / splits;
-    // Tiles with all kMR rows and all kNR columns go straight to y at the last K slice; the
-    // others are copied out of the buffer.
-    auto whole = [&](int64_t t, int64_t nr) { return nr == kNR && (t + 1) * kMR <= mb; };
-    pool.run(panels * splits, [&](int64_t task) {
-      const int64_t pi = task / splits, t0 = task % splits * tiles_per_task;
-      const int64_t t1 = std::min(tiles, t0 + tiles_per_task);
-      const int64_t n0 = pi * kNR, nr = std::min(kNR, N - n0);
-      if (t0 >= t1) return;
-      alignas(64) uint32_t panel[kKP * kNR];
-      alignas(64) float btile[kNR];
-      // The task's outputs accumulate in a contiguous buffer (L2-sized) and are copied out once.
-      thread_local std::vector<float> out_buf;
-      float* out = scratch(out_buf, size_t((t1 - t0) * kMR * kNR));
-      const float* bias_p = nullptr;
-      if (bias) {
-        std::fill(btile, btile + kNR, 0.f);
-        std::copy(bias + n0, bias + n0 + nr, btile);
-        bias_p = btile;
-      }
-      for (int64_t k0 = 0; k0 < Kp; k0 += kKP) {
-        const int64_t kp = std::min(kKP, Kp - k0);
+  blocked_gemm<uint32_t, uint32_t>(
+      pool, GemmBlocking{Kp, kKP, kNR, kMR, kMB}, M, p.N, y, bias,
+      [&](int64_t m0, int64_t tiles, int64_t t, uint32_t* packed) {
+        thread_local std::vector<uint32_t> row_buf;
+        pack_tile<Isa>(x, K, M, m0, tiles, t, scratch(row_buf, size_t(Kp)), packed);
+      },
+      [&](int64_t n0, int64_t nr, int64_t k0, int64_t kp, uint32_t* panel) {  // k0, kp: pairs
         pack_block<Isa>(p, direct, n0, nr, 2 * k0, std::min(2 * kp, K - 2 * k0), panel);
-        const auto kernel = k0 > 0 ? tile<Isa, true> : tile<Isa, false>;
-        const bool last = k0 + kp == Kp;
-        const uint32_t* a = packed + k0 * tiles * kMR + t0 * kp * kMR;
-        for (int64_t t = t0; t < t1; ++t, a += kp * kMR) {
-          float* partial = out + (t - t0) * kMR * kNR;
-          if (last && whole(t, nr))
-            kernel(a, panel, kp, partial, bias_p, y + (m0 + t * kMR) * N + n0, N);
-          else
-            kernel(a, panel, kp, partial, bias_p, partial, kNR);
-        }
-      }
-      for (int64_t t = t0; t < t1; ++t) {
-        if (whole(t, nr)) continue;
-        for (int64_t i = t * kMR; i < std::min(mb, (t + 1) * kMR); ++i)
-          std::copy(out + (i - t0 * kMR) * kNR, out + (i - t0 * kMR) * kNR + nr, y + (m0 + i) * N + n0);
-      }
-    });
-  }
+      },
+      [](bool accumulate, const uint32_t* a, const uint32_t* panel, int64_t kp, const float* src, const float* b,
+         float* dst,
+         int64_t ldd) { (accumulate ? tile<Isa, true> : tile<Isa, false>)(a, panel, kp, src, b, dst, ldd); });
 }
 
 }  // namespace
