@@ -99,7 +99,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, int64_t(size()) * 4);
-  if (chunks <= 1) {
+  if (chunks <= 1 || workers_.empty()) {  // one thread: one call over the whole range
     fn(0, n);
     return;
   }

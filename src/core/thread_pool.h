@@ -26,7 +26,8 @@ class ThreadPool {
   // several outside threads (e.g. server slots) take turns, one job at a time.
   void run(int64_t num_tasks, const std::function<void(int64_t)>& fn);
 
-  // Splits [0, n) into chunks of at least `grain` items and calls fn(begin, end) on each.
+  // Splits [0, n) into chunks of at least `grain` items and calls fn(begin, end) on each (one call
+  // over the whole range in a one-thread pool).
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:

@@ -330,11 +330,7 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
   thread_local QuantizedX qx_buffer;
   QuantizedX& qx = qx_buffer;  // the caller's buffer: lambdas on workers must not name the thread_local
   qx.resize(M, K, groups);
-  if (M <= 16 || pool.size() == 1) {
-    quantize_rows(x, 0, M, K, rq.group, qx);
-  } else {
-    pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows(x, m0, m1, K, rq.group, qx); });
-  }
+  pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) { quantize_rows(x, m0, m1, K, rq.group, qx); });
   // GEMM: whole blocks of 4 rows also interleaved (XView::interleaved); a last partial block
   // reads the row-major planes.
   const int64_t blocks = M > 6 ? M / kInterleavedRows : 0;
@@ -342,10 +338,7 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
   std::vector<int8_t>& interleaved = interleaved_buffer;
   if (blocks > 0) {
     interleaved.resize(std::max(interleaved.size(), size_t(blocks * kInterleavedRows * K * 2)));
-    if (pool.size() == 1)
-      interleave_rows(qx, K, 0, blocks, interleaved.data());
-    else
-      pool.parallel_for(blocks, 4, [&](int64_t b0, int64_t b1) { interleave_rows(qx, K, b0, b1, interleaved.data()); });
+    pool.parallel_for(blocks, 4, [&](int64_t b0, int64_t b1) { interleave_rows(qx, K, b0, b1, interleaved.data()); });
   }
   auto view = [&](int64_t m) {
     return XView{qx.hi.data() + m * K,
