@@ -48,8 +48,10 @@ uint32_t interleave_word(uint32_t word, int bits) {
 Tensor alloc_huge_bytes(int64_t n) {
   constexpr size_t kHuge = size_t(2) << 20;
   const size_t bytes = (size_t(std::max<int64_t>(n, 1)) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(bytes >= kHuge ? kHuge : 64, bytes);
-  if (!p) fail("repack: out of memory allocating ", bytes, " bytes");
+  // posix_memalign, not aligned_alloc: the size need not be a multiple of the 2 MiB alignment.
+  void* p = nullptr;
+  if (posix_memalign(&p, bytes >= kHuge ? kHuge : 64, bytes) != 0)
+    fail("repack: out of memory allocating ", bytes, " bytes");
 #ifdef MADV_HUGEPAGE
   if (bytes >= kHuge) madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);
 #endif
