@@ -60,6 +60,18 @@ TEST(MatMulRepack, Int8LargeTwoThreads) {
   for (int64_t M : {1, 6, 200}) check_forward(r, M, rng, true, "repacked int8 large", 2e-6, int8_bound(r, 64));
 }
 
+// Panels of more than 2 MiB go to a buffer aligned to 2 MiB for transparent huge pages, whose size
+// (here 1100 x 4096 8-bit weights: 4.3 MiB) is no multiple of that alignment; aligned_alloc
+// rejected such sizes under ASan, which the model tests of the sanitized build caught first.
+TEST(MatMulRepack, Int8PanelsBeyondOneHugePage) {
+  if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
+  PrecisionScope scope(MatMulPrecision::kInt8);
+  kernel_env().set_threads(2);
+  std::mt19937 rng(23);
+  RefWeight r = repacked(rng, 1100, 4096, 8, 64, DType::BF16);
+  for (int64_t M : {1, 7}) check_forward(r, M, rng, false, "repacked int8 beyond 2 MiB", 2e-6, int8_bound(r, 64));
+}
+
 // The largest integer sums the kernels can meet: 8-bit weights all 255 and 4-bit ones all 15 over
 // 512-value groups (the largest repacked), activations all at ±amax, so both planes are at their
 // extremes in every product; the int32 group sums must not wrap.
