@@ -50,26 +50,27 @@ TEST(MatMulRepack, Int8EveryBitsGroupScaleTypeAndRowCount) {
   }
 }
 
-// Above the single-thread cutoff, and M large enough for several GEMM row chunks.
+// Large weights on two threads: 611 x 1536 4-bit, above the single-thread cutoff, with M large
+// enough for several GEMM row chunks; and 1100 x 4096 8-bit, whose 4.3 MiB of panels go to a
+// buffer aligned to 2 MiB for transparent huge pages with a size that is no multiple of that
+// alignment (aligned_alloc rejected such sizes under ASan, which the sanitized model tests caught).
 TEST(MatMulRepack, Int8LargeTwoThreads) {
   if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
   PrecisionScope scope(MatMulPrecision::kInt8);
   kernel_env().set_threads(2);
   std::mt19937 rng(22);
-  RefWeight r = repacked(rng, 611, 1536, 4, 64, DType::BF16);
-  for (int64_t M : {1, 6, 200}) check_forward(r, M, rng, true, "repacked int8 large", 2e-6, int8_bound(r, 64));
-}
-
-// Panels of more than 2 MiB go to a buffer aligned to 2 MiB for transparent huge pages, whose size
-// (here 1100 x 4096 8-bit weights: 4.3 MiB) is no multiple of that alignment; aligned_alloc
-// rejected such sizes under ASan, which the model tests of the sanitized build caught first.
-TEST(MatMulRepack, Int8PanelsBeyondOneHugePage) {
-  if (!matmul_int8_supported()) GTEST_SKIP() << "CPU has no AVX512_VNNI";
-  PrecisionScope scope(MatMulPrecision::kInt8);
-  kernel_env().set_threads(2);
-  std::mt19937 rng(23);
-  RefWeight r = repacked(rng, 1100, 4096, 8, 64, DType::BF16);
-  for (int64_t M : {1, 7}) check_forward(r, M, rng, false, "repacked int8 beyond 2 MiB", 2e-6, int8_bound(r, 64));
+  struct Case {
+    int64_t N, K;
+    int bits;
+    std::vector<int64_t> rows;
+    bool bias;
+  };
+  for (const Case& c : {Case{611, 1536, 4, {1, 6, 200}, true}, Case{1100, 4096, 8, {1, 7}, false}}) {
+    RefWeight r = repacked(rng, c.N, c.K, c.bits, 64, DType::BF16);
+    for (int64_t M : c.rows)
+      check_forward(r, M, rng, c.bias, "repacked int8 large " + std::to_string(c.N) + "x" + std::to_string(c.K), 2e-6,
+                    int8_bound(r, 64));
+  }
 }
 
 // The largest integer sums the kernels can meet: 8-bit weights all 255 and 4-bit ones all 15 over
