@@ -15,6 +15,23 @@
 #include <emmintrin.h>
 #endif
 
+// The loops below get an AVX2 clone picked at load time by an ifunc resolver. Clang 14 instruments
+// that resolver for ThreadSanitizer, and the dynamic loader runs it before TSan is initialized (the
+// process dies before main), so ThreadSanitizer builds keep the portable version only.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VLM_NO_TARGET_CLONES
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define VLM_NO_TARGET_CLONES
+#endif
+#ifdef VLM_NO_TARGET_CLONES
+#define VLM_AVX2_CLONES
+#else
+#define VLM_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+
 namespace vlm {
 namespace {
 
@@ -139,8 +156,7 @@ HorizontalPlan plan_horizontal(const Coeffs& c, int in_w, int out_w) {
   return p;
 }
 
-__attribute__((target_clones("avx2", "default"))) void horizontal_block(const uint8_t* tr, const HorizontalPlan& p,
-                                                                        int out_w, uint8_t* const* dst) {
+VLM_AVX2_CLONES void horizontal_block(const uint8_t* tr, const HorizontalPlan& p, int out_w, uint8_t* const* dst) {
   const int win = p.win;
   for (int xx = 0; xx < out_w; ++xx) {
     const int32_t* k = &p.k[size_t(xx) * win];
@@ -210,8 +226,7 @@ void horizontal_pass(ThreadPool* pool, const uint8_t* in, int in_w, int row0, in
   });
 }
 
-__attribute__((target_clones("avx2", "default"))) void accumulate_row(int32_t* acc, const uint8_t* src, size_t n,
-                                                                      int32_t k) {
+VLM_AVX2_CLONES void accumulate_row(int32_t* acc, const uint8_t* src, size_t n, int32_t k) {
   for (size_t i = 0; i < n; ++i) acc[i] += int32_t(src[i]) * k;
 }
 
