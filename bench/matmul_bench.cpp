@@ -70,7 +70,9 @@ MatMulWeight make_weight(int format, int64_t N, int64_t K, uint32_t seed, bool r
     // Keep sign and mantissa, pin the exponent to [2^-8, 2^-5): finite values of weight-like size.
     uint16_t* h = t.data<uint16_t>();
     for (int64_t i = 0; i < N * K; ++i) h[i] = uint16_t((h[i] & 0x81FFu) | 0x3C00u);
-    return MatMulWeight::dense(t, "bench");
+    MatMulWeight w = MatMulWeight::dense(t, "bench");
+    if (repack) w.prepare(vlm::Compute{bench_env().pool, vlm::Precision::kFast, nullptr, {}});
+    return w;
   }
   const int bits = format, group = 64;
   Tensor packed = Tensor::empty(DType::U32, {N, K * bits / 32});
@@ -91,13 +93,15 @@ const MatMulWeight& weight(int format, int64_t N, int64_t K, bool repack = false
 }
 
 static const vlm::MatMulPrecision kPrec[] = {vlm::MatMulPrecision::kF32, vlm::MatMulPrecision::kBF16,
-                                             vlm::MatMulPrecision::kInt8};
-static const char* kPrecName[] = {"", " bf16-dot", " int8"};
+                                             vlm::MatMulPrecision::kInt8, vlm::MatMulPrecision::kF32};
+static const char* kPrecName[] = {"", " bf16-dot", " int8", " f32 prepared"};
 const char* format_name(int format) {
   return format == kBF16 ? "bf16" : format == kQ4 ? "q4g64" : "q8g64";
 }
 
-// Args: format, M, N, K, precision (0 = f32, 1 = bf16, 2 = int8: weights repacked by prepare()).
+// Args: format, M, N, K, precision: 0 = f32 on the checkpoint layout (exact mode); 1 = bf16 dot
+// products, 2 = int8, 3 = f32 products, each on the weights prepare() repacked for fast mode (the
+// dense bf16 panels or the int8 panels; 3 is fast mode for dense bf16 weights without AVX512-BF16).
 void BM_MatMul(benchmark::State& state) {
   const int format = int(state.range(0));
   const int64_t M = state.range(1), N = state.range(2), K = state.range(3);
@@ -106,7 +110,7 @@ void BM_MatMul(benchmark::State& state) {
     state.SkipWithError("CPU lacks AVX512_BF16 / AVX512_VNNI");
     return;
   }
-  const MatMulWeight& w = weight(format, N, K, prec == 2);
+  const MatMulWeight& w = weight(format, N, K, prec != 0);
   std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -131,15 +135,14 @@ void BM_MatMul(benchmark::State& state) {
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int f : {kBF16, kQ4, kQ8}) {
     // int8 only differs from f32 for quantized weights; bf16 dot GEMV only for bf16 weights.
-    const std::vector<int> precs = f == kBF16 ? std::vector<int>{0, 1} : std::vector<int>{0, 2};
+    const std::vector<int> precs = f == kBF16 ? std::vector<int>{0, 1, 3} : std::vector<int>{0, 2};
     for (int p : precs) {
       b->Args({f, 1, 256, 1536, p});  // L2-resident: compute-bound speed
       for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}, {151936, 1536}})
         b->Args({f, 1, N, K, p});
     }
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{8960, 1536}, {1536, 8960}})
-      for (int p : {0, 1, 2})
-        if (p < 2 || f != kBF16) b->Args({f, 512, N, K, p});
+      for (int p : f == kBF16 ? std::vector<int>{0, 1, 3} : std::vector<int>{0, 1, 2}) b->Args({f, 512, N, K, p});
   }
 }
 // Prefill GEMMs with dense bf16 weights: Qwen2-VL vision tower (1024 patches, E=1280, MLP 5120:
@@ -147,7 +150,7 @@ void Shapes(benchmark::internal::Benchmark* b) {
 void DenseGemmShapes(benchmark::internal::Benchmark* b) {
   for (auto [M, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
            {1024, 3840, 1280}, {1024, 5120, 1280}, {1024, 1280, 5120}, {512, 8960, 1536}, {512, 1536, 8960}})
-    for (int p : {0, 1}) b->Args({kBF16, M, N, K, p});
+    for (int p : {0, 1, 3}) b->Args({kBF16, M, N, K, p});
 }
 BENCHMARK(BM_MatMul)
     ->Name("BM_DenseGemm")

@@ -41,8 +41,14 @@ void BM_VitBlock(benchmark::State& state) {
   const int64_t N = 1024, E = 1280, M = 5120, heads = 16, hd = 80;
   const vlm::Compute base = vlm::Compute::make();
   const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact, nullptr, {}};
-  static const vlm::MatMulWeight qkv_w = weight(3 * E, E, 1), proj_w = weight(E, E, 2), fc1_w = weight(M, E, 3),
-                                 fc2_w = weight(E, M, 4);
+  // Weights as a model loads them for env's precision (fast: repacked by prepare()).
+  static vlm::MatMulWeight weights[2][4];
+  vlm::MatMulWeight(&w)[4] = weights[state.range(0) ? 1 : 0];
+  if (!w[0].defined()) {
+    w[0] = weight(3 * E, E, 1), w[1] = weight(E, E, 2), w[2] = weight(M, E, 3), w[3] = weight(E, M, 4);
+    for (auto& m : w) m.prepare(env);
+  }
+  const vlm::MatMulWeight &qkv_w = w[0], &proj_w = w[1], &fc1_w = w[2], &fc2_w = w[3];
   auto qkv_b = rand_vec(size_t(3 * E), -0.1f, 0.1f, 5), proj_b = rand_vec(size_t(E), -0.1f, 0.1f, 6);
   auto fc1_b = rand_vec(size_t(M), -0.1f, 0.1f, 7), fc2_b = rand_vec(size_t(E), -0.1f, 0.1f, 8);
   auto ln_w = rand_vec(size_t(E), 0.5f, 1.5f, 9), ln_b = rand_vec(size_t(E), -0.1f, 0.1f, 10);
@@ -107,9 +113,15 @@ void BM_LmPrefillLayer(benchmark::State& state) {
   const int64_t T = 512, E = 1536, F = 8960, heads = 12, kv_heads = 2, hd = 128, kvd = kv_heads * hd;
   const vlm::Compute base = vlm::Compute::make();
   const vlm::Compute env{base.pool, state.range(0) ? vlm::Precision::kFast : vlm::Precision::kExact, nullptr, {}};
-  static const vlm::MatMulWeight q_w = weight(E, E, 21), k_w = weight(kvd, E, 22), v_w = weight(kvd, E, 23),
-                                 o_w = weight(E, E, 24), gate_w = weight(F, E, 25), up_w = weight(F, E, 26),
-                                 down_w = weight(E, F, 27);
+  static vlm::MatMulWeight weights[2][7];  // per precision, as a model loads them (see BM_VitBlock)
+  vlm::MatMulWeight(&w)[7] = weights[state.range(0) ? 1 : 0];
+  if (!w[0].defined()) {
+    w[0] = weight(E, E, 21), w[1] = weight(kvd, E, 22), w[2] = weight(kvd, E, 23), w[3] = weight(E, E, 24);
+    w[4] = weight(F, E, 25), w[5] = weight(F, E, 26), w[6] = weight(E, F, 27);
+    for (auto& m : w) m.prepare(env);
+  }
+  const vlm::MatMulWeight &q_w = w[0], &k_w = w[1], &v_w = w[2], &o_w = w[3], &gate_w = w[4], &up_w = w[5],
+                          &down_w = w[6];
   auto q_b = rand_vec(size_t(E), -0.1f, 0.1f, 28), kv_b = rand_vec(size_t(kvd), -0.1f, 0.1f, 29);
   auto norm_w = rand_vec(size_t(E), 0.5f, 1.5f, 30);
   auto cos = rand_vec(size_t(T * hd), -1.f, 1.f, 31), sin = rand_vec(size_t(T * hd), -1.f, 1.f, 32);

@@ -75,6 +75,7 @@ float load_float(DType t, const void* base, int64_t i) {
 }
 
 void dequantize_range(const MatMulWeight::Impl& p, int64_t r, int64_t k0, int64_t n, float* out) {
+  if (p.bf16_panels) return repacked_bf16_dequantize_range(*p.bf16_panels, r, k0, n, out);
   if (!p.quantized) {
     const char* base = static_cast<const char*>(p.w.raw()) + r * p.K * int64_t(dtype_size(p.w.dtype()));
     if (p.w.dtype() == DType::F32) {
@@ -179,11 +180,13 @@ int MatMulWeight::group_size() const {
 }
 DType MatMulWeight::storage_dtype() const {
   if (impl_ && impl_->repacked) return DType::U32;
+  if (impl_ && impl_->bf16_panels) return DType::BF16;
   return impl_ ? impl_->w.dtype() : DType::F32;
 }
 size_t MatMulWeight::weight_bytes() const {
   if (!impl_) return 0;
   if (impl_->repacked) return impl_->repacked->bytes();
+  if (impl_->bf16_panels) return impl_->bf16_panels->bytes();
   return impl_->w.nbytes() + (impl_->quantized ? impl_->scales.nbytes() + impl_->biases.nbytes() : 0);
 }
 
@@ -193,7 +196,7 @@ void MatMulWeight::dequantize_row(int64_t r, float* out) const {
   matmul_detail::dequantize_range(p, r, 0, p.K, out);
 }
 
-// ---- Load-time repacking (fast mode, quantized weights) --------------------------------------
+// ---- Load-time repacking (fast mode: quantized and dense bf16 weights) -----------------------
 namespace {
 // Drops the pages of a tensor that is no longer read (an mmapped checkpoint: re-read from the
 // file if anything touches them again; anonymous memory is swapped, never lost).
@@ -210,20 +213,26 @@ void page_out(const Tensor& t) {
 }  // namespace
 
 void MatMulWeight::prepare(const Compute& env) {
-  if (!impl_ || impl_->repacked || env.precision != Precision::kFast || !matmul_detail::repack_supports(*impl_)) return;
+  if (!impl_ || impl_->repacked || impl_->bf16_panels || env.precision != Precision::kFast) return;
+  const bool quant = matmul_detail::repack_supports(*impl_);
+  if (!quant && !matmul_detail::repack_bf16_supports(*impl_)) return;
   auto impl = std::make_shared<Impl>();
   impl->N = impl_->N;
   impl->K = impl_->K;
-  impl->quantized = true;
+  impl->quantized = impl_->quantized;
   impl->bits = impl_->bits;
   impl->group = impl_->group;
-  impl->repacked = matmul_detail::repack_quantized(env.threads(), *impl_);
-  for (const Tensor* t : {&impl_->w, &impl_->scales, &impl_->biases}) page_out(*t);
+  if (quant)
+    impl->repacked = matmul_detail::repack_quantized(env.threads(), *impl_);
+  else
+    impl->bf16_panels = matmul_detail::repack_bf16(env.threads(), *impl_);
+  for (const Tensor* t : {&impl_->w, &impl_->scales, &impl_->biases})
+    if (t->defined()) page_out(*t);
   impl_ = impl;
 }
 
 bool MatMulWeight::is_repacked() const {
-  return impl_ && impl_->repacked;
+  return impl_ && (impl_->repacked || impl_->bf16_panels);
 }
 // ----------------------------------------------------------------------------------------------
 
@@ -250,6 +259,13 @@ void MatMulWeight::forward_as(MatMulPrecision prec, ThreadPool& pool, const floa
       return matmul_detail::repacked_forward_int8(pool, *impl_->repacked, x, M, y, bias);
     if (M > kGemvMaxRows) return matmul_detail::gemm(pool, *impl_, x, M, y, bias);  // dequantizes the repacked rows
     return matmul_detail::repacked_forward_f32(pool, *impl_->repacked, x, M, y, bias);
+  }
+  // Dense bf16 panels: the GEMMs read them in their panel fills.
+  const bool bf16_dot = prec == MatMulPrecision::kBF16 && matmul_detail::bf16_gemm_supported();
+  if (impl_->bf16_panels) {
+    if (M <= kGemvMaxRows) return matmul_detail::gemv_panels_bf16(pool, *impl_->bf16_panels, x, M, y, bias, bf16_dot);
+    if (bf16_dot) return matmul_detail::gemm_bf16(pool, *impl_, x, M, y, bias);
+    return matmul_detail::gemm(pool, *impl_, x, M, y, bias);
   }
   if (prec == MatMulPrecision::kBF16 && M <= kGemvMaxRows && matmul_detail::gemv_bf16_dot_supports(*impl_))
     return matmul_detail::gemv_bf16_dot(pool, *impl_, x, M, y, bias);

@@ -34,12 +34,14 @@ class MatMulWeight {
   size_t weight_bytes() const;  // bytes streamed by one full pass over W
 
   // Load-time step for the precision a model will run at (call once, before sharing the weight).
-  // Fast mode, 2/4/8-bit weights, AVX512_VNNI CPU: repacks W into 16-row interleaved panels for
-  // the int8 VNNI kernels (matmul_repack.h) and drops the references to the original tensors (their
+  // Fast mode on AVX-512 CPUs (matmul_repack.h): 2/4/8-bit weights (with AVX512_VNNI) become
+  // 16-row interleaved panels for the int8 VNNI kernels; dense bf16 weights become the GEMMs'
+  // 64-row panels of bf16 pairs (the bf16 GEMM copies its K slices from them, the f32 GEMM widens
+  // them, the GEMV streams them). The references to the original tensors are dropped (their
   // mmapped pages are paged out of this process), so memory does not grow. A prepared weight still
   // runs every precision, but exact mode then reads the repacked copy (same float values, not
-  // bit-identical sums to an unprepared weight): do not prepare weights that run in exact mode.
-  // Anything else: no-op.
+  // bit-identical sums to an unprepared weight in the GEMV): do not prepare weights that run in
+  // exact mode. Anything else: no-op.
   void prepare(const Compute& env);
   bool is_repacked() const;
 
@@ -61,7 +63,7 @@ class MatMulWeight {
 // Arithmetic of one matmul. kF32 accumulates exact float32 products everywhere (Precision::kExact).
 // kBF16 (GEMM, M > 6 rows; and GEMV of dense BF16 weights) rounds activations (and GEMM
 // weights) to bfloat16 and uses AVX512_BF16 dot products (~3 significant digits per product;
-// GEMV: |Δy| <= 2^-9·Σ|x·w|); ignored without AVX512_BF16. kInt8 (2/4/8-bit quantized weights
+// GEMV: |Δy| <= 2^-8·Σ|x·w|); ignored without AVX512_BF16. kInt8 (2/4/8-bit quantized weights
 // repacked by prepare() on AVX512_VNNI CPUs, GEMV and GEMM) quantizes activations per weight group
 // to 15 bits held as two int8 planes (error <= 1/32512 of the group's largest |x|) and multiplies
 // them with the weights' integer values exactly (matmul_int8.h); unprepared and other weights stay

@@ -17,6 +17,7 @@
 #include "core/thread_pool.h"
 #include "kernels/gemm_blocking.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/matmul_repack.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace vlm::matmul_detail::HWY_NAMESPACE {
@@ -81,6 +82,22 @@ void FillPanel(const MatMulWeight::Impl& p, int64_t n0, int64_t nr, int64_t NR, 
   const int64_t NL = int64_t(hn::Lanes(d));
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
+  if (p.bf16_panels) {
+    // Repacked bf16 (matmul_repack.h): pair j of rows [n0, n0 + NR) is contiguous (NR divides the
+    // 64-row panel, k0 is even), so each pair row widens to two f32 rows with a shift and a mask.
+    // Rows past nr read the panel's zero padding.
+    const RepackedBf16& rb = *p.bf16_panels;
+    const uint32_t* src =
+        rb.panel(n0 / RepackedBf16::kPanelRows) + k0 / 2 * RepackedBf16::kPanelRows + n0 % RepackedBf16::kPanelRows;
+    const auto high = hn::Set(du, 0xFFFF0000u);
+    for (int64_t k = 0; k < kc; k += 2, src += RepackedBf16::kPanelRows)
+      for (int64_t r = 0; r < NR; r += NL) {
+        const auto pair = hn::LoadU(du, src + r);
+        hn::Store(hn::BitCast(d, hn::ShiftLeft<16>(pair)), d, panel + k * NR + r);
+        if (k + 1 < kc) hn::Store(hn::BitCast(d, hn::And(pair, high)), d, panel + (k + 1) * NR + r);
+      }
+    return;
+  }
   const DType dt = p.quantized ? DType::U32 : p.w.dtype();
   const bool bf16_pairs = dt == DType::BF16 && p.K % 2 == 0 && k0 % 2 == 0 && kc % 2 == 0 &&
                           reinterpret_cast<uintptr_t>(p.w.raw()) % 4 == 0;

@@ -1,7 +1,8 @@
 // GEMM with bfloat16 dot products (MatMulPrecision::kBF16, Precision::kFast for dense weights),
 // in the blocking it shares with the float32 GEMM (gemm_blocking.h): activations are rounded to
 // bf16 pairs and packed into kMR-row tiles per K slice; per KC slice each task packs its panel of
-// weights as [KC/2][NR] bf16 pairs (L1-resident; the stored [N, K] layout is untouched) and runs a
+// weights as [KC/2][NR] bf16 pairs (L1-resident; weights repacked at load, matmul_repack.h, are
+// stored in that layout and only copied) and runs a
 // kMR×NR register tile (24 zmm accumulators, vdpbf16ps: two products per f32 lane) over the
 // packed tiles. (Before this blocking it read activations through row pointers K apart and kept
 // partial sums in y; the same change made the float32 GEMM 30-60% faster.)
@@ -15,6 +16,7 @@
 #include "core/thread_pool.h"
 #include "kernels/gemm_blocking.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/matmul_repack.h"
 #include "kernels/matmul_x86.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -31,6 +33,7 @@ namespace {
 constexpr int kMR = 6;  // activation rows per register tile
 constexpr int kNV = 4;  // zmm of output features per tile: NR = 64
 constexpr int64_t kNR = 16 * kNV;
+static_assert(kNR == RepackedBf16::kPanelRows, "repacked bf16 panels are this GEMM's panels");
 constexpr int64_t kKC = 256;  // K slice (even): a panel is kKC/2 pairs × kNR = 32 KB, in L1
 constexpr int64_t kKP = kKC / 2;
 constexpr int64_t kMB = 1024;  // activation rows packed at a time: the buffer stays <= kMB·K/2 words
@@ -88,32 +91,6 @@ VLM_BF16_TARGET void pack_tile(const float* x, int64_t K, int64_t M, int64_t m0,
   }
 }
 
-// In-register transpose of a 16×16 block of 32-bit words (r[i] = row i -> r[c] = column c):
-// unpack 32-bit and 64-bit pairs within 128-bit blocks, then regroup the blocks.
-VLM_BF16_TARGET inline void transpose16x16(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // block b of r[4i + c]: column 4b + c of rows 4i..4i+3
-    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512i s0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88), s1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
-    const __m512i s2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
-    const __m512i s3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
-    t[c] = _mm512_shuffle_i32x4(s0, s2, 0x88);
-    t[8 + c] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
-    t[4 + c] = _mm512_shuffle_i32x4(s1, s3, 0x88);
-    t[12 + c] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
 // Packs rows [n0, n0 + nr) of W (nr <= kNR), pairs [k0/2, k0/2 + kp), as a panel [kp][kNR] of bf16
 // pairs (rows past nr zero), 16 rows × 16 pairs per in-register transpose. `direct`: bf16 storage
 // with even K, whose words already are the pairs; otherwise rows are converted first.
@@ -152,7 +129,8 @@ template <class Isa>
 void gemm_bf16_impl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* x, int64_t M, float* y,
                     const float* bias) {
   const int64_t K = p.K, Kp = (K + 1) / 2;
-  const bool direct = !p.quantized && p.w.dtype() == DType::BF16 && K % 2 == 0;
+  const RepackedBf16* panels = p.bf16_panels.get();
+  const bool direct = !panels && !p.quantized && p.w.dtype() == DType::BF16 && K % 2 == 0;
   blocked_gemm<uint32_t, uint32_t>(
       pool, GemmBlocking{Kp, kKP, kNR, kMR, kMB}, M, p.N, y, bias,
       [&](int64_t m0, int64_t tiles, int64_t t, uint32_t* packed) {
@@ -160,6 +138,11 @@ void gemm_bf16_impl(ThreadPool& pool, const MatMulWeight::Impl& p, const float* 
         pack_tile<Isa>(x, K, M, m0, tiles, t, scratch(row_buf, size_t(Kp)), packed);
       },
       [&](int64_t n0, int64_t nr, int64_t k0, int64_t kp, uint32_t* panel) {  // k0, kp: pairs
+        if (panels) {  // repacked at load in this very layout: one contiguous copy
+          const uint32_t* src = panels->panel(n0 / kNR) + k0 * kNR;
+          std::copy(src, src + kp * kNR, panel);
+          return;
+        }
         pack_block<Isa>(p, direct, n0, nr, 2 * k0, std::min(2 * kp, K - 2 * k0), panel);
       },
       [](bool accumulate, const uint32_t* a, const uint32_t* panel, int64_t kp, const float* src, const float* b,

@@ -12,7 +12,8 @@ namespace vlm {
 
 namespace matmul_detail {
 struct RepackedQuant;
-}
+struct RepackedBf16;
+}  // namespace matmul_detail
 
 struct MatMulWeight::Impl {
   int64_t N = 0, K = 0;
@@ -21,7 +22,8 @@ struct MatMulWeight::Impl {
   Tensor w;               // dense [N, K] or packed [N, K*bits/32]
   Tensor scales, biases;  // [N, K/group]
   // Set by prepare() for fast mode (matmul_repack.h); w, scales and biases are then empty.
-  std::shared_ptr<const matmul_detail::RepackedQuant> repacked;
+  std::shared_ptr<const matmul_detail::RepackedQuant> repacked;    // 2/4/8-bit weights
+  std::shared_ptr<const matmul_detail::RepackedBf16> bf16_panels;  // dense bf16 weights
 };
 
 namespace matmul_detail {

@@ -42,6 +42,8 @@ uint32_t interleave_word(uint32_t word, int bits) {
   return out;
 }
 #endif
+}  // namespace
+
 // A 64-byte-aligned U8 tensor whose 2 MiB-aligned interior asks for transparent huge pages
 // (THP "madvise" mode): first-touch 4 KiB page faults dominated repacking (~2 s of CPU per GB
 // in this VM); the decode-step streaming rate measured the same either way.
@@ -58,7 +60,6 @@ Tensor alloc_huge_bytes(int64_t n) {
   return Tensor::borrow(DType::U8, {n}, p,
                         std::shared_ptr<const void>(p, [](const void* q) { std::free(const_cast<void*>(q)); }));
 }
-}  // namespace
 
 bool repack_supports(const MatMulWeight::Impl& p) {
   if (!p.quantized || !avx512_vnni_enabled()) return false;

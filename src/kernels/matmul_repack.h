@@ -1,5 +1,7 @@
-// Load-time repacking of 2/4/8-bit MLX weights for VNNI (MatMulWeight::prepare in fast mode).
+// Load-time repacking (MatMulWeight::prepare in fast mode): 2/4/8-bit MLX weights for VNNI, and
+// dense bf16 weights into the GEMM's panel layout (RepackedBf16, at the end).
 //
+// Quantized weights:
 // Layout: rows are cut into panels of 16 (zero rows pad the last). A panel stores its groups one
 // after another; each group is its 16 scales, its 16 biases (checkpoint dtype: exact, and 16-bit
 // ones stream half the bytes of f32) and then 16·group·bits/8 bytes of weights in 64-byte blocks.
@@ -45,5 +47,35 @@ void repacked_forward_int8(ThreadPool& pool, const RepackedQuant& rq, const floa
 // summation order differs from the original-layout kernels, so not bit-identical to them).
 void repacked_forward_f32(ThreadPool& pool, const RepackedQuant& rq, const float* x, int64_t M, float* y,
                           const float* bias);
+
+// Dense bf16 weights as panels of 64 rows (zero rows pad the last), each [Kp][64] 32-bit words:
+// word (j, l) of panel p holds row 64p + l's elements 2j (low half) and 2j + 1 (high half; zero
+// past an odd K). It is the bf16 GEMM's panel (gemm_blocking.h) for every K slice, so the GEMMs
+// read each slice as one contiguous 32 KB block instead of transposing rows K apart at every
+// call, and the GEMV streams each panel once with every accumulator lane an output row.
+struct RepackedBf16 {
+  static constexpr int64_t kPanelRows = 64;
+  int64_t N = 0, K = 0, Kp = 0, panels = 0;
+  Tensor data;  // U8 [panels · Kp · 64 · 4], 64-byte aligned
+
+  const uint32_t* panel(int64_t p) const { return data.data<uint32_t>() + p * Kp * kPanelRows; }
+  size_t bytes() const { return size_t(panels * Kp * kPanelRows * 4); }
+};
+
+// True when p is a dense BF16 weight and the CPU runs the AVX-512 kernels.
+bool repack_bf16_supports(const MatMulWeight::Impl& p);
+std::shared_ptr<const RepackedBf16> repack_bf16(ThreadPool& pool, const MatMulWeight::Impl& p);
+// Row r, columns [k0, k0 + n) as float32 (exact: bf16 widens without rounding).
+void repacked_bf16_dequantize_range(const RepackedBf16& rb, int64_t r, int64_t k0, int64_t n, float* out);
+// y = x·Wᵀ (+ bias) for M <= 6 rows: bf16 dot products of bf16-rounded activations when
+// `bf16_dot` (MatMulPrecision::kBF16 on AVX512-BF16 CPUs), else float32 products of the exact
+// weights. gemv_panels_bf16_emulated: the bf16 variant with the instructions emulated (tests).
+void gemv_panels_bf16(ThreadPool& pool, const RepackedBf16& rb, const float* x, int64_t M, float* y, const float* bias,
+                      bool bf16_dot);
+void gemv_panels_bf16_emulated(ThreadPool& pool, const RepackedBf16& rb, const float* x, int64_t M, float* y,
+                               const float* bias);
+
+// A 64-byte-aligned U8 tensor of n bytes whose 2 MiB-aligned interior asks for transparent huge pages.
+Tensor alloc_huge_bytes(int64_t n);
 
 }  // namespace vlm::matmul_detail

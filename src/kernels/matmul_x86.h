@@ -90,6 +90,32 @@ VLM_AVX512 inline __m512 load_floats16(DType t, const void* base, int64_t i, __m
   return t == DType::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
 }
 
+// In-register transpose of a 16×16 block of 32-bit words (r[i] = row i -> r[c] = column c):
+// unpack 32-bit and 64-bit pairs within 128-bit blocks, then regroup the blocks.
+VLM_AVX512 inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // block b of r[4i + c]: column 4b + c of rows 4i..4i+3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i s0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88), s1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    const __m512i s2 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512i s3 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+    t[8 + c] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
+    t[4 + c] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
 // Per-row scale buffers hold whole vectors plus one of zeros: lane lookups read past the end.
 inline int64_t padded_groups(int64_t groups) {
   return (groups + 15) / 16 * 16 + 16;
