@@ -38,16 +38,6 @@ constexpr int64_t kKC = 256;  // K slice (even): a panel is kKC/2 pairs × kNR =
 constexpr int64_t kKP = kKC / 2;
 constexpr int64_t kMB = 1024;  // activation rows packed at a time: the buffer stays <= kMB·K/2 words
 
-// n floats -> bf16 (round to nearest even) at out; an odd n is paired with a zero.
-template <class Isa>
-VLM_BF16_TARGET void to_bf16(const float* x, int64_t n, uint16_t* out) {
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    _mm512_storeu_si512(out + i, Isa::round(_mm512_loadu_ps(x + i), _mm512_loadu_ps(x + i + 16)));
-  for (; i < n; ++i) out[i] = f32_to_bf16(x[i]);
-  if (n % 2) out[n] = 0;
-}
-
 // dst[kMR, kNR] = (src or bias or 0) + a[kp][kMR] · panel[kp][kNR] over bf16 pairs; a is the tile's
 // packed activations, src (kAccumulate) its partial sums so far, kNR floats per row.
 template <class Isa, bool kAccumulate>

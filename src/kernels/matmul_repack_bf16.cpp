@@ -115,11 +115,9 @@ void gemv_panels_impl(ThreadPool& pool, const RepackedBf16& rb, const float* x, 
   for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
     const int R = int(std::min<int64_t>(kMaxRows, M - m0));
     const float* xm = x + m0 * K;
-    if (dot) {  // activations rounded to bf16 pairs once per call (an odd K pairs the last with 0)
-      xp.assign(size_t(R * Kp), 0u);
-      for (int i = 0; i < R; ++i)
-        for (int64_t k = 0; k < K; ++k)
-          xp[size_t(i * Kp + k / 2)] |= uint32_t(f32_to_bf16(xm[i * K + k])) << (k % 2 * 16);
+    if (dot) {  // activations rounded to bf16 pairs once per row block (an odd K pairs the last with 0)
+      xp.resize(size_t(R * Kp));
+      for (int i = 0; i < R; ++i) to_bf16<Isa>(xm + i * K, K, reinterpret_cast<uint16_t*>(xp.data() + i * Kp));
     }
     pool.parallel_for(rb.panels, 1, [&](int64_t p0, int64_t p1) {
       alignas(64) float out[kMaxRows * kPR];
@@ -139,8 +137,7 @@ void gemv_panels_impl(ThreadPool& pool, const RepackedBf16& rb, const float* x, 
 }  // namespace
 
 bool repack_bf16_supports(const MatMulWeight::Impl& p) {
-  return !p.quantized && !p.repacked && !p.bf16_panels && p.w.defined() && p.w.dtype() == DType::BF16 &&
-         avx512_enabled();
+  return !p.quantized && p.w.dtype() == DType::BF16 && avx512_enabled();
 }
 
 std::shared_ptr<const RepackedBf16> repack_bf16(ThreadPool& pool, const MatMulWeight::Impl& p) {

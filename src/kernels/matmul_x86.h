@@ -67,6 +67,17 @@ struct EmulatedBf16 {
     return _mm512_inserti64x4(_mm512_castsi256_si512(round16(lo)), round16(hi), 1);
   }
 };
+
+// n floats -> bf16 (round to nearest even) at out; an odd n is paired with a zero, so out holds
+// (n + 1) / 2 whole pairs.
+template <class Isa>
+VLM_AVX512_BF16 void to_bf16(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm512_storeu_si512(out + i, Isa::round(_mm512_loadu_ps(x + i), _mm512_loadu_ps(x + i + 16)));
+  for (; i < n; ++i) out[i] = f32_to_bf16(x[i]);
+  if (n % 2) out[n] = 0;
+}
 #endif
 
 // Group layout of 16-word blocks of a packed row (wpg words per group, 16 % wpg == 0 or

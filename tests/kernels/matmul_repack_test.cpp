@@ -161,34 +161,36 @@ TEST(MatMulRepack, PrepareOnlyActsInFastModeOnSupportedWeights) {
 const std::vector<std::pair<int64_t, int64_t>> kPanelShapes = {{1, 3},  {63, 256}, {65, 257}, {130, 300},
                                                                {64, 2}, {2, 1},    {70, 129}};
 
-RefWeight panel_weight(std::mt19937& rng, int64_t N, int64_t K, RefWeight* unprepared = nullptr) {
-  std::mt19937 copy = rng;
-  RefWeight r = make_dense(rng, N, K, DType::BF16);
-  if (unprepared) *unprepared = make_dense(copy, N, K, DType::BF16);
-  r.w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr, {}});
-  EXPECT_TRUE(r.w.is_repacked());
-  return r;
+// Calls check(N, K, prepared, unprepared, rng) for every shape on 1 and 2 threads: one random bf16
+// weight, prepared for fast mode (asserted repacked) and as loaded.
+template <class Check>
+void for_each_panel_weight(uint32_t seed, const Check& check) {
+  std::mt19937 rng(seed);
+  for (int threads : {1, 2}) {
+    kernel_env().set_threads(threads);
+    for (auto [N, K] : kPanelShapes) {
+      std::mt19937 copy = rng;
+      RefWeight r = make_dense(rng, N, K, DType::BF16), orig = make_dense(copy, N, K, DType::BF16);
+      r.w.prepare(Compute{kernel_env().pool, Precision::kFast, nullptr, {}});
+      EXPECT_TRUE(r.w.is_repacked());
+      check(N, K, r, orig, rng);
+    }
+  }
+  kernel_env().set_threads(0);
 }
 
 // Repacking keeps every value (rows read back bit for bit) and reports the panels' bytes.
 TEST(MatMulRepackBf16, SameValuesEveryShape) {
   if (!matmul_detail::avx512_enabled()) GTEST_SKIP() << "no AVX-512";
-  std::mt19937 rng(31);
-  for (int threads : {1, 2}) {
-    kernel_env().set_threads(threads);
-    for (auto [N, K] : kPanelShapes) {
-      RefWeight orig;
-      RefWeight r = panel_weight(rng, N, K, &orig);
-      EXPECT_EQ(r.w.weight_bytes(), size_t((N + 63) / 64 * 64 * ((K + 1) / 2) * 4));
-      std::vector<float> a(static_cast<size_t>(K)), b(static_cast<size_t>(K));
-      for (int64_t n = 0; n < N; ++n) {
-        orig.w.dequantize_row(n, a.data());
-        r.w.dequantize_row(n, b.data());
-        ASSERT_EQ(a, b) << "N=" << N << " K=" << K << " row " << n;
-      }
+  for_each_panel_weight(31, [](int64_t N, int64_t K, const RefWeight& r, const RefWeight& orig, std::mt19937&) {
+    EXPECT_EQ(r.w.weight_bytes(), size_t((N + 63) / 64 * 64 * ((K + 1) / 2) * 4));
+    std::vector<float> a(static_cast<size_t>(K)), b(static_cast<size_t>(K));
+    for (int64_t n = 0; n < N; ++n) {
+      orig.w.dequantize_row(n, a.data());
+      r.w.dequantize_row(n, b.data());
+      ASSERT_EQ(a, b) << "N=" << N << " K=" << K << " row " << n;
     }
-  }
-  kernel_env().set_threads(0);
+  });
 }
 
 // Float32 products on the panels: the GEMM (panel fills widen the pairs) keeps its k-ordered FMA
@@ -197,26 +199,20 @@ TEST(MatMulRepackBf16, SameValuesEveryShape) {
 TEST(MatMulRepackBf16, Float32GemmBitIdenticalGemvWithinBound) {
   if (!matmul_detail::avx512_enabled()) GTEST_SKIP() << "no AVX-512";
   PrecisionScope scope(MatMulPrecision::kF32);
-  std::mt19937 rng(32);
-  for (int threads : {1, 2}) {
-    kernel_env().set_threads(threads);
-    for (auto [N, K] : kPanelShapes) {
-      RefWeight orig;
-      RefWeight r = panel_weight(rng, N, K, &orig);
-      for (int64_t M : {1, 2, 3, 4, 5, 6}) check_forward(r, M, rng, M % 2 == 0, "f32 gemv on bf16 panels");
-      for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-        hwy::SetSupportedTargetsForTest(target);
-        for (int64_t M : {7, 13, 97}) {
-          std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N);
-          std::vector<float> want(size_t(M * N)), got(size_t(M * N));
-          orig.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, want.data(), bias.data());
-          r.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, got.data(), bias.data());
-          ASSERT_EQ(got, want) << "target " << hwy::TargetName(target) << " N=" << N << " K=" << K << " M=" << M;
-        }
+  for_each_panel_weight(32, [](int64_t N, int64_t K, const RefWeight& r, const RefWeight& orig, std::mt19937& rng) {
+    for (int64_t M : {1, 2, 3, 4, 5, 6}) check_forward(r, M, rng, M % 2 == 0, "f32 gemv on bf16 panels");
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      for (int64_t M : {7, 13, 97}) {
+        std::vector<float> x = random_vec(rng, M * K), bias = random_vec(rng, N);
+        std::vector<float> want(size_t(M * N)), got(size_t(M * N));
+        orig.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, want.data(), bias.data());
+        r.w.forward_as(MatMulPrecision::kF32, *kernel_env().pool, x.data(), M, got.data(), bias.data());
+        ASSERT_EQ(got, want) << "target " << hwy::TargetName(target) << " N=" << N << " K=" << K << " M=" << M;
       }
-      hwy::SetSupportedTargetsForTest(0);
     }
-  }
+    hwy::SetSupportedTargetsForTest(0);
+  });
 }
 
 // The bf16 GEMV and GEMM on the panels, bound of activations rounded to bf16 (weights are bf16
@@ -224,32 +220,27 @@ TEST(MatMulRepackBf16, Float32GemmBitIdenticalGemvWithinBound) {
 // AVX512F, on any AVX-512 CPU; else the weight's own forward in kBF16 (AVX512-BF16 CPUs).
 void check_bf16_panels(bool emulated) {
   PrecisionScope scope(MatMulPrecision::kBF16);
-  std::mt19937 rng(33);
-  for (int threads : {1, 2}) {
-    kernel_env().set_threads(threads);
-    for (auto [N, K] : kPanelShapes) {
-      RefWeight r = panel_weight(rng, N, K);
-      MatMulWeight::Impl orig, impl;  // the same panels, for the kernels' own entry points
-      orig.N = impl.N = N;
-      orig.K = impl.K = K;
-      orig.w = r.stored;
-      impl.bf16_panels = matmul_detail::repack_bf16(*kernel_env().pool, orig);
-      Forward forward;
-      if (emulated)
-        forward = [&](const float* x, int64_t m, float* y, const float* bias) {
-          if (m <= 6)
-            matmul_detail::gemv_panels_bf16_emulated(*kernel_env().pool, *impl.bf16_panels, x, m, y, bias);
-          else
-            matmul_detail::gemm_bf16_emulated(*kernel_env().pool, impl, x, m, y, bias);
-        };
-      const double tol = std::ldexp(1.0, -8) + double(K) * std::ldexp(1.0, -24) + 2e-6;
-      for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 13, 97})
-        check_forward(r, M, rng, M % 2 == 1,
-                      std::string(emulated ? "emulated " : "") + "bf16 on panels N=" + std::to_string(N) +
-                          " K=" + std::to_string(K),
-                      tol, nullptr, forward);
-    }
-  }
+  for_each_panel_weight(33, [&](int64_t N, int64_t K, const RefWeight& r, const RefWeight& orig, std::mt19937& rng) {
+    MatMulWeight::Impl loaded, impl;  // the same panels, for the kernels' own entry points
+    loaded.N = impl.N = N;
+    loaded.K = impl.K = K;
+    loaded.w = orig.stored;
+    impl.bf16_panels = matmul_detail::repack_bf16(*kernel_env().pool, loaded);
+    Forward forward;
+    if (emulated)
+      forward = [&](const float* x, int64_t m, float* y, const float* bias) {
+        if (m <= 6)
+          matmul_detail::gemv_panels_bf16_emulated(*kernel_env().pool, *impl.bf16_panels, x, m, y, bias);
+        else
+          matmul_detail::gemm_bf16_emulated(*kernel_env().pool, impl, x, m, y, bias);
+      };
+    const double tol = std::ldexp(1.0, -8) + double(K) * std::ldexp(1.0, -24) + 2e-6;
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 13, 97})
+      check_forward(r, M, rng, M % 2 == 1,
+                    std::string(emulated ? "emulated " : "") + "bf16 on panels N=" + std::to_string(N) +
+                        " K=" + std::to_string(K),
+                    tol, nullptr, forward);
+  });
 }
 
 TEST(MatMulRepackBf16, Bf16KernelsEmulated) {
